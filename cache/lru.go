@@ -1,0 +1,93 @@
+package cache
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+)
+
+// DefaultEntries is the default bound of each LRU table.
+const DefaultEntries = 100_000
+
+// LRU is an in-process Store bounded by entry count.
+type LRU struct {
+	blobs      *lru.Cache[digest.Digest, Blob]
+	byPlain    *lru.Cache[string, Manifest]
+	byUpstream *lru.Cache[string, Manifest]
+}
+
+var _ Store = (*LRU)(nil)
+
+// NewLRU returns an LRU holding at most entries blobs and as many manifests
+// (a non-positive entries means DefaultEntries).
+func NewLRU(entries int) (*LRU, error) {
+	if entries <= 0 {
+		entries = DefaultEntries
+	}
+	b, err := lru.New[digest.Digest, Blob](entries)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	p, err := lru.New[string, Manifest](entries)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	u, err := lru.New[string, Manifest](entries)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	return &LRU{blobs: b, byPlain: p, byUpstream: u}, nil
+}
+
+func key(repo string, d digest.Digest) string { return repo + "@" + d.String() }
+
+// Blob implements Store.
+func (l *LRU) Blob(_ context.Context, d digest.Digest) (Blob, bool, error) {
+	b, ok := l.blobs.Get(d)
+	b.Annotations = maps.Clone(b.Annotations)
+	return b, ok, nil
+}
+
+// PutBlob implements Store.
+func (l *LRU) PutBlob(_ context.Context, b Blob) error {
+	b.Annotations = maps.Clone(b.Annotations)
+	l.blobs.Add(b.PlainDigest, b)
+	return nil
+}
+
+// DeleteBlob implements Store.
+func (l *LRU) DeleteBlob(_ context.Context, d digest.Digest) error {
+	l.blobs.Remove(d)
+	return nil
+}
+
+// Manifest implements Store.
+func (l *LRU) Manifest(_ context.Context, repo string, d digest.Digest) (Manifest, bool, error) {
+	m, ok := l.byPlain.Get(key(repo, d))
+	return m, ok, nil
+}
+
+// ManifestByUpstream implements Store.
+func (l *LRU) ManifestByUpstream(_ context.Context, repo string, d digest.Digest) (Manifest, bool, error) {
+	m, ok := l.byUpstream.Get(key(repo, d))
+	return m, ok, nil
+}
+
+// PutManifest implements Store.
+func (l *LRU) PutManifest(_ context.Context, m Manifest) error {
+	l.byPlain.Add(key(m.Repository, m.PlainDigest), m)
+	l.byUpstream.Add(key(m.Repository, m.UpstreamDigest), m)
+	return nil
+}
+
+// DeleteManifest implements Store.
+func (l *LRU) DeleteManifest(_ context.Context, repo string, d digest.Digest) error {
+	if m, ok := l.byPlain.Peek(key(repo, d)); ok {
+		l.byUpstream.Remove(key(repo, m.UpstreamDigest))
+	}
+	l.byPlain.Remove(key(repo, d))
+	return nil
+}

@@ -1,0 +1,110 @@
+// Package config is shroud's configuration: a YAML file whose keys are the
+// long names of the command-line flags (flags win over the file).
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is everything `shroud serve` needs.
+type Config struct {
+	// Listen is the address shroud serves the distribution API on.
+	// Default ":5000".
+	Listen string `yaml:"listen"`
+	// Upstream is the registry behind shroud, http:// or https://. Empty
+	// runs an embedded distribution v3 registry storing under
+	// DataDir/registry, on a loopback port of its own.
+	Upstream string `yaml:"upstream"`
+	// DataDir holds shroud's identity key pair and the embedded
+	// registry's storage. Default "./shroud-data".
+	DataDir string `yaml:"data-dir"`
+	// Identity is the private key file of shroud's own key pair. Empty
+	// means DataDir/identity.pem, generated on first start.
+	Identity string `yaml:"identity"`
+	// Recipients are the keys every layer is wrapped for besides the
+	// identity, in skopeo's --encryption-key form ("jwe:<public key file>").
+	Recipients []string `yaml:"recipient"`
+	// DecryptionKeys are extra private key files ("file" or
+	// "file:password") shroud may unwrap layers with that it did not
+	// encrypt itself.
+	DecryptionKeys []string `yaml:"decryption-key"`
+	// LogLevel is debug, info, warn or error. Default "info".
+	LogLevel string `yaml:"log-level"`
+	// CacheEntries bounds each table of the in-process mapping cache.
+	// Default 100000.
+	CacheEntries int `yaml:"cache-entries"`
+	// UploadTTL is how long an idle upload session is kept. Default 1h.
+	UploadTTL time.Duration `yaml:"upload-ttl"`
+}
+
+// Default returns the configuration with every default filled in.
+func Default() Config {
+	return Config{
+		Listen:       ":5000",
+		DataDir:      "./shroud-data",
+		LogLevel:     "info",
+		CacheEntries: 100_000,
+		UploadTTL:    time.Hour,
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are an error.
+func Load(path string) (Config, error) {
+	c := Default()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate checks the configuration without touching any file.
+func (c Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
+	}
+	if c.Upstream != "" {
+		u, err := url.Parse(c.Upstream)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("upstream %q: want http://host[:port] or https://host[:port]", c.Upstream))
+		}
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir is empty"))
+	}
+	if _, err := c.Level(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.CacheEntries < 0 {
+		errs = append(errs, fmt.Errorf("cache-entries %d is negative", c.CacheEntries))
+	}
+	if c.UploadTTL < 0 {
+		errs = append(errs, fmt.Errorf("upload-ttl %s is negative", c.UploadTTL))
+	}
+	return errors.Join(errs...)
+}
+
+// Level parses LogLevel.
+func (c Config) Level() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return 0, fmt.Errorf("log-level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	return l, nil
+}

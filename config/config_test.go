@@ -1,0 +1,52 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "shroud.yaml")
+	os.WriteFile(p, []byte("listen: 127.0.0.1:6000\nupstream: https://registry.example\nrecipient: [jwe:a.pem, jwe:b.pem]\nupload-ttl: 5m\n"), 0o600)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:6000" || c.Upstream != "https://registry.example" || len(c.Recipients) != 2 || c.UploadTTL != 5*time.Minute {
+		t.Fatalf("Load = %+v", c)
+	}
+	if c.DataDir != "./shroud-data" || c.CacheEntries != 100_000 {
+		t.Fatalf("defaults lost: %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadRejectsUnknownKeys(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "shroud.yaml")
+	os.WriteFile(p, []byte("listn: :5000\n"), 0o600)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "listn") {
+		t.Fatalf("Load with a misspelt key: err = %v, want one naming it", err)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.Listen = "nope" },
+		func(c *Config) { c.Upstream = "ftp://x" },
+		func(c *Config) { c.Upstream = "localhost:5000" },
+		func(c *Config) { c.DataDir = "" },
+		func(c *Config) { c.LogLevel = "loud" },
+	} {
+		c := Default()
+		bad(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("Validate(%+v) passed", c)
+		}
+	}
+}

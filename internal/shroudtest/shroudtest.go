@@ -1,0 +1,160 @@
+// Package shroudtest starts what shroud's tests need: real upstream
+// registries (distribution v3 embedded, go-containerregistry's registry)
+// and shroud in front of them, all on 127.0.0.1 and torn down with the test.
+package shroudtest
+
+import (
+	"context"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/embedded"
+	"github.com/shroud-oci/shroud/proxy"
+	"github.com/shroud-oci/shroud/proxy/upstream"
+)
+
+// Upstream is a registry for shroud to stand in front of.
+type Upstream struct {
+	Name string
+	URL  string // http://127.0.0.1:port
+	// Dir is the distribution storage root, empty for registries that
+	// keep blobs elsewhere.
+	Dir string
+}
+
+// Host is the upstream's host:port.
+func (u Upstream) Host() string { return strings.TrimPrefix(u.URL, "http://") }
+
+// Distribution starts an embedded distribution v3 registry.
+func Distribution(t testing.TB) Upstream {
+	t.Helper()
+	dir := t.TempDir()
+	reg, err := embedded.Start(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { reg.Close(context.Background()) })
+	return Upstream{Name: "distribution", URL: reg.URL, Dir: dir}
+}
+
+// GGCR starts go-containerregistry's registry (which does not check that a
+// manifest's blobs exist) with referrers support.
+func GGCR(t testing.TB) Upstream {
+	t.Helper()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(true)))
+	t.Cleanup(srv.Close)
+	return Upstream{Name: "ggcr", URL: srv.URL}
+}
+
+// Upstreams starts one of each upstream.
+func Upstreams(t testing.TB) []Upstream { return []Upstream{Distribution(t), GGCR(t)} }
+
+// Shroud is shroud running in front of an upstream.
+type Shroud struct {
+	URL     string
+	Keyring *crypto.Keyring
+	// DataDir holds identity.pem and identity.pub.pem.
+	DataDir string
+}
+
+// Host is shroud's host:port.
+func (s Shroud) Host() string { return strings.TrimPrefix(s.URL, "http://") }
+
+// Option changes how Start builds shroud.
+type Option func(*options)
+
+type options struct {
+	recipients []crypto.Recipient
+	keys       []crypto.DecryptionKey
+	handler    func(http.Handler) http.Handler
+}
+
+// WithRecipients adds recipients to every layer.
+func WithRecipients(r ...crypto.Recipient) Option {
+	return func(o *options) { o.recipients = append(o.recipients, r...) }
+}
+
+// WithDecryptionKeys adds keys shroud may unwrap with.
+func WithDecryptionKeys(k ...crypto.DecryptionKey) Option {
+	return func(o *options) { o.keys = append(o.keys, k...) }
+}
+
+// WithMiddleware wraps shroud's handler (to count or break requests).
+func WithMiddleware(f func(http.Handler) http.Handler) Option {
+	return func(o *options) { o.handler = f }
+}
+
+// Start runs shroud in front of up with a fresh identity.
+func Start(t testing.TB, up Upstream, opts ...Option) Shroud {
+	t.Helper()
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	dir := t.TempDir()
+	id, _, err := crypto.LoadOrCreateIdentity(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := crypto.NewKeyring(id, o.recipients, o.keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return StartWithKeyring(t, up, kr, dir, o.handler)
+}
+
+// StartWithKeyring runs shroud with a given keyring (a restart keeps it).
+func StartWithKeyring(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, mw func(http.Handler) http.Handler) Shroud {
+	t.Helper()
+	cl, err := upstream.New(up.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := cache.NewLRU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var log *slog.Logger
+	if os.Getenv("SHROUD_TEST_LOG") != "" {
+		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	h, err := proxy.New(proxy.Options{Upstream: cl, Keyring: kr, Cache: store, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var handler http.Handler = h
+	if mw != nil {
+		handler = mw(h)
+	}
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	return Shroud{URL: srv.URL, Keyring: kr, DataDir: dir}
+}
+
+// IdentityFile is the path of the identity's private key.
+func (s Shroud) IdentityFile() string { return filepath.Join(s.DataDir, crypto.IdentityFile) }
+
+// BlobFiles lists the blob data files of a distribution storage root.
+func BlobFiles(t testing.TB, dir string) []string {
+	t.Helper()
+	var out []string
+	root := filepath.Join(dir, "docker", "registry", "v2", "blobs")
+	filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && d.Name() == "data" {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}

@@ -1,0 +1,289 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy/upstream"
+)
+
+// served is a manifest as shroud serves it.
+type served struct {
+	body        []byte
+	contentType string
+	digest      digest.Digest
+}
+
+// getManifest serves GET and HEAD of a manifest by tag or digest.
+func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request) error {
+	v := mux.Vars(r)
+	repo, ref := v["name"], v["reference"]
+	ctx, cl := r.Context(), h.client(r)
+	if r.Method == http.MethodHead {
+		if mm, ok := h.headFromCache(ctx, cl, repo, ref); ok {
+			writeManifestHeaders(w, mm.ContentType, mm.PlainDigest, mm.Size)
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}
+	}
+	s, err := h.resolveManifest(ctx, cl, repo, ref)
+	if err != nil {
+		return err
+	}
+	writeManifestHeaders(w, s.contentType, s.digest, int64(len(s.body)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(s.body)
+	}
+	return nil
+}
+
+func writeManifestHeaders(w http.ResponseWriter, contentType string, d digest.Digest, size int64) {
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Docker-Content-Digest", d.String())
+	w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+	w.Header().Set("Etag", `"`+d.String()+`"`)
+}
+
+// headFromCache answers a HEAD from the mappings when the upstream's HEAD
+// names a manifest shroud has served before.
+func (h *Handler) headFromCache(ctx context.Context, cl *upstream.Client, repo, ref string) (cache.Manifest, bool) {
+	if d, ok := isDigest(ref); ok {
+		mm, ok := h.manifestMapping(ctx, repo, d)
+		if !ok {
+			return cache.Manifest{}, false
+		}
+		upDigest, _, _, err := cl.HeadManifest(ctx, repo, mm.UpstreamDigest.String())
+		return mm, err == nil && upDigest == mm.UpstreamDigest
+	}
+	upDigest, _, _, err := cl.HeadManifest(ctx, repo, ref)
+	if err != nil || upDigest == "" {
+		return cache.Manifest{}, false
+	}
+	mm, ok, err := h.cache.ManifestByUpstream(ctx, repo, upDigest)
+	return mm, ok && err == nil
+}
+
+// resolveManifest finds the manifest a client means by ref and returns it
+// as the client pushed it (or decrypted, for images encrypted elsewhere).
+func (h *Handler) resolveManifest(ctx context.Context, cl *upstream.Client, repo, ref string) (served, error) {
+	d, byDigest := isDigest(ref)
+	if !byDigest {
+		um, err := cl.GetManifest(ctx, repo, ref)
+		if err != nil {
+			return served{}, err
+		}
+		return h.restore(ctx, cl, repo, um, 0)
+	}
+	if mm, ok := h.manifestMapping(ctx, repo, d); ok {
+		if s, err := h.restoreByUpstream(ctx, cl, repo, mm.UpstreamDigest); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+			return served{}, err
+		} else if err == nil && s.digest == d {
+			return s, nil
+		}
+	}
+	um, err := cl.GetManifest(ctx, repo, ref)
+	if err == nil {
+		// Asked for by its upstream digest: the bytes of that digest.
+		return served{body: um.Body, contentType: um.ContentType, digest: um.Digest}, nil
+	}
+	if !upstream.IsStatus(err, http.StatusNotFound) {
+		return served{}, err
+	}
+	if s, ok, err := h.scanTags(ctx, cl, repo, d); err != nil || ok {
+		return s, err
+	}
+	return served{}, apiErr(http.StatusNotFound, codeManifestUnknown, "manifest %s is unknown to repository %s", d, repo)
+}
+
+func (h *Handler) restoreByUpstream(ctx context.Context, cl *upstream.Client, repo string, upDigest digest.Digest) (served, error) {
+	um, err := cl.GetManifest(ctx, repo, upDigest.String())
+	if err != nil {
+		return served{}, err
+	}
+	return h.restore(ctx, cl, repo, um, 0)
+}
+
+// scanTags looks for a manifest the cache has forgotten (after a restart,
+// or evicted) among the repository's tags and the indexes they name.
+func (h *Handler) scanTags(ctx context.Context, cl *upstream.Client, repo string, d digest.Digest) (served, bool, error) {
+	resp, err := cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/tags/list", url.Values{"n": {strconv.Itoa(h.maxScan)}}, nil)
+	if err != nil {
+		return served{}, false, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return served{}, false, nil
+	}
+	var list struct {
+		Tags []string `json:"tags"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&list); err != nil {
+		return served{}, false, nil
+	}
+	for _, tag := range list.Tags[:min(len(list.Tags), h.maxScan)] {
+		um, err := cl.GetManifest(ctx, repo, tag)
+		if err != nil {
+			continue
+		}
+		s, err := h.restore(ctx, cl, repo, um, 0)
+		if err != nil {
+			continue
+		}
+		if s.digest == d {
+			return s, true, nil
+		}
+		if mm, ok := h.manifestMapping(ctx, repo, d); ok {
+			if s, err := h.restoreByUpstream(ctx, cl, repo, mm.UpstreamDigest); err == nil && s.digest == d {
+				return s, true, nil
+			}
+		}
+	}
+	return served{}, false, nil
+}
+
+// restore turns an upstream manifest into what the client should see: the
+// sealed original bytes for manifests shroud wrote; a decrypted manifest
+// for images encrypted elsewhere; anything else as it is.
+func (h *Handler) restore(ctx context.Context, cl *upstream.Client, repo string, um upstream.Manifest, depth int) (served, error) {
+	asIs := served{body: um.Body, contentType: um.ContentType, digest: um.Digest}
+	m, err := parseManifest(um.Body, um.ContentType)
+	if err != nil {
+		return asIs, nil // not a manifest shroud rewrites (schema 1, say)
+	}
+	if sealed := m.annotations[crypto.AnnotationOriginal]; sealed != "" {
+		return h.openSealed(ctx, repo, um, m, sealed)
+	}
+	var changed bool
+	if m.isIndex() {
+		if depth > 0 {
+			return asIs, nil
+		}
+		for i := range m.manifests {
+			c := &m.manifests[i]
+			cm, err := cl.GetManifest(ctx, repo, c.Digest.String())
+			if err != nil {
+				return served{}, fmt.Errorf("index child %s: %w", c.Digest, err)
+			}
+			cs, err := h.restore(ctx, cl, repo, cm, depth+1)
+			if err != nil {
+				return served{}, err
+			}
+			if cs.digest != c.Digest {
+				c.Digest, c.Size, c.MediaType = cs.digest, int64(len(cs.body)), cs.contentType
+				changed = true
+			}
+		}
+	} else {
+		for i := range m.layers {
+			l := &m.layers[i]
+			if !crypto.IsEncryptedMediaType(l.MediaType) {
+				continue
+			}
+			opts, err := h.keys.Unwrap(l.Annotations)
+			if err != nil {
+				return served{}, fmt.Errorf("layer %s of %s: %w", l.Digest, repo, err)
+			}
+			if _, err := crypto.ParsePublicOptions(l.Annotations); err != nil {
+				return served{}, fmt.Errorf("layer %s: %w", l.Digest, err)
+			}
+			if opts.PlainDigest == "" {
+				return served{}, fmt.Errorf("layer %s: its private options carry no plaintext digest", l.Digest)
+			}
+			h.putBlob(ctx, cache.Blob{PlainDigest: opts.PlainDigest, CipherDigest: l.Digest, Size: l.Size,
+				Annotations: crypto.EncAnnotations(l.Annotations), Repository: repo})
+			l.MediaType = crypto.PlainMediaType(l.MediaType)
+			l.Digest = opts.PlainDigest
+			l.Annotations = crypto.WithoutEncAnnotations(l.Annotations)
+			changed = true
+		}
+	}
+	if !changed {
+		return asIs, nil
+	}
+	body, err := m.marshal()
+	if err != nil {
+		return served{}, err
+	}
+	s := served{body: body, contentType: m.mediaType, digest: digest.FromBytes(body)}
+	h.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: s.contentType, Size: int64(len(body)),
+		UpstreamDigest: um.Digest, UpstreamMediaType: um.ContentType, UpstreamSize: int64(len(um.Body))})
+	return s, nil
+}
+
+// openSealed returns the original bytes sealed in a manifest shroud wrote,
+// and records the mappings the pair of manifests gives: each layer's
+// plaintext and ciphertext, each index child's plain and encrypted digest.
+func (h *Handler) openSealed(ctx context.Context, repo string, um upstream.Manifest, enc *manifest, sealed string) (served, error) {
+	contentType, body, err := h.keys.Identity().Open(sealed)
+	if err != nil {
+		return served{}, &apiError{status: http.StatusForbidden, code: codeDenied,
+			message: fmt.Sprintf("manifest %s was sealed to another shroud identity than %s", um.Digest, h.keys.Identity().Path()), cause: err}
+	}
+	s := served{body: body, contentType: contentType, digest: digest.FromBytes(body)}
+	orig, err := parseManifest(body, contentType)
+	if err != nil {
+		return served{}, errors.Join(errors.New("sealed original manifest does not parse"), err)
+	}
+	if len(orig.layers) == len(enc.layers) {
+		for i, o := range orig.layers {
+			e := enc.layers[i]
+			if crypto.IsEncryptedMediaType(e.MediaType) && o.Digest != e.Digest {
+				h.putBlob(ctx, cache.Blob{PlainDigest: o.Digest, CipherDigest: e.Digest, Size: e.Size,
+					Annotations: crypto.EncAnnotations(e.Annotations), Repository: repo})
+			}
+		}
+	}
+	if len(orig.manifests) == len(enc.manifests) {
+		for i, o := range orig.manifests {
+			if e := enc.manifests[i]; o.Digest != e.Digest {
+				h.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: o.Digest, ContentType: o.MediaType, Size: o.Size,
+					UpstreamDigest: e.Digest, UpstreamMediaType: e.MediaType, UpstreamSize: e.Size})
+			}
+		}
+	}
+	h.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: contentType, Size: int64(len(body)),
+		UpstreamDigest: um.Digest, UpstreamMediaType: um.ContentType, UpstreamSize: int64(len(um.Body))})
+	return s, nil
+}
+
+// deleteManifest deletes the upstream manifest a digest maps to (a tag is
+// passed through) and forgets the mapping.
+func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request) error {
+	v := mux.Vars(r)
+	repo, ref := v["name"], v["reference"]
+	ctx, cl := r.Context(), h.client(r)
+	target := ref
+	d, byDigest := isDigest(ref)
+	if byDigest {
+		if mm, ok := h.manifestMapping(ctx, repo, d); ok {
+			target = mm.UpstreamDigest.String()
+		} else if _, ok, err := h.scanTags(ctx, cl, repo, d); err == nil && ok {
+			if mm, ok := h.manifestMapping(ctx, repo, d); ok {
+				target = mm.UpstreamDigest.String()
+			}
+		}
+	}
+	if err := cl.DeleteManifest(ctx, repo, target); err != nil {
+		return err
+	}
+	if byDigest {
+		if err := h.cache.DeleteManifest(ctx, repo, d); err != nil {
+			logger(ctx).Warn("cache delete failed", "err", err)
+		}
+	}
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusAccepted)
+	return nil
+}

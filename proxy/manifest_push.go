@@ -1,0 +1,280 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy/upstream"
+)
+
+// putManifest serves a manifest PUT: the manifest is rewritten to its
+// encrypted form, the client's bytes sealed into it, and the result stored
+// upstream; the client is answered with the digest of what it sent.
+func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
+	v := mux.Vars(r)
+	repo, ref := v["name"], v["reference"]
+	ctx, cl := r.Context(), h.client(r)
+	body, err := io.ReadAll(io.LimitReader(r.Body, upstream.MaxManifestSize+1))
+	if err != nil {
+		return fmt.Errorf("read manifest: %w", err)
+	}
+	if len(body) > upstream.MaxManifestSize {
+		return apiErr(http.StatusRequestEntityTooLarge, codeManifestInvalid, "manifest is larger than %d bytes", upstream.MaxManifestSize)
+	}
+	plainDigest := digest.FromBytes(body)
+	refDigest, byDigest := isDigest(ref)
+	if byDigest {
+		if !refDigest.Algorithm().Available() {
+			return apiErr(http.StatusBadRequest, codeDigestInvalid, "digest algorithm %s is not supported", refDigest.Algorithm())
+		}
+		if plainDigest = refDigest.Algorithm().FromBytes(body); plainDigest != refDigest {
+			return apiErr(http.StatusBadRequest, codeDigestInvalid, "the manifest has digest %s, not %s", plainDigest, refDigest)
+		}
+	}
+	contentType := r.Header.Get("Content-Type")
+	m, err := parseManifest(body, contentType)
+	if err != nil {
+		return err
+	}
+	if contentType == "" {
+		contentType = m.mediaType
+	}
+	if err := h.encryptManifest(ctx, cl, repo, m); err != nil {
+		return err
+	}
+	sealed, err := h.keys.Identity().Seal(contentType, body)
+	if err != nil {
+		return err
+	}
+	m.annotations = maps.Clone(m.annotations)
+	if m.annotations == nil {
+		m.annotations = map[string]string{}
+	}
+	m.annotations[crypto.AnnotationOriginal] = sealed
+	out, err := m.marshal()
+	if err != nil {
+		return err
+	}
+	upRef := ref
+	if byDigest {
+		upRef = digest.FromBytes(out).String()
+	}
+	upDigest, err := cl.PutManifest(ctx, repo, upRef, m.mediaType, out)
+	if err != nil {
+		return err
+	}
+	h.putManifestMapping(ctx, cache.Manifest{
+		Repository: repo, PlainDigest: plainDigest, ContentType: contentType, Size: int64(len(body)),
+		UpstreamDigest: upDigest, UpstreamMediaType: m.mediaType, UpstreamSize: int64(len(out)),
+	})
+	logger(ctx).Debug("manifest stored", "repository", repo, "reference", ref, "plain_digest", plainDigest, "upstream_digest", upDigest)
+	w.Header().Set("Location", "/v2/"+repo+"/manifests/"+plainDigest.String())
+	w.Header().Set("Docker-Content-Digest", plainDigest.String())
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// encryptManifest rewrites m in place to what the upstream stores.
+func (h *Handler) encryptManifest(ctx context.Context, cl *upstream.Client, repo string, m *manifest) error {
+	if m.isIndex() {
+		for i := range m.manifests {
+			if err := h.mapChild(ctx, cl, repo, &m.manifests[i]); err != nil {
+				return err
+			}
+		}
+		if m.mediaType == mediaTypeDockerList {
+			m.mediaType = mediaTypeOCIIndex
+		}
+	} else {
+		if err := h.ensurePlainConfig(ctx, cl, repo, *m.config); err != nil {
+			return err
+		}
+		for i := range m.layers {
+			if err := h.encryptLayer(ctx, cl, repo, &m.layers[i]); err != nil {
+				return err
+			}
+		}
+		if m.mediaType == mediaTypeDockerManifest {
+			m.mediaType = mediaTypeOCIManifest
+		}
+	}
+	if m.subject != nil {
+		if mm, ok := h.manifestMapping(ctx, repo, m.subject.Digest); ok {
+			m.subject.Digest, m.subject.Size, m.subject.MediaType = mm.UpstreamDigest, mm.UpstreamSize, mm.UpstreamMediaType
+		}
+	}
+	return nil
+}
+
+// mapChild points an index entry at the encrypted form of the manifest the
+// client pushed, or keeps it if the upstream holds it as it is.
+func (h *Handler) mapChild(ctx context.Context, cl *upstream.Client, repo string, d *ocispec.Descriptor) error {
+	if mm, ok := h.manifestMapping(ctx, repo, d.Digest); ok {
+		d.Digest, d.Size, d.MediaType = mm.UpstreamDigest, mm.UpstreamSize, mm.UpstreamMediaType
+		return nil
+	}
+	if _, _, _, err := cl.HeadManifest(ctx, repo, d.Digest.String()); err != nil {
+		if upstream.IsStatus(err, http.StatusNotFound) {
+			return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "manifest %s named by the index is unknown to repository %s", d.Digest, repo)
+		}
+		return err
+	}
+	return nil
+}
+
+// ensurePlainConfig makes sure the upstream holds the config in plaintext:
+// shroud encrypted it at upload (it cannot tell configs from layers then),
+// so it decrypts its own ciphertext and stores the plaintext.
+func (h *Handler) ensurePlainConfig(ctx context.Context, cl *upstream.Client, repo string, d ocispec.Descriptor) error {
+	if _, ok, err := cl.HeadBlob(ctx, repo, d.Digest); err != nil {
+		return err
+	} else if ok {
+		return nil
+	}
+	b, ok := h.blob(ctx, d.Digest)
+	if !ok {
+		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "config %s is unknown to repository %s", d.Digest, repo)
+	}
+	if b.Size > h.maxCfg {
+		return apiErr(http.StatusBadRequest, codeManifestInvalid, "config %s has %d bytes, more than the %d shroud accepts", d.Digest, b.Size, h.maxCfg)
+	}
+	plain, err := h.readBlob(ctx, cl, repo, b)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", d.Digest, err)
+	}
+	return cl.PutBlob(ctx, repo, d.Digest, plain)
+}
+
+// readBlob reads and verifies a small encrypted blob whole.
+func (h *Handler) readBlob(ctx context.Context, cl *upstream.Client, repo string, b cache.Blob) ([]byte, error) {
+	opts, err := h.keys.Unwrap(b.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := crypto.ParsePublicOptions(b.Annotations)
+	if err != nil {
+		return nil, err
+	}
+	if !h.ensureCipher(ctx, cl, repo, b) {
+		return nil, apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "blob %s is gone from the upstream", b.CipherDigest)
+	}
+	resp, err := cl.GetBlob(ctx, repo, b.CipherDigest, "")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	r, err := crypto.DecryptReader(io.LimitReader(resp.Body, b.Size), opts.Key, pub.HMAC, b.PlainDigest)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(r)
+}
+
+// encryptLayer rewrites one layer descriptor to its encrypted form, with
+// the layer key wrapped for every recipient.
+func (h *Handler) encryptLayer(ctx context.Context, cl *upstream.Client, repo string, d *ocispec.Descriptor) error {
+	if crypto.IsEncryptedMediaType(d.MediaType) {
+		return nil // encrypted before it reached shroud: kept as it is
+	}
+	b, ok := h.blob(ctx, d.Digest)
+	switch {
+	case !ok && crypto.IsNonDistributable(d.MediaType):
+		return nil // never pushed: clients fetch it from its URLs
+	case !ok:
+		var err error
+		if b, err = h.encryptFromUpstream(ctx, cl, repo, d.Digest); err != nil {
+			return err
+		}
+	case !h.ensureCipher(ctx, cl, repo, b):
+		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "layer %s: its ciphertext %s is not in the upstream", d.Digest, b.CipherDigest)
+	}
+	if b.Size != d.Size {
+		return apiErr(http.StatusBadRequest, codeManifestInvalid, "layer %s has size %d in the manifest but %d bytes were pushed", d.Digest, d.Size, b.Size)
+	}
+	opts, err := h.keys.Unwrap(b.Annotations)
+	if err != nil {
+		return fmt.Errorf("layer %s: %w", d.Digest, err)
+	}
+	pub, err := crypto.ParsePublicOptions(b.Annotations)
+	if err != nil {
+		return err
+	}
+	ann, err := h.keys.Wrap(opts, pub)
+	if err != nil {
+		return err
+	}
+	d.Annotations = maps.Clone(d.Annotations)
+	if d.Annotations == nil {
+		d.Annotations = map[string]string{}
+	}
+	maps.Copy(d.Annotations, ann)
+	d.MediaType = crypto.EncryptedMediaType(d.MediaType)
+	d.Digest = b.CipherDigest
+	return nil
+}
+
+// encryptFromUpstream encrypts a layer the upstream holds in plaintext
+// (pushed before shroud stood in front of it, or mounted as plaintext) so
+// that the manifest never names plaintext.
+func (h *Handler) encryptFromUpstream(ctx context.Context, cl *upstream.Client, repo string, plainDigest digest.Digest) (cache.Blob, error) {
+	resp, err := cl.GetBlob(ctx, repo, plainDigest, "")
+	if upstream.IsStatus(err, http.StatusNotFound) {
+		return cache.Blob{}, apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "layer %s is unknown to repository %s", plainDigest, repo)
+	}
+	if err != nil {
+		return cache.Blob{}, err
+	}
+	defer resp.Body.Close()
+	u, err := h.openUpload(ctx, cl, repo)
+	if err != nil {
+		return cache.Blob{}, err
+	}
+	loc, err := cl.PatchUpload(ctx, u.location, u.enc.Reader(resp.Body), resp.ContentLength)
+	if err != nil {
+		h.cancelUpstream(ctx, cl, u.location)
+		return cache.Blob{}, err
+	}
+	s := u.enc.Seal()
+	if s.PlainDigest != plainDigest {
+		h.cancelUpstream(ctx, cl, loc)
+		return cache.Blob{}, fmt.Errorf("upstream blob %s has digest %s", plainDigest, s.PlainDigest)
+	}
+	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: s.PlainDigest}, crypto.PublicOptions{HMAC: s.HMAC})
+	if err != nil {
+		h.cancelUpstream(ctx, cl, loc)
+		return cache.Blob{}, err
+	}
+	if err := cl.CommitUpload(ctx, loc, s.CipherDigest); err != nil {
+		h.cancelUpstream(ctx, cl, loc)
+		return cache.Blob{}, err
+	}
+	b := cache.Blob{PlainDigest: plainDigest, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: repo}
+	h.putBlob(ctx, b)
+	logger(ctx).Info("encrypted a plaintext layer found upstream", "repository", repo, "plain_digest", plainDigest, "cipher_digest", s.CipherDigest)
+	return b, nil
+}
+
+func (h *Handler) manifestMapping(ctx context.Context, repo string, d digest.Digest) (cache.Manifest, bool) {
+	m, ok, err := h.cache.Manifest(ctx, repo, d)
+	if err != nil {
+		logger(ctx).Warn("cache lookup failed", "plain_digest", d, "err", err)
+		return cache.Manifest{}, false
+	}
+	return m, ok
+}
+
+func (h *Handler) putManifestMapping(ctx context.Context, m cache.Manifest) {
+	if err := h.cache.PutManifest(ctx, m); err != nil {
+		logger(ctx).Warn("cache store failed", "plain_digest", m.PlainDigest, "err", err)
+	}
+}

@@ -1,0 +1,331 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy/upstream"
+)
+
+// cleanupTimeout bounds the upstream calls that tidy up after a failed
+// upload, which run even when the client has gone.
+const cleanupTimeout = 30 * time.Second
+
+// startUpload serves POST /v2/<name>/blobs/uploads/: a new session, a
+// monolithic upload (?digest=), or a cross-repository mount (?mount=&from=).
+func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request) error {
+	repo := mux.Vars(r)["name"]
+	q := r.URL.Query()
+	cl := h.client(r)
+	if m := q.Get("mount"); m != "" {
+		if ok, err := h.mount(w, r, cl, repo, m, q.Get("from")); ok || err != nil {
+			return err
+		}
+	}
+	u, err := h.openUpload(r.Context(), cl, repo)
+	if err != nil {
+		return err
+	}
+	if d := q.Get("digest"); d != "" {
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return h.complete(w, r, cl, u, d)
+	}
+	h.uploads.add(u)
+	writeUploadState(w, u, http.StatusAccepted)
+	return nil
+}
+
+// openUpload opens an upstream session and the local one in front of it.
+func (h *Handler) openUpload(ctx context.Context, cl *upstream.Client, repo string) (*upload, error) {
+	loc, err := cl.StartUpload(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	return h.newUpload(ctx, cl, repo, loc)
+}
+
+func (h *Handler) newUpload(ctx context.Context, cl *upstream.Client, repo, loc string) (*upload, error) {
+	key, err := crypto.NewLayerKey()
+	if err == nil {
+		var enc *crypto.Encrypter
+		if enc, err = crypto.NewEncrypter(key); err == nil {
+			return &upload{id: newID(16), repo: repo, location: loc, enc: enc}, nil
+		}
+	}
+	h.cancelUpstream(ctx, cl, loc)
+	return nil, err
+}
+
+// mount serves ?mount=P&from=R as a mount of P's ciphertext. It reports
+// false (and writes nothing) when no mount happened and the caller should
+// open a new session, as the spec lets a registry answer.
+func (h *Handler) mount(w http.ResponseWriter, r *http.Request, cl *upstream.Client, repo, mountParam, from string) (bool, error) {
+	plainDigest, err := parseDigest(mountParam)
+	if err != nil {
+		return false, err
+	}
+	b, ok := h.blob(r.Context(), plainDigest)
+	if !ok {
+		return false, nil
+	}
+	for i, src := range []string{from, b.Repository} {
+		if src == "" || (i == 1 && src == from) {
+			continue
+		}
+		if h.mountCipher(r.Context(), cl, repo, b, src) {
+			writeBlobCreated(w, repo, plainDigest)
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// mountCipher asks the upstream to mount b's ciphertext from src into repo.
+func (h *Handler) mountCipher(ctx context.Context, cl *upstream.Client, repo string, b cache.Blob, src string) bool {
+	mounted, loc, err := cl.Mount(ctx, repo, b.CipherDigest, src)
+	if err != nil {
+		logger(ctx).Debug("upstream mount failed", "from", src, "cipher_digest", b.CipherDigest, "err", err)
+		return false
+	}
+	if !mounted {
+		h.cancelUpstream(ctx, cl, loc)
+	}
+	return mounted
+}
+
+// patchUpload serves PATCH: a streamed chunk (no Content-Range) or a
+// chunk at the offset its Content-Range names.
+func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request) error {
+	u, err := h.lockUpload(r)
+	if err != nil {
+		return err
+	}
+	defer u.mu.Unlock()
+	if err := checkContentRange(r, u); err != nil {
+		return err
+	}
+	if err := h.appendBody(r.Context(), h.client(r), u, r); err != nil {
+		return err
+	}
+	writeUploadState(w, u, http.StatusAccepted)
+	return nil
+}
+
+// finishUpload serves PUT ?digest=, with or without a last chunk.
+func (h *Handler) finishUpload(w http.ResponseWriter, r *http.Request) error {
+	u, err := h.lockUpload(r)
+	if err != nil {
+		return err
+	}
+	defer u.mu.Unlock()
+	if err := checkContentRange(r, u); err != nil {
+		return err
+	}
+	return h.complete(w, r, h.client(r), u, r.URL.Query().Get("digest"))
+}
+
+// complete appends the request body, checks the client's digest and
+// commits the ciphertext upstream.
+func (h *Handler) complete(w http.ResponseWriter, r *http.Request, cl *upstream.Client, u *upload, digestParam string) error {
+	ctx := r.Context()
+	want, err := parseDigest(digestParam)
+	if err != nil {
+		h.abandon(ctx, cl, u)
+		return err
+	}
+	if err := h.appendBody(ctx, cl, u, r); err != nil {
+		return err
+	}
+	s := u.enc.Seal()
+	if s.PlainDigest != want {
+		h.abandon(ctx, cl, u)
+		return apiErr(http.StatusBadRequest, codeDigestInvalid, "the uploaded content has digest %s, not %s; nothing was stored", s.PlainDigest, want)
+	}
+	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: s.PlainDigest}, crypto.PublicOptions{HMAC: s.HMAC})
+	if err != nil {
+		h.abandon(ctx, cl, u)
+		return err
+	}
+	if err := cl.CommitUpload(ctx, u.location, s.CipherDigest); err != nil {
+		h.abandon(ctx, cl, u)
+		return err
+	}
+	h.uploads.remove(u.id)
+	h.putBlob(ctx, cache.Blob{PlainDigest: s.PlainDigest, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo})
+	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", s.PlainDigest, "cipher_digest", s.CipherDigest, "size", s.Size)
+	writeBlobCreated(w, u.repo, s.PlainDigest)
+	return nil
+}
+
+// appendBody encrypts the request body into the upstream session.
+func (h *Handler) appendBody(ctx context.Context, cl *upstream.Client, u *upload, r *http.Request) error {
+	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+		return nil
+	}
+	before := u.offset()
+	g := &gate{r: u.enc.Reader(r.Body)}
+	loc, err := cl.PatchUpload(ctx, u.location, g, r.ContentLength)
+	g.close()
+	if err == nil && r.ContentLength > 0 && u.offset()-before != r.ContentLength {
+		err = apiErr(http.StatusBadRequest, codeSizeInvalid, "the chunk had %d bytes, not the %d its Content-Length said", u.offset()-before, r.ContentLength)
+	}
+	if err != nil {
+		h.abandon(ctx, cl, u)
+		return err
+	}
+	u.location = loc
+	return nil
+}
+
+// abandon marks a session failed and cancels it upstream.
+func (h *Handler) abandon(ctx context.Context, cl *upstream.Client, u *upload) {
+	u.failed = errors.New("an earlier request on this upload failed")
+	h.uploads.remove(u.id)
+	h.cancelUpstream(ctx, cl, u.location)
+}
+
+func (h *Handler) cancelUpstream(ctx context.Context, cl *upstream.Client, loc string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	if err := cl.CancelUpload(ctx, loc); err != nil {
+		logger(ctx).Warn("cancel upstream upload", "err", err)
+	}
+}
+
+// uploadStatus serves GET on an upload: its offset.
+func (h *Handler) uploadStatus(w http.ResponseWriter, r *http.Request) error {
+	u, err := h.lockUpload(r)
+	if err != nil {
+		return err
+	}
+	defer u.mu.Unlock()
+	writeUploadState(w, u, http.StatusNoContent)
+	return nil
+}
+
+// cancelUpload serves DELETE on an upload.
+func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request) error {
+	u, err := h.lockUpload(r)
+	if err != nil {
+		return err
+	}
+	defer u.mu.Unlock()
+	h.uploads.remove(u.id)
+	if err := h.client(r).CancelUpload(r.Context(), u.location); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// lockUpload finds the request's session and locks it.
+func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
+	v := mux.Vars(r)
+	u := h.uploads.get(v["uuid"], v["name"])
+	if u == nil {
+		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s is unknown, finished, cancelled or expired", v["uuid"])
+	}
+	u.mu.Lock()
+	if u.failed != nil {
+		u.mu.Unlock()
+		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s: %v; start a new upload", v["uuid"], u.failed)
+	}
+	return u, nil
+}
+
+// checkContentRange answers 416 when a chunk does not start where the
+// session ends.
+func checkContentRange(r *http.Request, u *upload) error {
+	cr := r.Header.Get("Content-Range")
+	if cr == "" {
+		return nil
+	}
+	start, end, ok := parseContentRange(cr)
+	if ok && start == u.offset() && (r.ContentLength < 0 || end-start+1 == r.ContentLength) {
+		return nil
+	}
+	e := apiErr(http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid,
+		"chunk %q does not continue the upload, which holds %d bytes", cr, u.offset())
+	e.header = http.Header{}
+	e.header.Set("Location", uploadLocation(u))
+	e.header.Set("Range", rangeHeader(u.offset()))
+	e.header.Set("Docker-Upload-Uuid", u.id)
+	return e
+}
+
+// parseContentRange reads "<start>-<end>" (also "bytes <start>-<end>/<n>").
+func parseContentRange(s string) (start, end int64, ok bool) {
+	s = strings.TrimPrefix(strings.TrimSpace(s), "bytes ")
+	s, _, _ = strings.Cut(s, "/")
+	a, b, found := strings.Cut(s, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err1 := strconv.ParseInt(a, 10, 64)
+	end, err2 := strconv.ParseInt(b, 10, 64)
+	if err1 != nil || err2 != nil || start < 0 || end < start {
+		return 0, 0, false
+	}
+	return start, end, true
+}
+
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", apiErr(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", s)
+	}
+	if d.Algorithm() != digest.SHA256 {
+		return "", apiErr(http.StatusBadRequest, codeDigestInvalid, "digest algorithm %s is not supported (sha256 is)", d.Algorithm())
+	}
+	return d, nil
+}
+
+func uploadLocation(u *upload) string { return "/v2/" + u.repo + "/blobs/uploads/" + u.id }
+
+// rangeHeader is the Range of an upload holding n bytes ("0-0" when empty,
+// as distribution answers).
+func rangeHeader(n int64) string {
+	return fmt.Sprintf("0-%d", max(n-1, 0))
+}
+
+func writeUploadState(w http.ResponseWriter, u *upload, status int) {
+	w.Header().Set("Location", uploadLocation(u))
+	w.Header().Set("Range", rangeHeader(u.offset()))
+	w.Header().Set("Docker-Upload-Uuid", u.id)
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(status)
+}
+
+func writeBlobCreated(w http.ResponseWriter, repo string, plainDigest digest.Digest) {
+	w.Header().Set("Location", "/v2/"+repo+"/blobs/"+plainDigest.String())
+	w.Header().Set("Docker-Content-Digest", plainDigest.String())
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+}
+
+// blob looks a plaintext digest up in the cache; a failing cache is a miss.
+func (h *Handler) blob(ctx context.Context, plainDigest digest.Digest) (cache.Blob, bool) {
+	b, ok, err := h.cache.Blob(ctx, plainDigest)
+	if err != nil {
+		logger(ctx).Warn("cache lookup failed", "plain_digest", plainDigest, "err", err)
+		return cache.Blob{}, false
+	}
+	return b, ok
+}
+
+func (h *Handler) putBlob(ctx context.Context, b cache.Blob) {
+	if err := h.cache.PutBlob(ctx, b); err != nil {
+		logger(ctx).Warn("cache store failed", "plain_digest", b.PlainDigest, "err", err)
+	}
+}

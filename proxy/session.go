@@ -1,0 +1,101 @@
+package proxy
+
+import (
+	"io"
+	"sync"
+	"time"
+
+	"github.com/shroud-oci/shroud/crypto"
+)
+
+// upload is one client upload session. Its state (upstream location,
+// cipher and hash state) is all a later request needs, so a session could
+// be sealed into the Location URL for stateless replicas.
+type upload struct {
+	mu       sync.Mutex // held by the one request working on the session
+	id       string
+	repo     string
+	location string // the upstream session's current location
+	enc      *crypto.Encrypter
+	failed   error // set when the session can no longer complete
+	expires  time.Time
+}
+
+// offset is the number of bytes the session holds.
+func (u *upload) offset() int64 { return u.enc.Size() }
+
+// sessions holds upload sessions in memory, keyed by an unguessable id.
+type sessions struct {
+	mu  sync.Mutex
+	m   map[string]*upload
+	ttl time.Duration
+	now func() time.Time
+}
+
+func newSessions(ttl time.Duration) *sessions {
+	if ttl <= 0 {
+		ttl = time.Hour
+	}
+	return &sessions{m: map[string]*upload{}, ttl: ttl, now: time.Now}
+}
+
+func (s *sessions) add(u *upload) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepLocked()
+	u.expires = s.now().Add(s.ttl)
+	s.m[u.id] = u
+}
+
+// get returns the session id of repo, or nil. The caller holds no lock.
+func (s *sessions) get(id, repo string) *upload {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u := s.m[id]
+	if u == nil || u.repo != repo || s.now().After(u.expires) {
+		return nil
+	}
+	u.expires = s.now().Add(s.ttl)
+	return u
+}
+
+func (s *sessions) remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.m, id)
+}
+
+// sweepLocked drops expired sessions. Their upstream sessions expire on
+// the upstream's own schedule.
+func (s *sessions) sweepLocked() {
+	now := s.now()
+	for id, u := range s.m {
+		if now.After(u.expires) {
+			delete(s.m, id)
+		}
+	}
+}
+
+// gate passes reads through until closed; after close a read fails. It
+// keeps a reader (and the Encrypter behind it) from being touched by an
+// HTTP transport that still holds it after the request returned.
+type gate struct {
+	mu     sync.Mutex
+	r      io.Reader
+	closed bool
+}
+
+func (g *gate) Read(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, io.ErrClosedPipe
+	}
+	return g.r.Read(p)
+}
+
+func (g *gate) close() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
