@@ -2,9 +2,9 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"crypto/rand"
 	"errors"
 	"io"
 	"os"

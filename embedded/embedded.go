@@ -42,9 +42,10 @@ func Start(ctx context.Context, dir string) (*Registry, error) {
 		},
 	}
 	cfg.HTTP.Secret = "embedded-" + dir // one instance: the secret only needs to be stable
-	// distribution logs every request at info level through logrus's
-	// standard logger, which it offers no per-instance way to set.
-	logrus.SetLevel(logrus.WarnLevel)
+	// distribution logs every request, and every 404 as an error, through
+	// logrus's standard logger, which it offers no per-instance way to
+	// set. shroud logs what matters of the upstream's answers itself.
+	logrus.SetLevel(logrus.FatalLevel)
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

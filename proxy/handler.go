@@ -44,14 +44,14 @@ type Options struct {
 
 // Handler serves the OCI distribution API in front of an upstream registry.
 type Handler struct {
-	up       *upstream.Client
-	keys     *crypto.Keyring
-	cache    cache.Store
-	log      *slog.Logger
-	uploads  *sessions
-	maxCfg   int64
-	maxScan  int
-	router   *mux.Router
+	up      *upstream.Client
+	keys    *crypto.Keyring
+	cache   cache.Store
+	log     *slog.Logger
+	uploads *sessions
+	maxCfg  int64
+	maxScan int
+	router  *mux.Router
 }
 
 var _ http.Handler = (*Handler)(nil)

@@ -239,7 +239,7 @@ func (h *Handler) encryptFromUpstream(ctx context.Context, cl *upstream.Client, 
 	if err != nil {
 		return cache.Blob{}, err
 	}
-	loc, err := cl.PatchUpload(ctx, u.location, u.enc.Reader(resp.Body), resp.ContentLength)
+	loc, err := cl.PatchUpload(ctx, u.location, u.enc.Reader(resp.Body), 0, resp.ContentLength)
 	if err != nil {
 		h.cancelUpstream(ctx, cl, u.location)
 		return cache.Blob{}, err

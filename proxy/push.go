@@ -175,7 +175,7 @@ func (h *Handler) appendBody(ctx context.Context, cl *upstream.Client, u *upload
 	}
 	before := u.offset()
 	g := &gate{r: u.enc.Reader(r.Body)}
-	loc, err := cl.PatchUpload(ctx, u.location, g, r.ContentLength)
+	loc, err := cl.PatchUpload(ctx, u.location, g, before, r.ContentLength)
 	g.close()
 	if err == nil && r.ContentLength > 0 && u.offset()-before != r.ContentLength {
 		err = apiErr(http.StatusBadRequest, codeSizeInvalid, "the chunk had %d bytes, not the %d its Content-Length said", u.offset()-before, r.ContentLength)
@@ -222,9 +222,9 @@ func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer u.mu.Unlock()
 	h.uploads.remove(u.id)
-	if err := h.client(r).CancelUpload(r.Context(), u.location); err != nil {
-		return err
-	}
+	// Nothing was recorded; an upstream that cannot cancel (some cannot)
+	// expires the session on its own.
+	h.cancelUpstream(r.Context(), h.client(r), u.location)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

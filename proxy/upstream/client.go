@@ -205,9 +205,14 @@ func (c *Client) Mount(ctx context.Context, repo string, d digest.Digest, from s
 }
 
 // PatchUpload streams body (length bytes, or -1 for unknown) into the
-// session at loc and returns the session's next location.
-func (c *Client) PatchUpload(ctx context.Context, loc string, body io.Reader, length int64) (string, error) {
+// session at loc, where it starts at byte offset, and returns the session's
+// next location. A chunk of known length says where it goes with
+// Content-Range, which some registries require after the first chunk.
+func (c *Client) PatchUpload(ctx context.Context, loc string, body io.Reader, offset, length int64) (string, error) {
 	h := http.Header{"Content-Type": {"application/octet-stream"}}
+	if length > 0 {
+		h.Set("Content-Range", fmt.Sprintf("%d-%d", offset, offset+length-1))
+	}
 	resp, err := c.do(ctx, request{method: http.MethodPatch, url: loc, header: h, body: body, length: length, want: []int{202, 204}})
 	if err != nil {
 		return "", err
