@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/distribution/distribution/v3/configuration"
@@ -31,17 +32,24 @@ type Registry struct {
 // Start runs a registry storing under dir on 127.0.0.1 (a free port) with
 // deletes enabled. It serves until Close.
 func Start(ctx context.Context, dir string) (*Registry, error) {
-	cfg := &configuration.Configuration{
-		Version: "0.1",
-		Storage: configuration.Storage{
-			"filesystem": configuration.Parameters{"rootdirectory": dir},
-			"delete":     configuration.Parameters{"enabled": true},
-			"maintenance": configuration.Parameters{
-				"uploadpurging": map[any]any{"enabled": false},
-			},
-		},
+	// Parsed from YAML, so that every default distribution fills in when
+	// it reads its own config file (catalog page size, ...) is set.
+	yml := fmt.Sprintf(`version: 0.1
+storage:
+  filesystem:
+    rootdirectory: %q
+  delete:
+    enabled: true
+  maintenance:
+    uploadpurging:
+      enabled: false
+http:
+  secret: %q
+`, dir, "embedded-"+dir) // one instance: the secret only needs to be stable
+	cfg, err := configuration.Parse(strings.NewReader(yml))
+	if err != nil {
+		return nil, fmt.Errorf("embedded registry config: %w", err)
 	}
-	cfg.HTTP.Secret = "embedded-" + dir // one instance: the secret only needs to be stable
 	// distribution logs every request, and every 404 as an error, through
 	// logrus's standard logger, which it offers no per-instance way to
 	// set. shroud logs what matters of the upstream's answers itself.

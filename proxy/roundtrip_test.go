@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"os"
@@ -245,5 +244,3 @@ func TestRestartRebuildsFromUpstream(t *testing.T) {
 		}
 	}
 }
-
-var _ = context.Background
