@@ -239,28 +239,14 @@ func (h *Handler) encryptFromUpstream(ctx context.Context, cl *upstream.Client, 
 	if err != nil {
 		return cache.Blob{}, err
 	}
-	loc, err := cl.PatchUpload(ctx, u.location, u.enc.Reader(resp.Body), 0, resp.ContentLength)
+	if err := h.appendStream(ctx, cl, u, resp.Body, resp.ContentLength); err != nil {
+		return cache.Blob{}, err
+	}
+	b, err := h.commit(ctx, cl, u, plainDigest)
 	if err != nil {
-		h.cancelUpstream(ctx, cl, u.location)
-		return cache.Blob{}, err
+		return cache.Blob{}, fmt.Errorf("encrypt upstream blob %s: %w", plainDigest, err)
 	}
-	s := u.enc.Seal()
-	if s.PlainDigest != plainDigest {
-		h.cancelUpstream(ctx, cl, loc)
-		return cache.Blob{}, fmt.Errorf("upstream blob %s has digest %s", plainDigest, s.PlainDigest)
-	}
-	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: s.PlainDigest}, crypto.PublicOptions{HMAC: s.HMAC})
-	if err != nil {
-		h.cancelUpstream(ctx, cl, loc)
-		return cache.Blob{}, err
-	}
-	if err := cl.CommitUpload(ctx, loc, s.CipherDigest); err != nil {
-		h.cancelUpstream(ctx, cl, loc)
-		return cache.Blob{}, err
-	}
-	b := cache.Blob{PlainDigest: plainDigest, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: repo}
-	h.putBlob(ctx, b)
-	logger(ctx).Info("encrypted a plaintext layer found upstream", "repository", repo, "plain_digest", plainDigest, "cipher_digest", s.CipherDigest)
+	logger(ctx).Info("encrypted a plaintext layer found upstream", "repository", repo, "plain_digest", plainDigest, "cipher_digest", b.CipherDigest)
 	return b, nil
 }
 

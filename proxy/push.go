@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -107,14 +108,11 @@ func (h *Handler) mountCipher(ctx context.Context, cl *upstream.Client, repo str
 // patchUpload serves PATCH: a streamed chunk (no Content-Range) or a
 // chunk at the offset its Content-Range names.
 func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request) error {
-	u, err := h.lockUpload(r)
+	u, err := h.lockChunk(r)
 	if err != nil {
 		return err
 	}
 	defer u.mu.Unlock()
-	if err := checkContentRange(r, u); err != nil {
-		return err
-	}
 	if err := h.appendBody(r.Context(), h.client(r), u, r); err != nil {
 		return err
 	}
@@ -124,14 +122,11 @@ func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request) error {
 
 // finishUpload serves PUT ?digest=, with or without a last chunk.
 func (h *Handler) finishUpload(w http.ResponseWriter, r *http.Request) error {
-	u, err := h.lockUpload(r)
+	u, err := h.lockChunk(r)
 	if err != nil {
 		return err
 	}
 	defer u.mu.Unlock()
-	if err := checkContentRange(r, u); err != nil {
-		return err
-	}
 	return h.complete(w, r, h.client(r), u, r.URL.Query().Get("digest"))
 }
 
@@ -147,38 +142,31 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, cl *upstream.
 	if err := h.appendBody(ctx, cl, u, r); err != nil {
 		return err
 	}
-	s := u.enc.Seal()
-	if s.PlainDigest != want {
-		h.abandon(ctx, cl, u)
-		return apiErr(http.StatusBadRequest, codeDigestInvalid, "the uploaded content has digest %s, not %s; nothing was stored", s.PlainDigest, want)
-	}
-	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: s.PlainDigest}, crypto.PublicOptions{HMAC: s.HMAC})
+	b, err := h.commit(ctx, cl, u, want)
 	if err != nil {
-		h.abandon(ctx, cl, u)
 		return err
 	}
-	if err := cl.CommitUpload(ctx, u.location, s.CipherDigest); err != nil {
-		h.abandon(ctx, cl, u)
-		return err
-	}
-	h.uploads.remove(u.id)
-	h.putBlob(ctx, cache.Blob{PlainDigest: s.PlainDigest, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo})
-	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", s.PlainDigest, "cipher_digest", s.CipherDigest, "size", s.Size)
-	writeBlobCreated(w, u.repo, s.PlainDigest)
+	writeBlobCreated(w, u.repo, b.PlainDigest)
 	return nil
 }
 
-// appendBody encrypts the request body into the upstream session.
+// appendBody encrypts the request body, if any, into the upload.
 func (h *Handler) appendBody(ctx context.Context, cl *upstream.Client, u *upload, r *http.Request) error {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
+	return h.appendStream(ctx, cl, u, r.Body, r.ContentLength)
+}
+
+// appendStream encrypts body (length bytes, -1 for unknown) into the
+// upload's upstream session. On failure the upload is abandoned.
+func (h *Handler) appendStream(ctx context.Context, cl *upstream.Client, u *upload, body io.Reader, length int64) error {
 	before := u.offset()
-	g := &gate{r: u.enc.Reader(r.Body)}
-	loc, err := cl.PatchUpload(ctx, u.location, g, before, r.ContentLength)
+	g := &gate{r: u.enc.Reader(body)}
+	loc, err := cl.PatchUpload(ctx, u.location, g, before, length)
 	g.close()
-	if err == nil && r.ContentLength > 0 && u.offset()-before != r.ContentLength {
-		err = apiErr(http.StatusBadRequest, codeSizeInvalid, "the chunk had %d bytes, not the %d its Content-Length said", u.offset()-before, r.ContentLength)
+	if err == nil && length > 0 && u.offset()-before != length {
+		err = apiErr(http.StatusBadRequest, codeSizeInvalid, "the chunk had %d bytes, not the %d its Content-Length said", u.offset()-before, length)
 	}
 	if err != nil {
 		h.abandon(ctx, cl, u)
@@ -186,6 +174,31 @@ func (h *Handler) appendBody(ctx context.Context, cl *upstream.Client, u *upload
 	}
 	u.location = loc
 	return nil
+}
+
+// commit checks that the plaintext has the digest the client named,
+// commits the ciphertext upstream and records the mapping, with the layer
+// key wrapped for shroud's identity. On failure the upload is abandoned.
+func (h *Handler) commit(ctx context.Context, cl *upstream.Client, u *upload, want digest.Digest) (cache.Blob, error) {
+	s := u.enc.Seal()
+	if s.PlainDigest != want {
+		h.abandon(ctx, cl, u)
+		return cache.Blob{}, apiErr(http.StatusBadRequest, codeDigestInvalid, "the uploaded content has digest %s, not %s; nothing was stored", s.PlainDigest, want)
+	}
+	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: s.PlainDigest}, crypto.PublicOptions{HMAC: s.HMAC})
+	if err != nil {
+		h.abandon(ctx, cl, u)
+		return cache.Blob{}, err
+	}
+	if err := cl.CommitUpload(ctx, u.location, s.CipherDigest); err != nil {
+		h.abandon(ctx, cl, u)
+		return cache.Blob{}, err
+	}
+	h.uploads.remove(u.id)
+	b := cache.Blob{PlainDigest: s.PlainDigest, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo}
+	h.putBlob(ctx, b)
+	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", s.PlainDigest, "cipher_digest", s.CipherDigest, "size", s.Size)
+	return b, nil
 }
 
 // abandon marks a session failed and cancels it upstream.
@@ -240,6 +253,20 @@ func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
 	if u.failed != nil {
 		u.mu.Unlock()
 		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s: %v; start a new upload", v["uuid"], u.failed)
+	}
+	return u, nil
+}
+
+// lockChunk locks the request's session and checks that the chunk the
+// request carries continues it.
+func (h *Handler) lockChunk(r *http.Request) (*upload, error) {
+	u, err := h.lockUpload(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkContentRange(r, u); err != nil {
+		u.mu.Unlock()
+		return nil, err
 	}
 	return u, nil
 }

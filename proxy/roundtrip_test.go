@@ -244,3 +244,46 @@ func TestRestartRebuildsFromUpstream(t *testing.T) {
 		}
 	}
 }
+
+// Layers the upstream already holds in plaintext (pushed before shroud
+// stood in front of it) are not uploaded again by the client (HEAD says
+// they exist), yet the manifest shroud stores names only ciphertext: shroud
+// encrypts them from the upstream copy.
+func TestPlaintextAlreadyUpstreamIsEncrypted(t *testing.T) {
+	for _, up := range shroudtest.Upstreams(t) {
+		t.Run(up.Name, func(t *testing.T) {
+			img := must[v1.Image](t)(random.Image(80_000, 2))
+			if err := remote.Write(ref(t, up.Host(), "legacy/app:plain"), img); err != nil {
+				t.Fatal(err)
+			}
+			s := shroudtest.Start(t, up)
+			if err := remote.Write(ref(t, s.Host(), "legacy/app:1"), img); err != nil {
+				t.Fatalf("push through shroud: %v", err)
+			}
+			checkUpstreamEncryptedManifest(t, up, "legacy/app:1")
+			got := layerBytes(t, must[v1.Image](t)(remote.Image(ref(t, s.Host(), "legacy/app:1"))))
+			for d, b := range layerBytes(t, img) {
+				if !bytes.Equal(got[d], b) {
+					t.Fatalf("layer %s differs", d)
+				}
+			}
+		})
+	}
+}
+
+// checkUpstreamEncryptedManifest asserts every layer of an upstream
+// manifest is encrypted.
+func checkUpstreamEncryptedManifest(t *testing.T, up shroudtest.Upstream, repo string) {
+	t.Helper()
+	d := must[*remote.Descriptor](t)(remote.Get(ref(t, up.Host(), repo)))
+	var m ocispec.Manifest
+	json.Unmarshal(d.Manifest, &m)
+	if len(m.Layers) == 0 {
+		t.Fatalf("upstream manifest %s has no layers", repo)
+	}
+	for _, l := range m.Layers {
+		if !crypto.IsEncryptedMediaType(l.MediaType) {
+			t.Fatalf("upstream manifest %s names plaintext layer %s", repo, l.Digest)
+		}
+	}
+}

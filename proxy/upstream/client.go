@@ -223,6 +223,12 @@ func (c *Client) PatchUpload(ctx context.Context, loc string, body io.Reader, of
 
 // CommitUpload completes the session at loc as blob d.
 func (c *Client) CommitUpload(ctx context.Context, loc string, d digest.Digest) error {
+	return c.put(ctx, loc, d, nil)
+}
+
+// put completes the session at loc as blob d, with a last chunk if body is
+// not empty.
+func (c *Client) put(ctx context.Context, loc string, d digest.Digest, body []byte) error {
 	u, err := url.Parse(loc)
 	if err != nil {
 		return fmt.Errorf("upload location: %w", err)
@@ -230,7 +236,8 @@ func (c *Client) CommitUpload(ctx context.Context, loc string, d digest.Digest) 
 	q := u.Query()
 	q.Set("digest", d.String())
 	u.RawQuery = q.Encode()
-	resp, err := c.do(ctx, request{method: http.MethodPut, url: u.String(), body: http.NoBody, length: 0, want: []int{201, 204}})
+	h := http.Header{"Content-Type": {"application/octet-stream"}}
+	resp, err := c.do(ctx, request{method: http.MethodPut, url: u.String(), header: h, body: bytes.NewReader(body), length: int64(len(body)), want: []int{201, 204}})
 	if err != nil {
 		return err
 	}
@@ -254,20 +261,10 @@ func (c *Client) PutBlob(ctx context.Context, repo string, d digest.Digest, body
 	if err != nil {
 		return err
 	}
-	u, err := url.Parse(loc)
-	if err != nil {
-		return fmt.Errorf("upload location: %w", err)
-	}
-	q := u.Query()
-	q.Set("digest", d.String())
-	u.RawQuery = q.Encode()
-	h := http.Header{"Content-Type": {"application/octet-stream"}}
-	resp, err := c.do(ctx, request{method: http.MethodPut, url: u.String(), header: h, body: bytes.NewReader(body), length: int64(len(body)), want: []int{201, 204}})
-	if err != nil {
+	if err := c.put(ctx, loc, d, body); err != nil {
 		_ = c.CancelUpload(context.WithoutCancel(ctx), loc)
 		return err
 	}
-	drain(resp)
 	return nil
 }
 
