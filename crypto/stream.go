@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	_ "crypto/sha512" // registers sha512 for go-digest: clients may push sha512 blobs
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -185,15 +186,17 @@ func DecryptReader(r io.Reader, key LayerKey, wantHMAC []byte, wantPlain digest.
 	if len(wantHMAC) == 0 {
 		return nil, fmt.Errorf("%w: no HMAC to check the layer against", ErrIntegrity)
 	}
+	plain := sha256.New()
 	if wantPlain != "" {
 		if err := wantPlain.Validate(); err != nil {
 			return nil, fmt.Errorf("plaintext digest: %w", err)
 		}
+		plain = wantPlain.Algorithm().Hash()
 	}
 	return &decReader{
 		r: r, stream: s,
 		mac: hmac.New(sha256.New, key.Key), wantHMAC: wantHMAC,
-		plain: sha256.New(), wantPlain: wantPlain,
+		plain: plain, wantPlain: wantPlain,
 	}, nil
 }
 
@@ -278,7 +281,7 @@ func (d *decReader) verify() error {
 		return fmt.Errorf("%w: HMAC mismatch, the ciphertext was modified or the key is wrong", ErrIntegrity)
 	}
 	if d.wantPlain != "" {
-		if got := digest.NewDigestFromBytes(digest.SHA256, d.plain.Sum(nil)); got != d.wantPlain {
+		if got := digest.NewDigestFromBytes(d.wantPlain.Algorithm(), d.plain.Sum(nil)); got != d.wantPlain {
 			return fmt.Errorf("%w: plaintext digest is %s, want %s", ErrIntegrity, got, d.wantPlain)
 		}
 	}

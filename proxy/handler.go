@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/gorilla/mux"
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -23,6 +25,9 @@ const (
 	digestPattern = `[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+`
 	refPattern    = `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}|` + digestPattern
 )
+
+// deletedEntries bounds the memory of deleted blobs.
+const deletedEntries = 10_000
 
 // Options configure a Handler. Upstream, Keyring and Cache are required.
 type Options struct {
@@ -49,6 +54,10 @@ type Handler struct {
 	cache   cache.Store
 	log     *slog.Logger
 	uploads *sessions
+	// deleted remembers blobs and manifests a client deleted from a
+	// repository, so that a HEAD does not mount a blob back from another
+	// repository nor a tag scan find a manifest again.
+	deleted *lru.Cache[string, struct{}]
 	maxCfg  int64
 	maxScan int
 	router  *mux.Router
@@ -78,6 +87,10 @@ func New(o Options) (*Handler, error) {
 	}
 	if h.maxScan <= 0 {
 		h.maxScan = 256
+	}
+	var err error
+	if h.deleted, err = lru.New[string, struct{}](deletedEntries); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
 	}
 	h.router = h.routes()
 	return h, nil

@@ -25,6 +25,17 @@ type served struct {
 	digest      digest.Digest
 }
 
+// is says whether the served bytes have digest d (in d's algorithm).
+func (s served) is(d digest.Digest) bool {
+	return d.Algorithm().Available() && d.Algorithm().FromBytes(s.body) == d
+}
+
+// as returns s named by d, which it has been checked to match.
+func (s served) as(d digest.Digest) served {
+	s.digest = d
+	return s
+}
+
 // getManifest serves GET and HEAD of a manifest by tag or digest.
 func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
@@ -89,8 +100,8 @@ func (h *Handler) resolveManifest(ctx context.Context, cl *upstream.Client, repo
 	if mm, ok := h.manifestMapping(ctx, repo, d); ok {
 		if s, err := h.restoreByUpstream(ctx, cl, repo, mm.UpstreamDigest); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
 			return served{}, err
-		} else if err == nil && s.digest == d {
-			return s, nil
+		} else if err == nil && s.is(d) {
+			return s.as(d), nil
 		}
 	}
 	um, err := cl.GetManifest(ctx, repo, ref)
@@ -101,8 +112,10 @@ func (h *Handler) resolveManifest(ctx context.Context, cl *upstream.Client, repo
 	if !upstream.IsStatus(err, http.StatusNotFound) {
 		return served{}, err
 	}
-	if s, ok, err := h.scanTags(ctx, cl, repo, d); err != nil || ok {
-		return s, err
+	if !h.deleted.Contains(repoKey(repo, d)) {
+		if s, ok, err := h.scanTags(ctx, cl, repo, d); err != nil || ok {
+			return s, err
+		}
 	}
 	return served{}, apiErr(http.StatusNotFound, codeManifestUnknown, "manifest %s is unknown to repository %s", d, repo)
 }
@@ -141,12 +154,12 @@ func (h *Handler) scanTags(ctx context.Context, cl *upstream.Client, repo string
 		if err != nil {
 			continue
 		}
-		if s.digest == d {
-			return s, true, nil
+		if s.is(d) {
+			return s.as(d), true, nil
 		}
 		if mm, ok := h.manifestMapping(ctx, repo, d); ok {
-			if s, err := h.restoreByUpstream(ctx, cl, repo, mm.UpstreamDigest); err == nil && s.digest == d {
-				return s, true, nil
+			if s, err := h.restoreByUpstream(ctx, cl, repo, mm.UpstreamDigest); err == nil && s.is(d) {
+				return s.as(d), true, nil
 			}
 		}
 	}
@@ -180,8 +193,8 @@ func (h *Handler) restore(ctx context.Context, cl *upstream.Client, repo string,
 			if err != nil {
 				return served{}, err
 			}
-			if cs.digest != c.Digest {
-				c.Digest, c.Size, c.MediaType = cs.digest, int64(len(cs.body)), cs.contentType
+			if !cs.is(c.Digest) {
+				c.Digest, c.Size, c.MediaType = c.Digest.Algorithm().FromBytes(cs.body), int64(len(cs.body)), cs.contentType
 				changed = true
 			}
 		}
@@ -279,6 +292,9 @@ func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if byDigest {
+		// Some registries keep a deleted manifest reachable through its
+		// tags; the scan for forgotten digests must not bring it back.
+		h.deleted.Add(repoKey(repo, d), struct{}{})
 		if err := h.cache.DeleteManifest(ctx, repo, d); err != nil {
 			logger(ctx).Warn("cache delete failed", "err", err)
 		}

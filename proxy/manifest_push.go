@@ -33,7 +33,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	plainDigest := digest.FromBytes(body)
 	refDigest, byDigest := isDigest(ref)
 	if byDigest {
-		if !refDigest.Algorithm().Available() {
+		if !refDigest.Algorithm().Available() || refDigest.Validate() != nil {
 			return apiErr(http.StatusBadRequest, codeDigestInvalid, "digest algorithm %s is not supported", refDigest.Algorithm())
 		}
 		if plainDigest = refDigest.Algorithm().FromBytes(body); plainDigest != refDigest {
@@ -47,6 +47,10 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	}
 	if contentType == "" {
 		contentType = m.mediaType
+	}
+	var plainSubject digest.Digest
+	if m.subject != nil {
+		plainSubject = m.subject.Digest
 	}
 	if err := h.encryptManifest(ctx, cl, repo, m); err != nil {
 		return err
@@ -68,9 +72,16 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if byDigest {
 		upRef = digest.FromBytes(out).String()
 	}
-	upDigest, err := cl.PutManifest(ctx, repo, upRef, m.mediaType, out)
+	if len(out) > upstream.MaxManifestSize {
+		return apiErr(http.StatusBadRequest, codeManifestInvalid, "the encrypted manifest would have %d bytes, more than the %d registries accept", len(out), upstream.MaxManifestSize)
+	}
+	upDigest, subjectProcessed, err := cl.PutManifest(ctx, repo, upRef, m.mediaType, out)
 	if err != nil {
 		return err
+	}
+	h.deleted.Remove(repoKey(repo, plainDigest))
+	if subjectProcessed && plainSubject != "" {
+		w.Header().Set("OCI-Subject", plainSubject.String())
 	}
 	h.putManifestMapping(ctx, cache.Manifest{
 		Repository: repo, PlainDigest: plainDigest, ContentType: contentType, Size: int64(len(body)),
@@ -148,15 +159,17 @@ func (h *Handler) ensurePlainConfig(ctx context.Context, cl *upstream.Client, re
 	if b.Size > h.maxCfg {
 		return apiErr(http.StatusBadRequest, codeManifestInvalid, "config %s has %d bytes, more than the %d shroud accepts", d.Digest, b.Size, h.maxCfg)
 	}
-	plain, err := h.readBlob(ctx, cl, repo, b)
+	plain, err := h.readBlob(ctx, cl, repo, b, h.maxCfg)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.Digest, err)
 	}
 	return cl.PutBlob(ctx, repo, d.Digest, plain)
 }
 
-// readBlob reads and verifies a small encrypted blob whole.
-func (h *Handler) readBlob(ctx context.Context, cl *upstream.Client, repo string, b cache.Blob) ([]byte, error) {
+// readBlob reads an encrypted blob through its verification and returns
+// its plaintext if it has at most keep bytes (nil otherwise: a blob read
+// only to be verified is never held whole).
+func (h *Handler) readBlob(ctx context.Context, cl *upstream.Client, repo string, b cache.Blob, keep int64) ([]byte, error) {
 	opts, err := h.keys.Unwrap(b.Annotations)
 	if err != nil {
 		return nil, err
@@ -175,6 +188,10 @@ func (h *Handler) readBlob(ctx context.Context, cl *upstream.Client, repo string
 	defer resp.Body.Close()
 	r, err := crypto.DecryptReader(io.LimitReader(resp.Body, b.Size), opts.Key, pub.HMAC, b.PlainDigest)
 	if err != nil {
+		return nil, err
+	}
+	if b.Size > keep {
+		_, err := io.Copy(io.Discard, r)
 		return nil, err
 	}
 	return io.ReadAll(r)

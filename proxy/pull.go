@@ -47,9 +47,19 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	resp, err := cl.GetBlob(ctx, repo, b.CipherDigest, r.Header.Get("Range"))
+	rng, partial, err := parseRange(r.Header.Get("Range"), b.Size)
+	if err != nil {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
+		return nil
+	}
+	upRange := ""
+	if partial {
+		upRange = fmt.Sprintf("bytes=%d-%d", rng.start, rng.end)
+	}
+	resp, err := cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
 	if upstream.IsStatus(err, http.StatusNotFound) && h.ensureCipher(ctx, cl, repo, b) {
-		resp, err = cl.GetBlob(ctx, repo, b.CipherDigest, r.Header.Get("Range"))
+		resp, err = cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
 	}
 	if upstream.IsStatus(err, http.StatusNotFound) {
 		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
@@ -58,8 +68,8 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusPartialContent {
-		return h.serveRange(w, r, resp, opts.Key, plainDigest)
+	if partial {
+		return h.serveRange(ctx, w, resp, opts.Key, b, rng)
 	}
 	if resp.ContentLength >= 0 && resp.ContentLength != b.Size {
 		return fmt.Errorf("upstream blob %s has %d bytes, the mapping says %d", b.CipherDigest, resp.ContentLength, b.Size)
@@ -86,24 +96,71 @@ func (h *Handler) stream(ctx context.Context, w io.Writer, plain io.Reader, b ca
 	}
 }
 
-// serveRange decrypts the 206 answer to a Range request.
-func (h *Handler) serveRange(w http.ResponseWriter, r *http.Request, resp *http.Response, key crypto.LayerKey, plainDigest digest.Digest) error {
-	cr := resp.Header.Get("Content-Range")
-	start, ok := rangeStart(cr)
-	if !ok {
-		return fmt.Errorf("upstream answered 206 with Content-Range %q", cr)
+// byteRange is an inclusive range of a blob's bytes.
+type byteRange struct{ start, end int64 }
+
+// errUnsatisfiable is a Range no byte of the blob satisfies.
+var errUnsatisfiable = errors.New("range not satisfiable")
+
+// parseRange reads a single-range "bytes=a-b", "bytes=a-" or "bytes=-n"
+// header against a blob of size bytes, as Go's http.ServeContent (and so
+// distribution) does: a malformed or unsatisfiable range is an error (416).
+// No header, another unit or several ranges is no range: the whole blob.
+func parseRange(h string, size int64) (r byteRange, partial bool, err error) {
+	spec, ok := strings.CutPrefix(strings.TrimSpace(h), "bytes=")
+	if !ok || strings.Contains(spec, ",") {
+		return byteRange{}, false, nil
 	}
-	plain, err := crypto.RangeReader(resp.Body, key, start)
+	a, b, ok := strings.Cut(strings.TrimSpace(spec), "-")
+	if !ok {
+		return byteRange{}, false, errUnsatisfiable
+	}
+	if a == "" { // suffix: the last n bytes
+		n, err := strconv.ParseInt(b, 10, 64)
+		if err != nil || n <= 0 || size == 0 {
+			return byteRange{}, false, errUnsatisfiable
+		}
+		return byteRange{start: max(size-n, 0), end: size - 1}, true, nil
+	}
+	start, err := strconv.ParseInt(a, 10, 64)
+	if err != nil || start < 0 || start >= size {
+		return byteRange{}, false, errUnsatisfiable
+	}
+	end := size - 1
+	if b != "" {
+		if end, err = strconv.ParseInt(b, 10, 64); err != nil || end < start {
+			return byteRange{}, false, errUnsatisfiable
+		}
+		end = min(end, size-1)
+	}
+	return byteRange{start: start, end: end}, true, nil
+}
+
+// serveRange decrypts a range of a blob. The upstream may answer 206 for
+// the same range (ciphertext offsets are plaintext offsets) or 200 with the
+// whole blob, which is then skipped to the range.
+func (h *Handler) serveRange(ctx context.Context, w http.ResponseWriter, resp *http.Response, key crypto.LayerKey, b cache.Blob, rng byteRange) error {
+	body := io.Reader(resp.Body)
+	if resp.StatusCode == http.StatusPartialContent {
+		if start, ok := rangeStart(resp.Header.Get("Content-Range")); !ok || start != rng.start {
+			return fmt.Errorf("upstream answered range %d- with Content-Range %q", rng.start, resp.Header.Get("Content-Range"))
+		}
+	} else if _, err := io.CopyN(io.Discard, body, rng.start); err != nil {
+		return fmt.Errorf("skip to range start: %w", err)
+	}
+	n := rng.end - rng.start + 1
+	plain, err := crypto.RangeReader(io.LimitReader(body, n), key, rng.start)
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Content-Range", cr)
-	w.Header().Set("Content-Length", strconv.FormatInt(resp.ContentLength, 10))
+	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.start, rng.end, b.Size))
+	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Docker-Content-Digest", plainDigest.String())
+	w.Header().Set("Docker-Content-Digest", b.PlainDigest.String())
 	w.Header().Set("Accept-Ranges", "bytes")
 	w.WriteHeader(http.StatusPartialContent)
-	if _, err := io.Copy(w, plain); err != nil {
+	if copied, err := io.Copy(w, plain); err != nil || copied != n {
+		logger(ctx).Error("range stream aborted", "plain_digest", b.PlainDigest, "copied", copied, "want", n, "err", err)
 		panic(http.ErrAbortHandler)
 	}
 	return nil
@@ -137,7 +194,7 @@ func (h *Handler) ensureCipher(ctx context.Context, cl *upstream.Client, repo st
 	if err == nil && ok {
 		return true
 	}
-	if b.Repository == "" || b.Repository == repo {
+	if b.Repository == "" || b.Repository == repo || h.deleted.Contains(repoKey(repo, b.PlainDigest)) {
 		return false
 	}
 	return h.mountCipher(ctx, cl, repo, b, b.Repository)
@@ -181,8 +238,10 @@ func (h *Handler) passBlob(w http.ResponseWriter, r *http.Request, cl *upstream.
 	return nil
 }
 
-// deleteBlob deletes a blob's ciphertext (or the blob itself when shroud
-// has no mapping for it) and forgets the mapping.
+// deleteBlob deletes a blob from a repository upstream: its ciphertext
+// and, where the upstream also holds the plaintext (a config), that too.
+// The repository then no longer gets the blob mounted by a HEAD; an upload
+// or an explicit mount brings it back.
 func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo := v["name"]
@@ -191,23 +250,31 @@ func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", v["digest"])
 	}
 	ctx, cl := r.Context(), h.client(r)
-	target := d
-	b, ok := h.blob(ctx, d)
-	if ok {
-		target = b.CipherDigest
+	targets := []digest.Digest{d}
+	if b, ok := h.blob(ctx, d); ok {
+		targets = []digest.Digest{b.CipherDigest, d}
 	}
-	if err := cl.DeleteBlob(ctx, repo, target); err != nil {
-		if upstream.IsStatus(err, http.StatusNotFound) {
-			return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", d, repo)
+	var deleted bool
+	for _, target := range targets {
+		// Only what exists is deleted: some registries answer a delete
+		// of a missing blob with a 500.
+		if _, ok, err := cl.HeadBlob(ctx, repo, target); err != nil {
+			return err
+		} else if !ok {
+			continue
 		}
-		return err
-	}
-	if ok && b.Repository == repo {
-		if err := h.cache.DeleteBlob(ctx, d); err != nil {
-			logger(ctx).Warn("cache delete failed", "err", err)
+		if err := cl.DeleteBlob(ctx, repo, target); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+			return err
 		}
+		deleted = true
 	}
+	if !deleted {
+		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", d, repo)
+	}
+	h.deleted.Add(repoKey(repo, d), struct{}{})
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }
+
+func repoKey(repo string, d digest.Digest) string { return repo + "@" + d.String() }

@@ -85,6 +85,7 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, cl *upstream.Cli
 			continue
 		}
 		if h.mountCipher(r.Context(), cl, repo, b, src) {
+			h.deleted.Remove(repoKey(repo, plainDigest))
 			writeBlobCreated(w, repo, plainDigest)
 			return true, nil
 		}
@@ -179,13 +180,21 @@ func (h *Handler) appendStream(ctx context.Context, cl *upstream.Client, u *uplo
 // commit checks that the plaintext has the digest the client named,
 // commits the ciphertext upstream and records the mapping, with the layer
 // key wrapped for shroud's identity. On failure the upload is abandoned.
+//
+// The stream hashes plaintext with sha256 only, what nearly every client
+// sends; a blob pushed under another algorithm is verified after the
+// commit by decrypting it back from the upstream, and its ciphertext
+// deleted again if it does not match.
 func (h *Handler) commit(ctx context.Context, cl *upstream.Client, u *upload, want digest.Digest) (cache.Blob, error) {
 	s := u.enc.Seal()
-	if s.PlainDigest != want {
-		h.abandon(ctx, cl, u)
-		return cache.Blob{}, apiErr(http.StatusBadRequest, codeDigestInvalid, "the uploaded content has digest %s, not %s; nothing was stored", s.PlainDigest, want)
+	mismatch := func(got digest.Digest) error {
+		return apiErr(http.StatusBadRequest, codeDigestInvalid, "the uploaded content has digest %s, not %s; nothing was stored", got, want)
 	}
-	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: s.PlainDigest}, crypto.PublicOptions{HMAC: s.HMAC})
+	if want.Algorithm() == digest.SHA256 && s.PlainDigest != want {
+		h.abandon(ctx, cl, u)
+		return cache.Blob{}, mismatch(s.PlainDigest)
+	}
+	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: want}, crypto.PublicOptions{HMAC: s.HMAC})
 	if err != nil {
 		h.abandon(ctx, cl, u)
 		return cache.Blob{}, err
@@ -195,9 +204,23 @@ func (h *Handler) commit(ctx context.Context, cl *upstream.Client, u *upload, wa
 		return cache.Blob{}, err
 	}
 	h.uploads.remove(u.id)
-	b := cache.Blob{PlainDigest: s.PlainDigest, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo}
+	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo}
+	if want.Algorithm() != digest.SHA256 {
+		if _, err := h.readBlob(ctx, cl, u.repo, b, 0); err != nil {
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+			defer cancel()
+			if derr := cl.DeleteBlob(cctx, u.repo, s.CipherDigest); derr != nil {
+				logger(ctx).Warn("delete unverified ciphertext", "cipher_digest", s.CipherDigest, "err", derr)
+			}
+			if errors.Is(err, crypto.ErrIntegrity) {
+				return cache.Blob{}, mismatch("other content")
+			}
+			return cache.Blob{}, err
+		}
+	}
+	h.deleted.Remove(repoKey(u.repo, want))
 	h.putBlob(ctx, b)
-	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", s.PlainDigest, "cipher_digest", s.CipherDigest, "size", s.Size)
+	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", want, "cipher_digest", s.CipherDigest, "size", s.Size)
 	return b, nil
 }
 
@@ -312,8 +335,8 @@ func parseDigest(s string) (digest.Digest, error) {
 	if err != nil {
 		return "", apiErr(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", s)
 	}
-	if d.Algorithm() != digest.SHA256 {
-		return "", apiErr(http.StatusBadRequest, codeDigestInvalid, "digest algorithm %s is not supported (sha256 is)", d.Algorithm())
+	if d.Algorithm() != digest.SHA256 && d.Algorithm() != digest.SHA512 {
+		return "", apiErr(http.StatusBadRequest, codeDigestInvalid, "digest algorithm %s is not supported (sha256 and sha512 are)", d.Algorithm())
 	}
 	return d, nil
 }

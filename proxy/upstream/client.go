@@ -312,15 +312,16 @@ func (c *Client) HeadManifest(ctx context.Context, repo, ref string) (d digest.D
 }
 
 // PutManifest stores a manifest under ref (a tag, or its digest) and
-// returns its digest.
-func (c *Client) PutManifest(ctx context.Context, repo, ref, contentType string, body []byte) (digest.Digest, error) {
+// returns its digest and whether the upstream said it processed the
+// manifest's subject (OCI-Subject).
+func (c *Client) PutManifest(ctx context.Context, repo, ref, contentType string, body []byte) (d digest.Digest, subjectProcessed bool, err error) {
 	h := http.Header{"Content-Type": {contentType}}
 	resp, err := c.do(ctx, request{method: http.MethodPut, url: c.URL(manifestPath(repo, ref), nil), header: h, body: bytes.NewReader(body), length: int64(len(body)), want: []int{201, 200, 202}})
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
 	drain(resp)
-	return digest.FromBytes(body), nil
+	return digest.FromBytes(body), resp.Header.Get("OCI-Subject") != "", nil
 }
 
 // DeleteManifest deletes a manifest by digest (or a tag, where the upstream
