@@ -150,6 +150,28 @@ func TestArtifactWithSubject(t *testing.T) {
 			if !found && up.Dir != "" {
 				t.Fatal("no encrypted artifact manifest upstream")
 			}
+			// Referrers, where the upstream serves them, in plaintext terms.
+			for _, q := range []string{"", "?artifactType=application/spdx+json"} {
+				ref := c.do("GET", "/v2/art/app/referrers/"+imgDigest.String()+q, nil)
+				if up.Name == "distribution" {
+					ref.want(t, 404, "")
+					continue
+				}
+				var idx ocispec.Index
+				if err := json.Unmarshal(ref.body, &idx); err != nil || ref.status != 200 || len(idx.Manifests) != 1 {
+					t.Fatalf("referrers%s: %d %s", q, ref.status, ref.body)
+				}
+				got := idx.Manifests[0]
+				if got.Digest != artDigest || got.Size != int64(len(body)) || got.ArtifactType != "application/spdx+json" || got.MediaType != ocispec.MediaTypeImageManifest {
+					t.Fatalf("referrer %+v, want the artifact as pushed (%s)", got, artDigest)
+				}
+			}
+			none := c.do("GET", "/v2/art/app/referrers/"+imgDigest.String()+"?artifactType=application/other", nil)
+			// An upstream that filters says so (OCI-Filters-Applied);
+			// one that does not leaves filtering to the client.
+			if none.header.Get("OCI-Filters-Applied") != "" && !strings.Contains(string(none.body), `"manifests":[]`) {
+				t.Fatalf("filtered referrers: %s", none.body)
+			}
 		})
 	}
 }

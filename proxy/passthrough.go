@@ -23,11 +23,6 @@ func (h *Handler) tags(w http.ResponseWriter, r *http.Request) error {
 	return h.forward(w, r, "/v2/"+mux.Vars(r)["name"]+"/tags/list", r.URL.Query())
 }
 
-func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
-	v := mux.Vars(r)
-	return h.forward(w, r, "/v2/"+v["name"]+"/referrers/"+v["digest"], r.URL.Query())
-}
-
 // forward relays a read-only request to the upstream and its answer back,
 // with a Link header pointing at shroud rather than the upstream.
 func (h *Handler) forward(w http.ResponseWriter, r *http.Request, path string, q url.Values) error {
@@ -40,6 +35,12 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, path string, q
 		return err
 	}
 	defer resp.Body.Close()
+	return h.passResponse(w, r, resp)
+}
+
+// passResponse relays an upstream answer: status, the headers a client
+// needs (Link pointing at shroud) and body.
+func (h *Handler) passResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) error {
 	for _, k := range []string{"Content-Type", "Content-Length", "Www-Authenticate", "Docker-Distribution-Api-Version", "Retry-After", "Oci-Filters-Applied"} {
 		if v := resp.Header.Values(k); len(v) > 0 {
 			w.Header()[k] = v
