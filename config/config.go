@@ -25,6 +25,10 @@ type Config struct {
 	// runs an embedded distribution v3 registry storing under
 	// DataDir/registry, on a loopback port of its own.
 	Upstream string `yaml:"upstream"`
+	// Upstreams maps an origin registry host to the registry that serves
+	// it when shroud is containerd's mirror: containerd sends ?ns=<origin
+	// host> with every request. An origin not listed uses Upstream.
+	Upstreams map[string]string `yaml:"upstreams"`
 	// DataDir holds shroud's identity key pair and the embedded
 	// registry's storage. Default "./shroud-data".
 	DataDir string `yaml:"data-dir"`
@@ -80,9 +84,13 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("listen %q: %w", c.Listen, err))
 	}
 	if c.Upstream != "" {
-		u, err := url.Parse(c.Upstream)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			errs = append(errs, fmt.Errorf("upstream %q: want http://host[:port] or https://host[:port]", c.Upstream))
+		if err := validUpstream(c.Upstream); err != nil {
+			errs = append(errs, fmt.Errorf("upstream %q: %w", c.Upstream, err))
+		}
+	}
+	for host, u := range c.Upstreams {
+		if err := validUpstream(u); err != nil || host == "" {
+			errs = append(errs, fmt.Errorf("upstreams[%q] = %q: want an origin host mapped to http://host[:port] or https://host[:port]", host, u))
 		}
 	}
 	if c.DataDir == "" {
@@ -98,6 +106,14 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("upload-ttl %s is negative", c.UploadTTL))
 	}
 	return errors.Join(errs...)
+}
+
+func validUpstream(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("want http://host[:port] or https://host[:port]")
+	}
+	return nil
 }
 
 // Level parses LogLevel.

@@ -11,12 +11,12 @@ import (
 func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "shroud.yaml")
-	os.WriteFile(p, []byte("listen: 127.0.0.1:6000\nupstream: https://registry.example\nrecipient: [jwe:a.pem, jwe:b.pem]\nupload-ttl: 5m\n"), 0o600)
+	os.WriteFile(p, []byte("listen: 127.0.0.1:6000\nupstream: https://registry.example\nrecipient: [jwe:a.pem, jwe:b.pem]\nupload-ttl: 5m\nupstreams:\n  docker.io: http://127.0.0.1:5001\n"), 0o600)
 	c, err := Load(p)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "127.0.0.1:6000" || c.Upstream != "https://registry.example" || len(c.Recipients) != 2 || c.UploadTTL != 5*time.Minute {
+	if c.Listen != "127.0.0.1:6000" || c.Upstream != "https://registry.example" || len(c.Recipients) != 2 || c.UploadTTL != 5*time.Minute || c.Upstreams["docker.io"] != "http://127.0.0.1:5001" {
 		t.Fatalf("Load = %+v", c)
 	}
 	if c.DataDir != "./shroud-data" || c.CacheEntries != 100_000 {
@@ -42,6 +42,7 @@ func TestValidate(t *testing.T) {
 		func(c *Config) { c.Upstream = "localhost:5000" },
 		func(c *Config) { c.DataDir = "" },
 		func(c *Config) { c.LogLevel = "loud" },
+		func(c *Config) { c.Upstreams = map[string]string{"docker.io": "nope"} },
 	} {
 		c := Default()
 		bad(&c)

@@ -5,13 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/gorilla/mux"
-	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -26,14 +24,17 @@ const (
 	refPattern    = `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}|` + digestPattern
 )
 
-// deletedEntries bounds the memory of deleted blobs.
-const deletedEntries = 10_000
-
 // Options configure a Handler. Upstream, Keyring and Cache are required.
 type Options struct {
+	// Upstream is the default registry behind shroud, and Cache the
+	// mappings of what it holds.
 	Upstream *upstream.Client
-	Keyring  *crypto.Keyring
 	Cache    cache.Store
+	// Mirrors are registries of their own for the origin hosts containerd
+	// names with ?ns= when it uses shroud as a mirror; an origin not
+	// listed here is served by Upstream.
+	Mirrors map[string]Backend
+	Keyring *crypto.Keyring
 	// Logger receives one line per failed request; nil discards.
 	Logger *slog.Logger
 	// UploadTTL is how long an idle upload session is kept; zero means
@@ -49,15 +50,11 @@ type Options struct {
 
 // Handler serves the OCI distribution API in front of an upstream registry.
 type Handler struct {
-	up      *upstream.Client
+	def     *backend
+	mirrors map[string]*backend
 	keys    *crypto.Keyring
-	cache   cache.Store
 	log     *slog.Logger
 	uploads *sessions
-	// deleted remembers blobs and manifests a client deleted from a
-	// repository, so that a HEAD does not mount a blob back from another
-	// repository nor a tag scan find a manifest again.
-	deleted *lru.Cache[string, struct{}]
 	maxCfg  int64
 	maxScan int
 	router  *mux.Router
@@ -71,9 +68,8 @@ func New(o Options) (*Handler, error) {
 		return nil, errors.New("proxy: Upstream, Keyring and Cache are required")
 	}
 	h := &Handler{
-		up:      o.Upstream,
 		keys:    o.Keyring,
-		cache:   o.Cache,
+		mirrors: map[string]*backend{},
 		log:     o.Logger,
 		uploads: newSessions(o.UploadTTL),
 		maxCfg:  o.MaxConfigSize,
@@ -89,8 +85,13 @@ func New(o Options) (*Handler, error) {
 		h.maxScan = 256
 	}
 	var err error
-	if h.deleted, err = lru.New[string, struct{}](deletedEntries); err != nil {
-		return nil, fmt.Errorf("proxy: %w", err)
+	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}); err != nil {
+		return nil, err
+	}
+	for ns, b := range o.Mirrors {
+		if h.mirrors[ns], err = newBackend(ns, b); err != nil {
+			return nil, err
+		}
 	}
 	h.router = h.routes()
 	return h, nil
@@ -142,11 +143,6 @@ func logger(ctx context.Context) *slog.Logger {
 		return l
 	}
 	return slog.New(slog.DiscardHandler)
-}
-
-// client returns the upstream client carrying the request's credentials.
-func (h *Handler) client(r *http.Request) *upstream.Client {
-	return h.up.WithAuthorization(r.Header.Get("Authorization"))
 }
 
 // newID returns n random bytes in hex.

@@ -40,15 +40,15 @@ func (s served) as(d digest.Digest) served {
 func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo, ref := v["name"], v["reference"]
-	ctx, cl := r.Context(), h.client(r)
+	ctx, be := r.Context(), h.backend(r)
 	if r.Method == http.MethodHead {
-		if mm, ok := h.headFromCache(ctx, cl, repo, ref); ok {
+		if mm, ok := h.headFromCache(ctx, be, repo, ref); ok {
 			writeManifestHeaders(w, mm.ContentType, mm.PlainDigest, mm.Size)
 			w.WriteHeader(http.StatusOK)
 			return nil
 		}
 	}
-	s, err := h.resolveManifest(ctx, cl, repo, ref)
+	s, err := h.resolveManifest(ctx, be, repo, ref)
 	if err != nil {
 		return err
 	}
@@ -69,42 +69,42 @@ func writeManifestHeaders(w http.ResponseWriter, contentType string, d digest.Di
 
 // headFromCache answers a HEAD from the mappings when the upstream's HEAD
 // names a manifest shroud has served before.
-func (h *Handler) headFromCache(ctx context.Context, cl *upstream.Client, repo, ref string) (cache.Manifest, bool) {
+func (h *Handler) headFromCache(ctx context.Context, be *backend, repo, ref string) (cache.Manifest, bool) {
 	if d, ok := isDigest(ref); ok {
-		mm, ok := h.manifestMapping(ctx, repo, d)
+		mm, ok := be.manifestMapping(ctx, repo, d)
 		if !ok {
 			return cache.Manifest{}, false
 		}
-		upDigest, _, _, err := cl.HeadManifest(ctx, repo, mm.UpstreamDigest.String())
+		upDigest, _, _, err := be.cl.HeadManifest(ctx, repo, mm.UpstreamDigest.String())
 		return mm, err == nil && upDigest == mm.UpstreamDigest
 	}
-	upDigest, _, _, err := cl.HeadManifest(ctx, repo, ref)
+	upDigest, _, _, err := be.cl.HeadManifest(ctx, repo, ref)
 	if err != nil || upDigest == "" {
 		return cache.Manifest{}, false
 	}
-	mm, ok, err := h.cache.ManifestByUpstream(ctx, repo, upDigest)
+	mm, ok, err := be.cache.ManifestByUpstream(ctx, repo, upDigest)
 	return mm, ok && err == nil
 }
 
 // resolveManifest finds the manifest a client means by ref and returns it
 // as the client pushed it (or decrypted, for images encrypted elsewhere).
-func (h *Handler) resolveManifest(ctx context.Context, cl *upstream.Client, repo, ref string) (served, error) {
+func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref string) (served, error) {
 	d, byDigest := isDigest(ref)
 	if !byDigest {
-		um, err := cl.GetManifest(ctx, repo, ref)
+		um, err := be.cl.GetManifest(ctx, repo, ref)
 		if err != nil {
 			return served{}, err
 		}
-		return h.restore(ctx, cl, repo, um, 0)
+		return h.restore(ctx, be, repo, um, 0)
 	}
-	if mm, ok := h.manifestMapping(ctx, repo, d); ok {
-		if s, err := h.restoreByUpstream(ctx, cl, repo, mm.UpstreamDigest); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+	if mm, ok := be.manifestMapping(ctx, repo, d); ok {
+		if s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
 			return served{}, err
 		} else if err == nil && s.is(d) {
 			return s.as(d), nil
 		}
 	}
-	um, err := cl.GetManifest(ctx, repo, ref)
+	um, err := be.cl.GetManifest(ctx, repo, ref)
 	if err == nil {
 		// Asked for by its upstream digest: the bytes of that digest.
 		return served{body: um.Body, contentType: um.ContentType, digest: um.Digest}, nil
@@ -112,26 +112,26 @@ func (h *Handler) resolveManifest(ctx context.Context, cl *upstream.Client, repo
 	if !upstream.IsStatus(err, http.StatusNotFound) {
 		return served{}, err
 	}
-	if !h.deleted.Contains(repoKey(repo, d)) {
-		if s, ok, err := h.scanTags(ctx, cl, repo, d); err != nil || ok {
+	if !be.deleted.Contains(repoKey(repo, d)) {
+		if s, ok, err := h.scanTags(ctx, be, repo, d); err != nil || ok {
 			return s, err
 		}
 	}
 	return served{}, apiErr(http.StatusNotFound, codeManifestUnknown, "manifest %s is unknown to repository %s", d, repo)
 }
 
-func (h *Handler) restoreByUpstream(ctx context.Context, cl *upstream.Client, repo string, upDigest digest.Digest) (served, error) {
-	um, err := cl.GetManifest(ctx, repo, upDigest.String())
+func (h *Handler) restoreByUpstream(ctx context.Context, be *backend, repo string, upDigest digest.Digest) (served, error) {
+	um, err := be.cl.GetManifest(ctx, repo, upDigest.String())
 	if err != nil {
 		return served{}, err
 	}
-	return h.restore(ctx, cl, repo, um, 0)
+	return h.restore(ctx, be, repo, um, 0)
 }
 
 // scanTags looks for a manifest the cache has forgotten (after a restart,
 // or evicted) among the repository's tags and the indexes they name.
-func (h *Handler) scanTags(ctx context.Context, cl *upstream.Client, repo string, d digest.Digest) (served, bool, error) {
-	resp, err := cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/tags/list", url.Values{"n": {strconv.Itoa(h.maxScan)}}, nil)
+func (h *Handler) scanTags(ctx context.Context, be *backend, repo string, d digest.Digest) (served, bool, error) {
+	resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/tags/list", url.Values{"n": {strconv.Itoa(h.maxScan)}}, nil)
 	if err != nil {
 		return served{}, false, err
 	}
@@ -146,19 +146,19 @@ func (h *Handler) scanTags(ctx context.Context, cl *upstream.Client, repo string
 		return served{}, false, nil
 	}
 	for _, tag := range list.Tags[:min(len(list.Tags), h.maxScan)] {
-		um, err := cl.GetManifest(ctx, repo, tag)
+		um, err := be.cl.GetManifest(ctx, repo, tag)
 		if err != nil {
 			continue
 		}
-		s, err := h.restore(ctx, cl, repo, um, 0)
+		s, err := h.restore(ctx, be, repo, um, 0)
 		if err != nil {
 			continue
 		}
 		if s.is(d) {
 			return s.as(d), true, nil
 		}
-		if mm, ok := h.manifestMapping(ctx, repo, d); ok {
-			if s, err := h.restoreByUpstream(ctx, cl, repo, mm.UpstreamDigest); err == nil && s.is(d) {
+		if mm, ok := be.manifestMapping(ctx, repo, d); ok {
+			if s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest); err == nil && s.is(d) {
 				return s.as(d), true, nil
 			}
 		}
@@ -169,14 +169,14 @@ func (h *Handler) scanTags(ctx context.Context, cl *upstream.Client, repo string
 // restore turns an upstream manifest into what the client should see: the
 // sealed original bytes for manifests shroud wrote; a decrypted manifest
 // for images encrypted elsewhere; anything else as it is.
-func (h *Handler) restore(ctx context.Context, cl *upstream.Client, repo string, um upstream.Manifest, depth int) (served, error) {
+func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upstream.Manifest, depth int) (served, error) {
 	asIs := served{body: um.Body, contentType: um.ContentType, digest: um.Digest}
 	m, err := parseManifest(um.Body, um.ContentType)
 	if err != nil {
 		return asIs, nil // not a manifest shroud rewrites (schema 1, say)
 	}
 	if sealed := m.annotations[crypto.AnnotationOriginal]; sealed != "" {
-		return h.openSealed(ctx, repo, um, m, sealed)
+		return h.openSealed(ctx, be, repo, um, m, sealed)
 	}
 	var changed bool
 	if m.isIndex() {
@@ -185,11 +185,11 @@ func (h *Handler) restore(ctx context.Context, cl *upstream.Client, repo string,
 		}
 		for i := range m.manifests {
 			c := &m.manifests[i]
-			cm, err := cl.GetManifest(ctx, repo, c.Digest.String())
+			cm, err := be.cl.GetManifest(ctx, repo, c.Digest.String())
 			if err != nil {
 				return served{}, fmt.Errorf("index child %s: %w", c.Digest, err)
 			}
-			cs, err := h.restore(ctx, cl, repo, cm, depth+1)
+			cs, err := h.restore(ctx, be, repo, cm, depth+1)
 			if err != nil {
 				return served{}, err
 			}
@@ -214,7 +214,7 @@ func (h *Handler) restore(ctx context.Context, cl *upstream.Client, repo string,
 			if opts.PlainDigest == "" {
 				return served{}, fmt.Errorf("layer %s: its private options carry no plaintext digest", l.Digest)
 			}
-			h.putBlob(ctx, cache.Blob{PlainDigest: opts.PlainDigest, CipherDigest: l.Digest, Size: l.Size,
+			be.putBlob(ctx, cache.Blob{PlainDigest: opts.PlainDigest, CipherDigest: l.Digest, Size: l.Size,
 				Annotations: crypto.EncAnnotations(l.Annotations), Repository: repo})
 			l.MediaType = crypto.PlainMediaType(l.MediaType)
 			l.Digest = opts.PlainDigest
@@ -230,7 +230,7 @@ func (h *Handler) restore(ctx context.Context, cl *upstream.Client, repo string,
 		return served{}, err
 	}
 	s := served{body: body, contentType: m.mediaType, digest: digest.FromBytes(body)}
-	h.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: s.contentType, Size: int64(len(body)),
+	be.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: s.contentType, Size: int64(len(body)),
 		UpstreamDigest: um.Digest, UpstreamMediaType: um.ContentType, UpstreamSize: int64(len(um.Body))})
 	return s, nil
 }
@@ -238,7 +238,7 @@ func (h *Handler) restore(ctx context.Context, cl *upstream.Client, repo string,
 // openSealed returns the original bytes sealed in a manifest shroud wrote,
 // and records the mappings the pair of manifests gives: each layer's
 // plaintext and ciphertext, each index child's plain and encrypted digest.
-func (h *Handler) openSealed(ctx context.Context, repo string, um upstream.Manifest, enc *manifest, sealed string) (served, error) {
+func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um upstream.Manifest, enc *manifest, sealed string) (served, error) {
 	contentType, body, err := h.keys.Identity().Open(sealed)
 	if err != nil {
 		return served{}, &apiError{status: http.StatusForbidden, code: codeDenied,
@@ -253,7 +253,7 @@ func (h *Handler) openSealed(ctx context.Context, repo string, um upstream.Manif
 		for i, o := range orig.layers {
 			e := enc.layers[i]
 			if crypto.IsEncryptedMediaType(e.MediaType) && o.Digest != e.Digest {
-				h.putBlob(ctx, cache.Blob{PlainDigest: o.Digest, CipherDigest: e.Digest, Size: e.Size,
+				be.putBlob(ctx, cache.Blob{PlainDigest: o.Digest, CipherDigest: e.Digest, Size: e.Size,
 					Annotations: crypto.EncAnnotations(e.Annotations), Repository: repo})
 			}
 		}
@@ -261,12 +261,12 @@ func (h *Handler) openSealed(ctx context.Context, repo string, um upstream.Manif
 	if len(orig.manifests) == len(enc.manifests) {
 		for i, o := range orig.manifests {
 			if e := enc.manifests[i]; o.Digest != e.Digest {
-				h.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: o.Digest, ContentType: o.MediaType, Size: o.Size,
+				be.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: o.Digest, ContentType: o.MediaType, Size: o.Size,
 					UpstreamDigest: e.Digest, UpstreamMediaType: e.MediaType, UpstreamSize: e.Size})
 			}
 		}
 	}
-	h.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: contentType, Size: int64(len(body)),
+	be.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: contentType, Size: int64(len(body)),
 		UpstreamDigest: um.Digest, UpstreamMediaType: um.ContentType, UpstreamSize: int64(len(um.Body))})
 	return s, nil
 }
@@ -276,26 +276,26 @@ func (h *Handler) openSealed(ctx context.Context, repo string, um upstream.Manif
 func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo, ref := v["name"], v["reference"]
-	ctx, cl := r.Context(), h.client(r)
+	ctx, be := r.Context(), h.backend(r)
 	target := ref
 	d, byDigest := isDigest(ref)
 	if byDigest {
-		if mm, ok := h.manifestMapping(ctx, repo, d); ok {
+		if mm, ok := be.manifestMapping(ctx, repo, d); ok {
 			target = mm.UpstreamDigest.String()
-		} else if _, ok, err := h.scanTags(ctx, cl, repo, d); err == nil && ok {
-			if mm, ok := h.manifestMapping(ctx, repo, d); ok {
+		} else if _, ok, err := h.scanTags(ctx, be, repo, d); err == nil && ok {
+			if mm, ok := be.manifestMapping(ctx, repo, d); ok {
 				target = mm.UpstreamDigest.String()
 			}
 		}
 	}
-	if err := cl.DeleteManifest(ctx, repo, target); err != nil {
+	if err := be.cl.DeleteManifest(ctx, repo, target); err != nil {
 		return err
 	}
 	if byDigest {
 		// Some registries keep a deleted manifest reachable through its
 		// tags; the scan for forgotten digests must not bring it back.
-		h.deleted.Add(repoKey(repo, d), struct{}{})
-		if err := h.cache.DeleteManifest(ctx, repo, d); err != nil {
+		be.deleted.Add(repoKey(repo, d), struct{}{})
+		if err := be.cache.DeleteManifest(ctx, repo, d); err != nil {
 			logger(ctx).Warn("cache delete failed", "err", err)
 		}
 	}

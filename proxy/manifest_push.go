@@ -22,7 +22,7 @@ import (
 func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo, ref := v["name"], v["reference"]
-	ctx, cl := r.Context(), h.client(r)
+	ctx, be := r.Context(), h.backend(r)
 	body, err := io.ReadAll(io.LimitReader(r.Body, upstream.MaxManifestSize+1))
 	if err != nil {
 		return fmt.Errorf("read manifest: %w", err)
@@ -52,7 +52,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if m.subject != nil {
 		plainSubject = m.subject.Digest
 	}
-	if err := h.encryptManifest(ctx, cl, repo, m); err != nil {
+	if err := h.encryptManifest(ctx, be, repo, m); err != nil {
 		return err
 	}
 	sealed, err := h.keys.Identity().Seal(contentType, body)
@@ -75,15 +75,15 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if len(out) > upstream.MaxManifestSize {
 		return apiErr(http.StatusBadRequest, codeManifestInvalid, "the encrypted manifest would have %d bytes, more than the %d registries accept", len(out), upstream.MaxManifestSize)
 	}
-	upDigest, subjectProcessed, err := cl.PutManifest(ctx, repo, upRef, m.mediaType, out)
+	upDigest, subjectProcessed, err := be.cl.PutManifest(ctx, repo, upRef, m.mediaType, out)
 	if err != nil {
 		return err
 	}
-	h.deleted.Remove(repoKey(repo, plainDigest))
+	be.deleted.Remove(repoKey(repo, plainDigest))
 	if subjectProcessed && plainSubject != "" {
 		w.Header().Set("OCI-Subject", plainSubject.String())
 	}
-	h.putManifestMapping(ctx, cache.Manifest{
+	be.putManifestMapping(ctx, cache.Manifest{
 		Repository: repo, PlainDigest: plainDigest, ContentType: contentType, Size: int64(len(body)),
 		UpstreamDigest: upDigest, UpstreamMediaType: m.mediaType, UpstreamSize: int64(len(out)),
 	})
@@ -96,10 +96,10 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 }
 
 // encryptManifest rewrites m in place to what the upstream stores.
-func (h *Handler) encryptManifest(ctx context.Context, cl *upstream.Client, repo string, m *manifest) error {
+func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest) error {
 	if m.isIndex() {
 		for i := range m.manifests {
-			if err := h.mapChild(ctx, cl, repo, &m.manifests[i]); err != nil {
+			if err := h.mapChild(ctx, be, repo, &m.manifests[i]); err != nil {
 				return err
 			}
 		}
@@ -107,11 +107,11 @@ func (h *Handler) encryptManifest(ctx context.Context, cl *upstream.Client, repo
 			m.mediaType = mediaTypeOCIIndex
 		}
 	} else {
-		if err := h.ensurePlainConfig(ctx, cl, repo, *m.config); err != nil {
+		if err := h.ensurePlainConfig(ctx, be, repo, *m.config); err != nil {
 			return err
 		}
 		for i := range m.layers {
-			if err := h.encryptLayer(ctx, cl, repo, &m.layers[i]); err != nil {
+			if err := h.encryptLayer(ctx, be, repo, &m.layers[i]); err != nil {
 				return err
 			}
 		}
@@ -120,7 +120,7 @@ func (h *Handler) encryptManifest(ctx context.Context, cl *upstream.Client, repo
 		}
 	}
 	if m.subject != nil {
-		if mm, ok := h.manifestMapping(ctx, repo, m.subject.Digest); ok {
+		if mm, ok := be.manifestMapping(ctx, repo, m.subject.Digest); ok {
 			m.subject.Digest, m.subject.Size, m.subject.MediaType = mm.UpstreamDigest, mm.UpstreamSize, mm.UpstreamMediaType
 		}
 	}
@@ -129,12 +129,12 @@ func (h *Handler) encryptManifest(ctx context.Context, cl *upstream.Client, repo
 
 // mapChild points an index entry at the encrypted form of the manifest the
 // client pushed, or keeps it if the upstream holds it as it is.
-func (h *Handler) mapChild(ctx context.Context, cl *upstream.Client, repo string, d *ocispec.Descriptor) error {
-	if mm, ok := h.manifestMapping(ctx, repo, d.Digest); ok {
+func (h *Handler) mapChild(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor) error {
+	if mm, ok := be.manifestMapping(ctx, repo, d.Digest); ok {
 		d.Digest, d.Size, d.MediaType = mm.UpstreamDigest, mm.UpstreamSize, mm.UpstreamMediaType
 		return nil
 	}
-	if _, _, _, err := cl.HeadManifest(ctx, repo, d.Digest.String()); err != nil {
+	if _, _, _, err := be.cl.HeadManifest(ctx, repo, d.Digest.String()); err != nil {
 		if upstream.IsStatus(err, http.StatusNotFound) {
 			return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "manifest %s named by the index is unknown to repository %s", d.Digest, repo)
 		}
@@ -146,30 +146,30 @@ func (h *Handler) mapChild(ctx context.Context, cl *upstream.Client, repo string
 // ensurePlainConfig makes sure the upstream holds the config in plaintext:
 // shroud encrypted it at upload (it cannot tell configs from layers then),
 // so it decrypts its own ciphertext and stores the plaintext.
-func (h *Handler) ensurePlainConfig(ctx context.Context, cl *upstream.Client, repo string, d ocispec.Descriptor) error {
-	if _, ok, err := cl.HeadBlob(ctx, repo, d.Digest); err != nil {
+func (h *Handler) ensurePlainConfig(ctx context.Context, be *backend, repo string, d ocispec.Descriptor) error {
+	if _, ok, err := be.cl.HeadBlob(ctx, repo, d.Digest); err != nil {
 		return err
 	} else if ok {
 		return nil
 	}
-	b, ok := h.blob(ctx, d.Digest)
+	b, ok := be.blob(ctx, d.Digest)
 	if !ok {
 		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "config %s is unknown to repository %s", d.Digest, repo)
 	}
 	if b.Size > h.maxCfg {
 		return apiErr(http.StatusBadRequest, codeManifestInvalid, "config %s has %d bytes, more than the %d shroud accepts", d.Digest, b.Size, h.maxCfg)
 	}
-	plain, err := h.readBlob(ctx, cl, repo, b, h.maxCfg)
+	plain, err := h.readBlob(ctx, be, repo, b, h.maxCfg)
 	if err != nil {
 		return fmt.Errorf("config %s: %w", d.Digest, err)
 	}
-	return cl.PutBlob(ctx, repo, d.Digest, plain)
+	return be.cl.PutBlob(ctx, repo, d.Digest, plain)
 }
 
 // readBlob reads an encrypted blob through its verification and returns
 // its plaintext if it has at most keep bytes (nil otherwise: a blob read
 // only to be verified is never held whole).
-func (h *Handler) readBlob(ctx context.Context, cl *upstream.Client, repo string, b cache.Blob, keep int64) ([]byte, error) {
+func (h *Handler) readBlob(ctx context.Context, be *backend, repo string, b cache.Blob, keep int64) ([]byte, error) {
 	opts, err := h.keys.Unwrap(b.Annotations)
 	if err != nil {
 		return nil, err
@@ -178,10 +178,10 @@ func (h *Handler) readBlob(ctx context.Context, cl *upstream.Client, repo string
 	if err != nil {
 		return nil, err
 	}
-	if !h.ensureCipher(ctx, cl, repo, b) {
+	if !h.ensureCipher(ctx, be, repo, b) {
 		return nil, apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "blob %s is gone from the upstream", b.CipherDigest)
 	}
-	resp, err := cl.GetBlob(ctx, repo, b.CipherDigest, "")
+	resp, err := be.cl.GetBlob(ctx, repo, b.CipherDigest, "")
 	if err != nil {
 		return nil, err
 	}
@@ -199,20 +199,20 @@ func (h *Handler) readBlob(ctx context.Context, cl *upstream.Client, repo string
 
 // encryptLayer rewrites one layer descriptor to its encrypted form, with
 // the layer key wrapped for every recipient.
-func (h *Handler) encryptLayer(ctx context.Context, cl *upstream.Client, repo string, d *ocispec.Descriptor) error {
+func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor) error {
 	if crypto.IsEncryptedMediaType(d.MediaType) {
 		return nil // encrypted before it reached shroud: kept as it is
 	}
-	b, ok := h.blob(ctx, d.Digest)
+	b, ok := be.blob(ctx, d.Digest)
 	switch {
 	case !ok && crypto.IsNonDistributable(d.MediaType):
 		return nil // never pushed: clients fetch it from its URLs
 	case !ok:
 		var err error
-		if b, err = h.encryptFromUpstream(ctx, cl, repo, d.Digest); err != nil {
+		if b, err = h.encryptFromUpstream(ctx, be, repo, d.Digest); err != nil {
 			return err
 		}
-	case !h.ensureCipher(ctx, cl, repo, b):
+	case !h.ensureCipher(ctx, be, repo, b):
 		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "layer %s: its ciphertext %s is not in the upstream", d.Digest, b.CipherDigest)
 	}
 	if b.Size != d.Size {
@@ -243,8 +243,8 @@ func (h *Handler) encryptLayer(ctx context.Context, cl *upstream.Client, repo st
 // encryptFromUpstream encrypts a layer the upstream holds in plaintext
 // (pushed before shroud stood in front of it, or mounted as plaintext) so
 // that the manifest never names plaintext.
-func (h *Handler) encryptFromUpstream(ctx context.Context, cl *upstream.Client, repo string, plainDigest digest.Digest) (cache.Blob, error) {
-	resp, err := cl.GetBlob(ctx, repo, plainDigest, "")
+func (h *Handler) encryptFromUpstream(ctx context.Context, be *backend, repo string, plainDigest digest.Digest) (cache.Blob, error) {
+	resp, err := be.cl.GetBlob(ctx, repo, plainDigest, "")
 	if upstream.IsStatus(err, http.StatusNotFound) {
 		return cache.Blob{}, apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "layer %s is unknown to repository %s", plainDigest, repo)
 	}
@@ -252,32 +252,17 @@ func (h *Handler) encryptFromUpstream(ctx context.Context, cl *upstream.Client, 
 		return cache.Blob{}, err
 	}
 	defer resp.Body.Close()
-	u, err := h.openUpload(ctx, cl, repo)
+	u, err := h.openUpload(ctx, be, repo)
 	if err != nil {
 		return cache.Blob{}, err
 	}
-	if err := h.appendStream(ctx, cl, u, resp.Body, resp.ContentLength); err != nil {
+	if err := h.appendStream(ctx, be, u, resp.Body, resp.ContentLength); err != nil {
 		return cache.Blob{}, err
 	}
-	b, err := h.commit(ctx, cl, u, plainDigest)
+	b, err := h.commit(ctx, be, u, plainDigest)
 	if err != nil {
 		return cache.Blob{}, fmt.Errorf("encrypt upstream blob %s: %w", plainDigest, err)
 	}
 	logger(ctx).Info("encrypted a plaintext layer found upstream", "repository", repo, "plain_digest", plainDigest, "cipher_digest", b.CipherDigest)
 	return b, nil
-}
-
-func (h *Handler) manifestMapping(ctx context.Context, repo string, d digest.Digest) (cache.Manifest, bool) {
-	m, ok, err := h.cache.Manifest(ctx, repo, d)
-	if err != nil {
-		logger(ctx).Warn("cache lookup failed", "plain_digest", d, "err", err)
-		return cache.Manifest{}, false
-	}
-	return m, ok
-}
-
-func (h *Handler) putManifestMapping(ctx context.Context, m cache.Manifest) {
-	if err := h.cache.PutManifest(ctx, m); err != nil {
-		logger(ctx).Warn("cache store failed", "plain_digest", m.PlainDigest, "err", err)
-	}
 }

@@ -30,7 +30,7 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, path string, q
 	if a := r.Header.Values("Accept"); len(a) > 0 {
 		hdr["Accept"] = a
 	}
-	resp, err := h.client(r).Do(r.Context(), r.Method, path, q, hdr)
+	resp, err := h.backend(r).cl.Do(r.Context(), r.Method, path, q, hdr)
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func (h *Handler) passResponse(w http.ResponseWriter, r *http.Request, resp *htt
 // rewriteLink makes a Link header's absolute upstream URLs relative, so
 // that the client follows them to shroud.
 func (h *Handler) rewriteLink(link string) string {
-	base := h.up.Base()
+	base := h.def.cl.Base()
 	var out []string
 	for _, part := range strings.Split(link, ",") {
 		start, end := strings.Index(part, "<"), strings.Index(part, ">")

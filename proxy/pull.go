@@ -26,13 +26,13 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return apiErr(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", v["digest"])
 	}
-	ctx, cl := r.Context(), h.client(r)
-	b, ok := h.blob(ctx, plainDigest)
+	ctx, be := r.Context(), h.backend(r)
+	b, ok := be.blob(ctx, plainDigest)
 	if !ok {
-		return h.passBlob(w, r, cl, repo, plainDigest)
+		return h.passBlob(w, r, be, repo, plainDigest)
 	}
 	if r.Method == http.MethodHead {
-		if !h.ensureCipher(ctx, cl, repo, b) {
+		if !h.ensureCipher(ctx, be, repo, b) {
 			return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
 		}
 		writeBlobHeaders(w, plainDigest, b.Size)
@@ -57,9 +57,9 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if partial {
 		upRange = fmt.Sprintf("bytes=%d-%d", rng.start, rng.end)
 	}
-	resp, err := cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
-	if upstream.IsStatus(err, http.StatusNotFound) && h.ensureCipher(ctx, cl, repo, b) {
-		resp, err = cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
+	resp, err := be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
+	if upstream.IsStatus(err, http.StatusNotFound) && h.ensureCipher(ctx, be, repo, b) {
+		resp, err = be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
 	}
 	if upstream.IsStatus(err, http.StatusNotFound) {
 		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
@@ -189,23 +189,23 @@ func writeBlobHeaders(w http.ResponseWriter, plainDigest digest.Digest, size int
 
 // ensureCipher says whether repo holds b's ciphertext upstream, mounting
 // it from the repository it was seen in if need be.
-func (h *Handler) ensureCipher(ctx context.Context, cl *upstream.Client, repo string, b cache.Blob) bool {
-	_, ok, err := cl.HeadBlob(ctx, repo, b.CipherDigest)
+func (h *Handler) ensureCipher(ctx context.Context, be *backend, repo string, b cache.Blob) bool {
+	_, ok, err := be.cl.HeadBlob(ctx, repo, b.CipherDigest)
 	if err == nil && ok {
 		return true
 	}
-	if b.Repository == "" || b.Repository == repo || h.deleted.Contains(repoKey(repo, b.PlainDigest)) {
+	if b.Repository == "" || b.Repository == repo || be.deleted.Contains(repoKey(repo, b.PlainDigest)) {
 		return false
 	}
-	return h.mountCipher(ctx, cl, repo, b, b.Repository)
+	return h.mountCipher(ctx, be, repo, b, b.Repository)
 }
 
 // passBlob relays a blob shroud has no mapping for (a plaintext config, a
 // passthrough blob, or ciphertext asked for by its own digest).
-func (h *Handler) passBlob(w http.ResponseWriter, r *http.Request, cl *upstream.Client, repo string, d digest.Digest) error {
+func (h *Handler) passBlob(w http.ResponseWriter, r *http.Request, be *backend, repo string, d digest.Digest) error {
 	ctx := r.Context()
 	if r.Method == http.MethodHead {
-		size, ok, err := cl.HeadBlob(ctx, repo, d)
+		size, ok, err := be.cl.HeadBlob(ctx, repo, d)
 		if err != nil {
 			return err
 		}
@@ -216,7 +216,7 @@ func (h *Handler) passBlob(w http.ResponseWriter, r *http.Request, cl *upstream.
 		w.WriteHeader(http.StatusOK)
 		return nil
 	}
-	resp, err := cl.GetBlob(ctx, repo, d, r.Header.Get("Range"))
+	resp, err := be.cl.GetBlob(ctx, repo, d, r.Header.Get("Range"))
 	if upstream.IsStatus(err, http.StatusNotFound) {
 		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", d, repo)
 	}
@@ -249,21 +249,21 @@ func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return apiErr(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", v["digest"])
 	}
-	ctx, cl := r.Context(), h.client(r)
+	ctx, be := r.Context(), h.backend(r)
 	targets := []digest.Digest{d}
-	if b, ok := h.blob(ctx, d); ok {
+	if b, ok := be.blob(ctx, d); ok {
 		targets = []digest.Digest{b.CipherDigest, d}
 	}
 	var deleted bool
 	for _, target := range targets {
 		// Only what exists is deleted: some registries answer a delete
 		// of a missing blob with a 500.
-		if _, ok, err := cl.HeadBlob(ctx, repo, target); err != nil {
+		if _, ok, err := be.cl.HeadBlob(ctx, repo, target); err != nil {
 			return err
 		} else if !ok {
 			continue
 		}
-		if err := cl.DeleteBlob(ctx, repo, target); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+		if err := be.cl.DeleteBlob(ctx, repo, target); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
 			return err
 		}
 		deleted = true
@@ -271,7 +271,7 @@ func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request) error {
 	if !deleted {
 		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", d, repo)
 	}
-	h.deleted.Add(repoKey(repo, d), struct{}{})
+	be.deleted.Add(repoKey(repo, d), struct{}{})
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
 	return nil

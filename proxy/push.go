@@ -15,7 +15,6 @@ import (
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
-	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
 // cleanupTimeout bounds the upstream calls that tidy up after a failed
@@ -27,20 +26,20 @@ const cleanupTimeout = 30 * time.Second
 func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request) error {
 	repo := mux.Vars(r)["name"]
 	q := r.URL.Query()
-	cl := h.client(r)
+	be := h.backend(r)
 	if m := q.Get("mount"); m != "" {
-		if ok, err := h.mount(w, r, cl, repo, m, q.Get("from")); ok || err != nil {
+		if ok, err := h.mount(w, r, be, repo, m, q.Get("from")); ok || err != nil {
 			return err
 		}
 	}
-	u, err := h.openUpload(r.Context(), cl, repo)
+	u, err := h.openUpload(r.Context(), be, repo)
 	if err != nil {
 		return err
 	}
 	if d := q.Get("digest"); d != "" {
 		u.mu.Lock()
 		defer u.mu.Unlock()
-		return h.complete(w, r, cl, u, d)
+		return h.complete(w, r, be, u, d)
 	}
 	h.uploads.add(u)
 	writeUploadState(w, u, http.StatusAccepted)
@@ -48,35 +47,35 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request) error {
 }
 
 // openUpload opens an upstream session and the local one in front of it.
-func (h *Handler) openUpload(ctx context.Context, cl *upstream.Client, repo string) (*upload, error) {
-	loc, err := cl.StartUpload(ctx, repo)
+func (h *Handler) openUpload(ctx context.Context, be *backend, repo string) (*upload, error) {
+	loc, err := be.cl.StartUpload(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
-	return h.newUpload(ctx, cl, repo, loc)
+	return h.newUpload(ctx, be, repo, loc)
 }
 
-func (h *Handler) newUpload(ctx context.Context, cl *upstream.Client, repo, loc string) (*upload, error) {
+func (h *Handler) newUpload(ctx context.Context, be *backend, repo, loc string) (*upload, error) {
 	key, err := crypto.NewLayerKey()
 	if err == nil {
 		var enc *crypto.Encrypter
 		if enc, err = crypto.NewEncrypter(key); err == nil {
-			return &upload{id: newID(16), repo: repo, location: loc, enc: enc}, nil
+			return &upload{id: newID(16), repo: repo, ns: be.name, location: loc, enc: enc}, nil
 		}
 	}
-	h.cancelUpstream(ctx, cl, loc)
+	h.cancelUpstream(ctx, be, loc)
 	return nil, err
 }
 
 // mount serves ?mount=P&from=R as a mount of P's ciphertext. It reports
 // false (and writes nothing) when no mount happened and the caller should
 // open a new session, as the spec lets a registry answer.
-func (h *Handler) mount(w http.ResponseWriter, r *http.Request, cl *upstream.Client, repo, mountParam, from string) (bool, error) {
+func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, repo, mountParam, from string) (bool, error) {
 	plainDigest, err := parseDigest(mountParam)
 	if err != nil {
 		return false, err
 	}
-	b, ok := h.blob(r.Context(), plainDigest)
+	b, ok := be.blob(r.Context(), plainDigest)
 	if !ok {
 		return false, nil
 	}
@@ -84,8 +83,8 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, cl *upstream.Cli
 		if src == "" || (i == 1 && src == from) {
 			continue
 		}
-		if h.mountCipher(r.Context(), cl, repo, b, src) {
-			h.deleted.Remove(repoKey(repo, plainDigest))
+		if h.mountCipher(r.Context(), be, repo, b, src) {
+			be.deleted.Remove(repoKey(repo, plainDigest))
 			writeBlobCreated(w, repo, plainDigest)
 			return true, nil
 		}
@@ -94,14 +93,14 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, cl *upstream.Cli
 }
 
 // mountCipher asks the upstream to mount b's ciphertext from src into repo.
-func (h *Handler) mountCipher(ctx context.Context, cl *upstream.Client, repo string, b cache.Blob, src string) bool {
-	mounted, loc, err := cl.Mount(ctx, repo, b.CipherDigest, src)
+func (h *Handler) mountCipher(ctx context.Context, be *backend, repo string, b cache.Blob, src string) bool {
+	mounted, loc, err := be.cl.Mount(ctx, repo, b.CipherDigest, src)
 	if err != nil {
 		logger(ctx).Debug("upstream mount failed", "from", src, "cipher_digest", b.CipherDigest, "err", err)
 		return false
 	}
 	if !mounted {
-		h.cancelUpstream(ctx, cl, loc)
+		h.cancelUpstream(ctx, be, loc)
 	}
 	return mounted
 }
@@ -114,7 +113,7 @@ func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer u.mu.Unlock()
-	if err := h.appendBody(r.Context(), h.client(r), u, r); err != nil {
+	if err := h.appendBody(r.Context(), h.backendNamed(u.ns, r), u, r); err != nil {
 		return err
 	}
 	writeUploadState(w, u, http.StatusAccepted)
@@ -128,22 +127,22 @@ func (h *Handler) finishUpload(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer u.mu.Unlock()
-	return h.complete(w, r, h.client(r), u, r.URL.Query().Get("digest"))
+	return h.complete(w, r, h.backendNamed(u.ns, r), u, r.URL.Query().Get("digest"))
 }
 
 // complete appends the request body, checks the client's digest and
 // commits the ciphertext upstream.
-func (h *Handler) complete(w http.ResponseWriter, r *http.Request, cl *upstream.Client, u *upload, digestParam string) error {
+func (h *Handler) complete(w http.ResponseWriter, r *http.Request, be *backend, u *upload, digestParam string) error {
 	ctx := r.Context()
 	want, err := parseDigest(digestParam)
 	if err != nil {
-		h.abandon(ctx, cl, u)
+		h.abandon(ctx, be, u)
 		return err
 	}
-	if err := h.appendBody(ctx, cl, u, r); err != nil {
+	if err := h.appendBody(ctx, be, u, r); err != nil {
 		return err
 	}
-	b, err := h.commit(ctx, cl, u, want)
+	b, err := h.commit(ctx, be, u, want)
 	if err != nil {
 		return err
 	}
@@ -152,25 +151,25 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request, cl *upstream.
 }
 
 // appendBody encrypts the request body, if any, into the upload.
-func (h *Handler) appendBody(ctx context.Context, cl *upstream.Client, u *upload, r *http.Request) error {
+func (h *Handler) appendBody(ctx context.Context, be *backend, u *upload, r *http.Request) error {
 	if r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
 		return nil
 	}
-	return h.appendStream(ctx, cl, u, r.Body, r.ContentLength)
+	return h.appendStream(ctx, be, u, r.Body, r.ContentLength)
 }
 
 // appendStream encrypts body (length bytes, -1 for unknown) into the
 // upload's upstream session. On failure the upload is abandoned.
-func (h *Handler) appendStream(ctx context.Context, cl *upstream.Client, u *upload, body io.Reader, length int64) error {
+func (h *Handler) appendStream(ctx context.Context, be *backend, u *upload, body io.Reader, length int64) error {
 	before := u.offset()
 	g := &gate{r: u.enc.Reader(body)}
-	loc, err := cl.PatchUpload(ctx, u.location, g, before, length)
+	loc, err := be.cl.PatchUpload(ctx, u.location, g, before, length)
 	g.close()
 	if err == nil && length > 0 && u.offset()-before != length {
 		err = apiErr(http.StatusBadRequest, codeSizeInvalid, "the chunk had %d bytes, not the %d its Content-Length said", u.offset()-before, length)
 	}
 	if err != nil {
-		h.abandon(ctx, cl, u)
+		h.abandon(ctx, be, u)
 		return err
 	}
 	u.location = loc
@@ -185,31 +184,31 @@ func (h *Handler) appendStream(ctx context.Context, cl *upstream.Client, u *uplo
 // sends; a blob pushed under another algorithm is verified after the
 // commit by decrypting it back from the upstream, and its ciphertext
 // deleted again if it does not match.
-func (h *Handler) commit(ctx context.Context, cl *upstream.Client, u *upload, want digest.Digest) (cache.Blob, error) {
+func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want digest.Digest) (cache.Blob, error) {
 	s := u.enc.Seal()
 	mismatch := func(got digest.Digest) error {
 		return apiErr(http.StatusBadRequest, codeDigestInvalid, "the uploaded content has digest %s, not %s; nothing was stored", got, want)
 	}
 	if want.Algorithm() == digest.SHA256 && s.PlainDigest != want {
-		h.abandon(ctx, cl, u)
+		h.abandon(ctx, be, u)
 		return cache.Blob{}, mismatch(s.PlainDigest)
 	}
 	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: want}, crypto.PublicOptions{HMAC: s.HMAC})
 	if err != nil {
-		h.abandon(ctx, cl, u)
+		h.abandon(ctx, be, u)
 		return cache.Blob{}, err
 	}
-	if err := cl.CommitUpload(ctx, u.location, s.CipherDigest); err != nil {
-		h.abandon(ctx, cl, u)
+	if err := be.cl.CommitUpload(ctx, u.location, s.CipherDigest); err != nil {
+		h.abandon(ctx, be, u)
 		return cache.Blob{}, err
 	}
 	h.uploads.remove(u.id)
 	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo}
 	if want.Algorithm() != digest.SHA256 {
-		if _, err := h.readBlob(ctx, cl, u.repo, b, 0); err != nil {
+		if _, err := h.readBlob(ctx, be, u.repo, b, 0); err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 			defer cancel()
-			if derr := cl.DeleteBlob(cctx, u.repo, s.CipherDigest); derr != nil {
+			if derr := be.cl.DeleteBlob(cctx, u.repo, s.CipherDigest); derr != nil {
 				logger(ctx).Warn("delete unverified ciphertext", "cipher_digest", s.CipherDigest, "err", derr)
 			}
 			if errors.Is(err, crypto.ErrIntegrity) {
@@ -218,23 +217,23 @@ func (h *Handler) commit(ctx context.Context, cl *upstream.Client, u *upload, wa
 			return cache.Blob{}, err
 		}
 	}
-	h.deleted.Remove(repoKey(u.repo, want))
-	h.putBlob(ctx, b)
+	be.deleted.Remove(repoKey(u.repo, want))
+	be.putBlob(ctx, b)
 	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", want, "cipher_digest", s.CipherDigest, "size", s.Size)
 	return b, nil
 }
 
 // abandon marks a session failed and cancels it upstream.
-func (h *Handler) abandon(ctx context.Context, cl *upstream.Client, u *upload) {
+func (h *Handler) abandon(ctx context.Context, be *backend, u *upload) {
 	u.failed = errors.New("an earlier request on this upload failed")
 	h.uploads.remove(u.id)
-	h.cancelUpstream(ctx, cl, u.location)
+	h.cancelUpstream(ctx, be, u.location)
 }
 
-func (h *Handler) cancelUpstream(ctx context.Context, cl *upstream.Client, loc string) {
+func (h *Handler) cancelUpstream(ctx context.Context, be *backend, loc string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	if err := cl.CancelUpload(ctx, loc); err != nil {
+	if err := be.cl.CancelUpload(ctx, loc); err != nil {
 		logger(ctx).Warn("cancel upstream upload", "err", err)
 	}
 }
@@ -260,7 +259,7 @@ func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request) error {
 	h.uploads.remove(u.id)
 	// Nothing was recorded; an upstream that cannot cancel (some cannot)
 	// expires the session on its own.
-	h.cancelUpstream(r.Context(), h.client(r), u.location)
+	h.cancelUpstream(r.Context(), h.backendNamed(u.ns, r), u.location)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -362,20 +361,4 @@ func writeBlobCreated(w http.ResponseWriter, repo string, plainDigest digest.Dig
 	w.Header().Set("Docker-Content-Digest", plainDigest.String())
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
-}
-
-// blob looks a plaintext digest up in the cache; a failing cache is a miss.
-func (h *Handler) blob(ctx context.Context, plainDigest digest.Digest) (cache.Blob, bool) {
-	b, ok, err := h.cache.Blob(ctx, plainDigest)
-	if err != nil {
-		logger(ctx).Warn("cache lookup failed", "plain_digest", plainDigest, "err", err)
-		return cache.Blob{}, false
-	}
-	return b, ok
-}
-
-func (h *Handler) putBlob(ctx context.Context, b cache.Blob) {
-	if err := h.cache.PutBlob(ctx, b); err != nil {
-		logger(ctx).Warn("cache store failed", "plain_digest", b.PlainDigest, "err", err)
-	}
 }

@@ -25,13 +25,13 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return apiErr(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", v["digest"])
 	}
-	ctx, cl := r.Context(), h.client(r)
+	ctx, be := r.Context(), h.backend(r)
 	upSubject := subject
-	if mm, ok := h.manifestMapping(ctx, repo, subject); ok {
+	if mm, ok := be.manifestMapping(ctx, repo, subject); ok {
 		upSubject = mm.UpstreamDigest
 	}
 	hdr := http.Header{"Accept": {ocispec.MediaTypeImageIndex}}
-	resp, err := cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/referrers/"+upSubject.String(), r.URL.Query(), hdr)
+	resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/referrers/"+upSubject.String(), r.URL.Query(), hdr)
 	if err != nil {
 		return err
 	}
@@ -45,11 +45,11 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	}
 	for i := range idx.Manifests {
 		d := &idx.Manifests[i]
-		um, err := cl.GetManifest(ctx, repo, d.Digest.String())
+		um, err := be.cl.GetManifest(ctx, repo, d.Digest.String())
 		if err != nil {
 			return fmt.Errorf("referrer %s: %w", d.Digest, err)
 		}
-		s, err := h.restore(ctx, cl, repo, um, 0)
+		s, err := h.restore(ctx, be, repo, um, 0)
 		if err != nil {
 			return fmt.Errorf("referrer %s: %w", d.Digest, err)
 		}

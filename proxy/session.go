@@ -15,6 +15,7 @@ type upload struct {
 	mu       sync.Mutex // held by the one request working on the session
 	id       string
 	repo     string
+	ns       string // the backend (mirror origin) the session was opened on
 	location string // the upstream session's current location
 	enc      *crypto.Encrypter
 	failed   error // set when the session can no longer complete

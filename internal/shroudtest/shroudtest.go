@@ -75,6 +75,7 @@ func (s Shroud) Host() string { return strings.TrimPrefix(s.URL, "http://") }
 type Option func(*options)
 
 type options struct {
+	mirrors    map[string]Upstream
 	recipients []crypto.Recipient
 	keys       []crypto.DecryptionKey
 	handler    func(http.Handler) http.Handler
@@ -88,6 +89,16 @@ func WithRecipients(r ...crypto.Recipient) Option {
 // WithDecryptionKeys adds keys shroud may unwrap with.
 func WithDecryptionKeys(k ...crypto.DecryptionKey) Option {
 	return func(o *options) { o.keys = append(o.keys, k...) }
+}
+
+// WithMirror serves origin (containerd's ?ns=) from up.
+func WithMirror(origin string, up Upstream) Option {
+	return func(o *options) {
+		if o.mirrors == nil {
+			o.mirrors = map[string]Upstream{}
+		}
+		o.mirrors[origin] = up
+	}
 }
 
 // WithMiddleware wraps shroud's handler (to count or break requests).
@@ -111,11 +122,16 @@ func Start(t testing.TB, up Upstream, opts ...Option) Shroud {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return StartWithKeyring(t, up, kr, dir, o.handler)
+	return start(t, up, kr, dir, o)
 }
 
 // StartWithKeyring runs shroud with a given keyring (a restart keeps it).
 func StartWithKeyring(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, mw func(http.Handler) http.Handler) Shroud {
+	t.Helper()
+	return start(t, up, kr, dir, options{handler: mw})
+}
+
+func backend(t testing.TB, up Upstream) proxy.Backend {
 	t.Helper()
 	cl, err := upstream.New(up.URL, nil)
 	if err != nil {
@@ -125,17 +141,27 @@ func StartWithKeyring(t testing.TB, up Upstream, kr *crypto.Keyring, dir string,
 	if err != nil {
 		t.Fatal(err)
 	}
+	return proxy.Backend{Upstream: cl, Cache: store}
+}
+
+func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options) Shroud {
+	t.Helper()
+	def := backend(t, up)
+	mirrors := map[string]proxy.Backend{}
+	for origin, m := range o.mirrors {
+		mirrors[origin] = backend(t, m)
+	}
 	var log *slog.Logger
 	if os.Getenv("SHROUD_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	h, err := proxy.New(proxy.Options{Upstream: cl, Keyring: kr, Cache: store, Logger: log})
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var handler http.Handler = h
-	if mw != nil {
-		handler = mw(h)
+	if o.handler != nil {
+		handler = o.handler(h)
 	}
 	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)

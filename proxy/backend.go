@@ -1,0 +1,93 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/proxy/upstream"
+)
+
+// deletedEntries bounds the memory of deleted blobs and manifests.
+const deletedEntries = 10_000
+
+// Backend is one upstream registry and the cache of its mappings.
+type Backend struct {
+	Upstream *upstream.Client
+	Cache    cache.Store
+}
+
+// backend is a Backend serving one request: its client carries the
+// request's credentials.
+type backend struct {
+	name  string // "" for the default upstream, else the mirror's origin host
+	cl    *upstream.Client
+	cache cache.Store
+	// deleted remembers blobs and manifests a client deleted from a
+	// repository, so that a HEAD does not mount a blob back from another
+	// repository nor a tag scan find a manifest again.
+	deleted *lru.Cache[string, struct{}]
+}
+
+func newBackend(name string, b Backend) (*backend, error) {
+	if b.Upstream == nil || b.Cache == nil {
+		return nil, fmt.Errorf("proxy: upstream %q needs a client and a cache", name)
+	}
+	d, err := lru.New[string, struct{}](deletedEntries)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	return &backend{name: name, cl: b.Upstream, cache: b.Cache, deleted: d}, nil
+}
+
+// backend returns the backend a request is for: containerd names the
+// registry it mirrors with ?ns=<origin host>; without it, or for an origin
+// with no upstream of its own, the default upstream serves.
+func (h *Handler) backend(r *http.Request) *backend {
+	return h.backendNamed(r.URL.Query().Get("ns"), r)
+}
+
+func (h *Handler) backendNamed(ns string, r *http.Request) *backend {
+	b, ok := h.mirrors[ns]
+	if !ok {
+		b = h.def
+	}
+	bb := *b
+	bb.cl = b.cl.WithAuthorization(r.Header.Get("Authorization"))
+	return &bb
+}
+
+// blob looks a plaintext digest up in the cache; a failing cache is a miss.
+func (b *backend) blob(ctx context.Context, plainDigest digest.Digest) (cache.Blob, bool) {
+	bl, ok, err := b.cache.Blob(ctx, plainDigest)
+	if err != nil {
+		logger(ctx).Warn("cache lookup failed", "plain_digest", plainDigest, "err", err)
+		return cache.Blob{}, false
+	}
+	return bl, ok
+}
+
+func (b *backend) putBlob(ctx context.Context, bl cache.Blob) {
+	if err := b.cache.PutBlob(ctx, bl); err != nil {
+		logger(ctx).Warn("cache store failed", "plain_digest", bl.PlainDigest, "err", err)
+	}
+}
+
+func (b *backend) manifestMapping(ctx context.Context, repo string, d digest.Digest) (cache.Manifest, bool) {
+	m, ok, err := b.cache.Manifest(ctx, repo, d)
+	if err != nil {
+		logger(ctx).Warn("cache lookup failed", "plain_digest", d, "err", err)
+		return cache.Manifest{}, false
+	}
+	return m, ok
+}
+
+func (b *backend) putManifestMapping(ctx context.Context, m cache.Manifest) {
+	if err := b.cache.PutManifest(ctx, m); err != nil {
+		logger(ctx).Warn("cache store failed", "plain_digest", m.PlainDigest, "err", err)
+	}
+}
