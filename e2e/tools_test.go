@@ -33,12 +33,45 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	toolsDir = dir
+	stop, err := startShared()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the shared upstream: %v\n", err)
+		os.Exit(1)
+	}
 	code := m.Run()
+	// After the suite: the shared upstream's storage holds no plaintext of
+	// any layer pushed through shroud.
+	if err := shared.checkNoPlaintext(); err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		code = 1
+	} else {
+		summarize(fmt.Sprintf("upstream storage scan: %d files, none holds any of the %d plaintext layers pushed through shroud", shared.files, shared.layers()))
+	}
+	stop()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
 func tool(name string) string { return filepath.Join(toolsDir, name) }
+
+// summarize prints figures for the CI log: go test shows a passing
+// package's output only with -v, so they also go to the file
+// $SHROUD_E2E_SUMMARY names, which .ci/run prints.
+func summarize(lines ...string) {
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	if p := os.Getenv("SHROUD_E2E_SUMMARY"); p != "" {
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		for _, l := range lines {
+			fmt.Fprintln(f, l)
+		}
+	}
+}
 
 // registryConfig is a distribution config (v3 and Debian's 2.8 read the
 // same format) storing under dir and listening on addr.
@@ -68,34 +101,63 @@ http:
 	return p
 }
 
+// registryProcess is a registry binary serving on a fixed address, which
+// a test can stop and start again on the same storage.
+type registryProcess struct {
+	t    *testing.T
+	name string
+	bin  string
+	cfg  string
+	addr string
+	cmd  *exec.Cmd
+	logs *syncBuffer
+}
+
+func (p *registryProcess) start() {
+	p.t.Helper()
+	p.logs = &syncBuffer{}
+	p.cmd = exec.Command(p.bin, "serve", p.cfg)
+	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		if resp, err := http.Get("http://" + p.addr + "/v2/"); err == nil {
+			resp.Body.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	p.t.Fatalf("%s did not start:\n%s", p.name, p.logs)
+}
+
+func (p *registryProcess) stop() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+	}
+}
+
 // startRegistryProcess runs a registry binary (`<bin> serve <config>`) and
 // waits for it to answer.
 func startRegistryProcess(t *testing.T, name, bin, extraConfig string) shroudtest.Upstream {
+	up, _ := startRegistry(t, name, bin, extraConfig)
+	return up
+}
+
+func startRegistry(t *testing.T, name, bin, extraConfig string) (shroudtest.Upstream, *registryProcess) {
 	t.Helper()
 	if _, err := exec.LookPath(bin); err != nil {
 		t.Fatalf("%s is not installed (.ci/run installs it): %v", bin, err)
 	}
 	dir := t.TempDir()
-	addr := freeAddr(t)
-	cfg := registryConfig(t, dir, addr, extraConfig)
-	logs := &syncBuffer{}
-	cmd := exec.Command(bin, "serve", cfg)
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
-			resp.Body.Close()
-			return shroudtest.Upstream{Name: name, URL: "http://" + addr, Dir: filepath.Join(dir, "storage")}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s did not start:\n%s", name, logs)
-	return shroudtest.Upstream{}
+	p := &registryProcess{t: t, name: name, bin: bin, addr: freeAddr(t)}
+	p.cfg = registryConfig(t, dir, p.addr, extraConfig)
+	p.start()
+	t.Cleanup(p.stop)
+	return shroudtest.Upstream{Name: name, URL: "http://" + p.addr, Dir: filepath.Join(dir, "storage")}, p
 }
 
 // distributionV3 runs distribution's registry built from its Go module.

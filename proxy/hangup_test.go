@@ -1,0 +1,67 @@
+package proxy_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/opencontainers/go-digest"
+	"go.uber.org/goleak"
+
+	"github.com/shroud-oci/shroud/internal/shroudtest"
+)
+
+// The client hangs up in the middle of a pull: shroud cancels its upstream
+// request, and no goroutine is left behind.
+func TestClientHangsUpMidPull(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		goleak.VerifyNone(t, before)
+	})
+
+	var blobGets, cancelled atomic.Int32
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inner.ServeHTTP(w, r)
+		if r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			blobGets.Add(1)
+			if r.Context().Err() != nil {
+				cancelled.Add(1)
+			}
+		}
+	}))
+	t.Cleanup(up.Close)
+	s := shroudtest.Start(t, shroudtest.Upstream{Name: "ggcr", URL: up.URL})
+
+	b := make([]byte, 64<<20)
+	rand.Read(b)
+	d := digest.FromBytes(b)
+	c := call{t, s.URL}
+	c.do("POST", "/v2/hangup/app/blobs/uploads/?digest="+d.String(), bytes.NewReader(b)).want(t, 201, "")
+
+	resp, err := http.Get(s.URL + "/v2/hangup/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close() // hang up with 63 MiB still to come
+
+	deadline := time.Now().Add(10 * time.Second)
+	for cancelled.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if cancelled.Load() != 1 || blobGets.Load() != 1 {
+		t.Fatalf("upstream blob GETs %d, cancelled %d; want the one GET cancelled", blobGets.Load(), cancelled.Load())
+	}
+}
