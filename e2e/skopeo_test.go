@@ -114,3 +114,39 @@ func TestSkopeoEncryptedPulledThroughShroud(t *testing.T) {
 		})
 	}
 }
+
+// An image skopeo encrypted itself, pushed through shroud, is stored as it
+// came (its layers are not encrypted twice): skopeo opens it straight from
+// the upstream with its own key, and pulls it back through shroud byte for
+// byte.
+func TestSkopeoEncryptedPushedThroughShroud(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub, err := crypto.GenerateKeyPair("ec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	privFile, pubFile := filepath.Join(dir, "k.pem"), filepath.Join(dir, "k.pub.pem")
+	os.WriteFile(privFile, priv, 0o600)
+	os.WriteFile(pubFile, pub, 0o644)
+	s := sharedShroud(t)
+	src, img := ociLayout(t, 2, 200_000)
+	recordLayers(t, img)
+	dst := "docker://" + s.Host() + "/pre-encrypted/app:1"
+	skopeo(t, "copy", "--dest-tls-verify=false", "--encryption-key", "jwe:"+pubFile, src, dst)
+
+	enc := filepath.Join(t.TempDir(), "enc")
+	skopeo(t, "copy", "--src-tls-verify=false", dst, "oci:"+enc+":app")
+	_, em := layoutManifest(t, enc)
+	for _, l := range em.Layers {
+		if !crypto.IsEncryptedMediaType(l.MediaType) {
+			t.Fatalf("pulled back through shroud, layer %s is not the encrypted one pushed", l.Digest)
+		}
+	}
+	dec := filepath.Join(t.TempDir(), "dec")
+	skopeo(t, "copy", "--src-tls-verify=false", "--decryption-key", privFile,
+		"docker://"+shared.up.Host()+"/pre-encrypted/app:1", "oci:"+dec+":app")
+	_, dm := layoutManifest(t, dec)
+	if got, want := manifestLayerDigests(dm), layerDigests(t, img); !slices.Equal(got, want) {
+		t.Fatalf("skopeo decrypted from the upstream %v, want %v", got, want)
+	}
+}

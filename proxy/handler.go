@@ -40,9 +40,6 @@ type Options struct {
 	// UploadTTL is how long an idle upload session is kept; zero means
 	// one hour.
 	UploadTTL time.Duration
-	// MaxConfigSize bounds the config blobs shroud decrypts in memory to
-	// store them upstream in plaintext; zero means 16 MiB.
-	MaxConfigSize int64
 	// MaxTagScan bounds the tags read to find a manifest by a digest the
 	// cache has forgotten; zero means 256.
 	MaxTagScan int
@@ -55,7 +52,6 @@ type Handler struct {
 	keys    *crypto.Keyring
 	log     *slog.Logger
 	uploads *sessions
-	maxCfg  int64
 	maxScan int
 	router  *mux.Router
 }
@@ -72,14 +68,10 @@ func New(o Options) (*Handler, error) {
 		mirrors: map[string]*backend{},
 		log:     o.Logger,
 		uploads: newSessions(o.UploadTTL),
-		maxCfg:  o.MaxConfigSize,
 		maxScan: o.MaxTagScan,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
-	}
-	if h.maxCfg <= 0 {
-		h.maxCfg = 16 << 20
 	}
 	if h.maxScan <= 0 {
 		h.maxScan = 256

@@ -107,7 +107,7 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 			m.mediaType = mediaTypeOCIIndex
 		}
 	} else {
-		if err := h.ensurePlainConfig(ctx, be, repo, *m.config); err != nil {
+		if err := h.storeAsPushed(ctx, be, repo, *m.config, "config"); err != nil {
 			return err
 		}
 		for i := range m.layers {
@@ -143,10 +143,12 @@ func (h *Handler) mapChild(ctx context.Context, be *backend, repo string, d *oci
 	return nil
 }
 
-// ensurePlainConfig makes sure the upstream holds the config in plaintext:
-// shroud encrypted it at upload (it cannot tell configs from layers then),
-// so it decrypts its own ciphertext and stores the plaintext.
-func (h *Handler) ensurePlainConfig(ctx context.Context, be *backend, repo string, d ocispec.Descriptor) error {
+// storeAsPushed makes sure the upstream holds blob d as the client pushed
+// it. shroud encrypts every blob at upload, since it cannot tell a layer
+// from a config then; a config (which every ocicrypt consumer needs in
+// plaintext) or a layer that arrived already encrypted is decrypted from
+// shroud's ciphertext and stored as it came, streaming.
+func (h *Handler) storeAsPushed(ctx context.Context, be *backend, repo string, d ocispec.Descriptor, what string) error {
 	if _, ok, err := be.cl.HeadBlob(ctx, repo, d.Digest); err != nil {
 		return err
 	} else if ok {
@@ -154,22 +156,30 @@ func (h *Handler) ensurePlainConfig(ctx context.Context, be *backend, repo strin
 	}
 	b, ok := be.blob(ctx, d.Digest)
 	if !ok {
-		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "config %s is unknown to repository %s", d.Digest, repo)
+		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "%s %s is unknown to repository %s", what, d.Digest, repo)
 	}
-	if b.Size > h.maxCfg {
-		return apiErr(http.StatusBadRequest, codeManifestInvalid, "config %s has %d bytes, more than the %d shroud accepts", d.Digest, b.Size, h.maxCfg)
-	}
-	plain, err := h.readBlob(ctx, be, repo, b, h.maxCfg)
+	r, err := h.openBlob(ctx, be, repo, b)
 	if err != nil {
-		return fmt.Errorf("config %s: %w", d.Digest, err)
+		return fmt.Errorf("%s %s: %w", what, d.Digest, err)
 	}
-	return be.cl.PutBlob(ctx, repo, d.Digest, plain)
+	defer r.Close()
+	loc, err := be.cl.StartUpload(ctx, repo)
+	if err != nil {
+		return err
+	}
+	if loc, err = be.cl.PatchUpload(ctx, loc, r, 0, b.Size); err == nil {
+		err = be.cl.CommitUpload(ctx, loc, d.Digest)
+	}
+	if err != nil {
+		h.cancelUpstream(ctx, be, loc)
+		return fmt.Errorf("%s %s: %w", what, d.Digest, err)
+	}
+	return nil
 }
 
-// readBlob reads an encrypted blob through its verification and returns
-// its plaintext if it has at most keep bytes (nil otherwise: a blob read
-// only to be verified is never held whole).
-func (h *Handler) readBlob(ctx context.Context, be *backend, repo string, b cache.Blob, keep int64) ([]byte, error) {
+// openBlob opens the plaintext of a blob shroud encrypted, verified (HMAC
+// and plaintext digest) as it is read to the end.
+func (h *Handler) openBlob(ctx context.Context, be *backend, repo string, b cache.Blob) (io.ReadCloser, error) {
 	opts, err := h.keys.Unwrap(b.Annotations)
 	if err != nil {
 		return nil, err
@@ -185,23 +195,23 @@ func (h *Handler) readBlob(ctx context.Context, be *backend, repo string, b cach
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
 	r, err := crypto.DecryptReader(io.LimitReader(resp.Body, b.Size), opts.Key, pub.HMAC, b.PlainDigest)
 	if err != nil {
+		resp.Body.Close()
 		return nil, err
 	}
-	if b.Size > keep {
-		_, err := io.Copy(io.Discard, r)
-		return nil, err
-	}
-	return io.ReadAll(r)
+	return struct {
+		io.Reader
+		io.Closer
+	}{r, resp.Body}, nil
 }
 
 // encryptLayer rewrites one layer descriptor to its encrypted form, with
 // the layer key wrapped for every recipient.
 func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor) error {
 	if crypto.IsEncryptedMediaType(d.MediaType) {
-		return nil // encrypted before it reached shroud: kept as it is
+		// Encrypted before it reached shroud: stored as it came.
+		return h.storeAsPushed(ctx, be, repo, *d, "encrypted layer")
 	}
 	b, ok := be.blob(ctx, d.Digest)
 	switch {

@@ -205,7 +205,7 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 	h.uploads.remove(u.id)
 	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo}
 	if want.Algorithm() != digest.SHA256 {
-		if _, err := h.readBlob(ctx, be, u.repo, b, 0); err != nil {
+		if err := h.verifyBlob(ctx, be, u.repo, b); err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 			defer cancel()
 			if derr := be.cl.DeleteBlob(cctx, u.repo, s.CipherDigest); derr != nil {
@@ -221,6 +221,18 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 	be.putBlob(ctx, b)
 	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", want, "cipher_digest", s.CipherDigest, "size", s.Size)
 	return b, nil
+}
+
+// verifyBlob reads a blob back from the upstream through its
+// verification.
+func (h *Handler) verifyBlob(ctx context.Context, be *backend, repo string, b cache.Blob) error {
+	r, err := h.openBlob(ctx, be, repo, b)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, err = io.Copy(io.Discard, r)
+	return err
 }
 
 // abandon marks a session failed and cancels it upstream.

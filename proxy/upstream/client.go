@@ -223,12 +223,6 @@ func (c *Client) PatchUpload(ctx context.Context, loc string, body io.Reader, of
 
 // CommitUpload completes the session at loc as blob d.
 func (c *Client) CommitUpload(ctx context.Context, loc string, d digest.Digest) error {
-	return c.put(ctx, loc, d, nil)
-}
-
-// put completes the session at loc as blob d, with a last chunk if body is
-// not empty.
-func (c *Client) put(ctx context.Context, loc string, d digest.Digest, body []byte) error {
 	u, err := url.Parse(loc)
 	if err != nil {
 		return fmt.Errorf("upload location: %w", err)
@@ -236,8 +230,7 @@ func (c *Client) put(ctx context.Context, loc string, d digest.Digest, body []by
 	q := u.Query()
 	q.Set("digest", d.String())
 	u.RawQuery = q.Encode()
-	h := http.Header{"Content-Type": {"application/octet-stream"}}
-	resp, err := c.do(ctx, request{method: http.MethodPut, url: u.String(), header: h, body: bytes.NewReader(body), length: int64(len(body)), want: []int{201, 204}})
+	resp, err := c.do(ctx, request{method: http.MethodPut, url: u.String(), body: http.NoBody, length: 0, want: []int{201, 204}})
 	if err != nil {
 		return err
 	}
@@ -252,19 +245,6 @@ func (c *Client) CancelUpload(ctx context.Context, loc string) error {
 		return err
 	}
 	drain(resp)
-	return nil
-}
-
-// PutBlob uploads a small blob in one session (POST, then PUT with body).
-func (c *Client) PutBlob(ctx context.Context, repo string, d digest.Digest, body []byte) error {
-	loc, err := c.StartUpload(ctx, repo)
-	if err != nil {
-		return err
-	}
-	if err := c.put(ctx, loc, d, body); err != nil {
-		_ = c.CancelUpload(context.WithoutCancel(ctx), loc)
-		return err
-	}
 	return nil
 }
 
