@@ -42,6 +42,12 @@ type Config struct {
 	// "file:password") shroud may unwrap layers with that it did not
 	// encrypt itself.
 	DecryptionKeys []string `yaml:"decryption-key"`
+	// Policy is an ordered list of rules; the first whose repositories
+	// glob matches a repository decides for it, and a repository no rule
+	// matches is denied. Recipients (the flags) add a last rule: encrypt
+	// "**" for them. With neither, every repository is encrypted for
+	// shroud's identity alone.
+	Policy []Rule `yaml:"policy"`
 	// LogLevel is debug, info, warn or error. Default "info".
 	LogLevel string `yaml:"log-level"`
 	// CacheEntries bounds each table of the in-process mapping cache.
@@ -49,6 +55,25 @@ type Config struct {
 	CacheEntries int `yaml:"cache-entries"`
 	// UploadTTL is how long an idle upload session is kept. Default 1h.
 	UploadTTL time.Duration `yaml:"upload-ttl"`
+}
+
+// Rule is one policy rule.
+type Rule struct {
+	// Repositories is a glob over repository names: "*" within one path
+	// segment, "**" across segments ("team-a/**", "**").
+	Repositories string `yaml:"repositories"`
+	// Action is encrypt, passthrough (a plain reverse proxy) or deny.
+	Action string `yaml:"action"`
+	// Recipients of an encrypt rule, in skopeo's --encryption-key form;
+	// shroud's identity is always one.
+	Recipients []string `yaml:"recipients"`
+	// Layers an encrypt rule encrypts, by index as skopeo's
+	// --encrypt-layer takes them (negative counts from the end); empty:
+	// all. The others are stored in plaintext.
+	Layers []int `yaml:"layers"`
+	// Platforms ("os/arch[/variant]") an encrypt rule encrypts images of;
+	// empty: all. Images of other platforms are stored in plaintext.
+	Platforms []string `yaml:"platforms"`
 }
 
 // Default returns the configuration with every default filled in.
@@ -91,6 +116,20 @@ func (c Config) Validate() error {
 	for host, u := range c.Upstreams {
 		if err := validUpstream(u); err != nil || host == "" {
 			errs = append(errs, fmt.Errorf("upstreams[%q] = %q: want an origin host mapped to http://host[:port] or https://host[:port]", host, u))
+		}
+	}
+	for i, r := range c.Policy {
+		switch r.Action {
+		case "encrypt":
+		case "passthrough", "deny":
+			if len(r.Recipients)+len(r.Layers)+len(r.Platforms) > 0 {
+				errs = append(errs, fmt.Errorf("policy rule %d (%s): recipients, layers and platforms belong to encrypt rules", i, r.Repositories))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("policy rule %d (%s): action %q: want encrypt, passthrough or deny", i, r.Repositories, r.Action))
+		}
+		if r.Repositories == "" {
+			errs = append(errs, fmt.Errorf("policy rule %d: no repositories", i))
 		}
 	}
 	if c.DataDir == "" {

@@ -1,62 +1,134 @@
 package crypto
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
+	"net/mail"
 	"os"
 	"sort"
 	"strings"
+	"sync"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
 
 	"github.com/containers/ocicrypt/config"
 	"github.com/containers/ocicrypt/keywrap"
 	"github.com/containers/ocicrypt/keywrap/jwe"
+	"github.com/containers/ocicrypt/keywrap/pgp"
+	"github.com/containers/ocicrypt/keywrap/pkcs7"
 	"github.com/containers/ocicrypt/utils"
 )
 
 // ErrNoKey is returned when none of the configured keys can unwrap a layer.
 var ErrNoKey = errors.New("no configured key can open this layer")
 
-// Recipient is one parsed recipient spec ("jwe:<public key file>").
+// Recipient is one parsed recipient spec, in the form skopeo's
+// --encryption-key and ctr-enc take: jwe:<public key file> (PEM, DER or
+// JWK; RSA or EC), pgp:<OpenPGP public key file> (armored or binary),
+// pkcs7:<X.509 certificate file> (PEM or DER).
 type Recipient struct {
 	Spec   string
 	scheme string
-	data   []byte
+	data   []byte   // the key or certificate; for pgp a binary keyring
+	pgpIDs [][]byte // for pgp: the address ocicrypt selects each key by
 }
 
-// ParseRecipient reads a recipient spec in the form skopeo's
-// --encryption-key takes. A file that does not parse is an error naming it.
+// ParseRecipient reads a recipient spec. A file that does not parse is an
+// error naming it.
 func ParseRecipient(spec string) (Recipient, error) {
 	scheme, arg, ok := strings.Cut(spec, ":")
 	if !ok || arg == "" {
 		return Recipient{}, fmt.Errorf("recipient %q: want <scheme>:<argument>, e.g. jwe:/path/to/key.pub.pem", spec)
 	}
+	fail := func(format string, args ...any) (Recipient, error) {
+		return Recipient{}, fmt.Errorf("recipient %q: "+format, append([]any{spec}, args...)...)
+	}
+	switch scheme {
+	case "jwe", "pgp", "pkcs7":
+	case "pkcs11", "provider":
+		return fail("scheme %q is not supported yet (jwe, pgp and pkcs7 are)", scheme)
+	default:
+		return fail("unknown scheme %q (want jwe, pgp or pkcs7)", scheme)
+	}
+	b, err := os.ReadFile(arg)
+	if err != nil {
+		return fail("%w", err)
+	}
+	r := Recipient{Spec: spec, scheme: scheme, data: b}
 	switch scheme {
 	case "jwe":
-		b, err := os.ReadFile(arg)
-		if err != nil {
-			return Recipient{}, fmt.Errorf("recipient %q: %w", spec, err)
-		}
 		if _, err := utils.ParsePublicKey(b, "JWE"); err != nil {
-			return Recipient{}, fmt.Errorf("recipient %q: %s is not a public key (PEM, DER or JWK): %w", spec, arg, err)
+			return fail("%s is not a public key (PEM, DER or JWK): %w", arg, err)
 		}
-		return Recipient{Spec: spec, scheme: scheme, data: b}, nil
-	case "pgp", "pkcs7", "pkcs11", "provider":
-		return Recipient{}, fmt.Errorf("recipient %q: scheme %q is not supported yet (jwe is)", spec, scheme)
-	default:
-		return Recipient{}, fmt.Errorf("recipient %q: unknown scheme %q (want jwe)", spec, scheme)
+		// A trial wrap: a JWK whose "alg" does not suit its key only
+		// fails here, and must fail at start-up, not at the first push.
+		ec := &config.EncryptConfig{Parameters: map[string][][]byte{"pubkeys": {b}}}
+		if _, err := jwe.NewKeyWrapper().WrapKeys(ec, []byte("{}")); err != nil {
+			return fail("%s cannot wrap keys (a JWK needs an \"alg\" that suits its key): %w", arg, err)
+		}
+	case "pkcs7":
+		if _, err := utils.ParseCertificate(b, "PKCS7"); err != nil {
+			return fail("%s is not an X.509 certificate: %w", arg, err)
+		}
+	case "pgp":
+		ring, ids, err := parsePGPPublic(b)
+		if err != nil {
+			return fail("%s: %w", arg, err)
+		}
+		r.data, r.pgpIDs = ring, ids
 	}
+	return r, nil
 }
 
-// DecryptionKey is one private key shroud may unwrap layers with.
+// parsePGPPublic reads OpenPGP public keys (armored or binary) and returns
+// them as a binary keyring with the address of each key's first identity,
+// which is how ocicrypt's PGP key wrapper picks recipients out of a ring.
+func parsePGPPublic(b []byte) (ring []byte, ids [][]byte, err error) {
+	if blk, err := armor.Decode(bytes.NewReader(b)); err == nil {
+		if b, err = io.ReadAll(blk.Body); err != nil {
+			return nil, nil, fmt.Errorf("dearmor: %w", err)
+		}
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, fmt.Errorf("not an OpenPGP public key: %w", err)
+	}
+	for _, e := range el {
+		var id []byte
+		for name := range e.Identities {
+			addr, err := mail.ParseAddress(name)
+			if err != nil {
+				return nil, nil, fmt.Errorf("OpenPGP identity %q has no address ocicrypt can select the key by: %w", name, err)
+			}
+			if id == nil {
+				id = []byte(addr.Address)
+			}
+		}
+		if id == nil {
+			return nil, nil, fmt.Errorf("OpenPGP key %X has no identity", e.PrimaryKey.KeyId)
+		}
+		ids = append(ids, id)
+	}
+	return b, ids, nil
+}
+
+// DecryptionKey is one key shroud may unwrap layers with: a private key
+// (jwe, pkcs7), an OpenPGP private key, or the X.509 certificate pkcs7
+// decryption needs beside its private key.
 type DecryptionKey struct {
 	Path     string
+	kind     string // "private", "pgp" or "x509"
 	data     []byte
 	password []byte
 }
 
-// ParseDecryptionKey reads a private key file in the form skopeo's
+// ParseDecryptionKey reads a key file in the form skopeo's
 // --decryption-key takes: "file" or "file:password".
 func ParseDecryptionKey(spec string) (DecryptionKey, error) {
 	path, password := spec, ""
@@ -69,26 +141,58 @@ func ParseDecryptionKey(spec string) (DecryptionKey, error) {
 	if err != nil {
 		return DecryptionKey{}, fmt.Errorf("decryption key: %w", err)
 	}
-	if _, err := utils.ParsePrivateKey(b, []byte(password), "JWE"); err != nil {
-		return DecryptionKey{}, fmt.Errorf("decryption key %s: not a private key shroud can use: %w", path, err)
+	k := DecryptionKey{Path: path, data: b, password: []byte(password)}
+	switch {
+	case utils.IsCertificate(b):
+		k.kind = "x509"
+	case isPGPPrivate(b):
+		k.kind = "pgp"
+		if blk, err := armor.Decode(bytes.NewReader(b)); err == nil {
+			if k.data, err = io.ReadAll(blk.Body); err != nil {
+				return DecryptionKey{}, fmt.Errorf("decryption key %s: %w", path, err)
+			}
+		}
+	default:
+		if _, err := utils.ParsePrivateKey(b, k.password, "JWE"); err != nil {
+			return DecryptionKey{}, fmt.Errorf("decryption key %s: not a private key, OpenPGP private key or certificate shroud can use: %w", path, err)
+		}
+		k.kind = "private"
 	}
-	return DecryptionKey{Path: path, data: b, password: []byte(password)}, nil
+	return k, nil
 }
 
-// Keyring wraps layer options for recipients and unwraps them with shroud's
-// keys, through ocicrypt's key wrappers.
+func isPGPPrivate(b []byte) bool {
+	if blk, err := armor.Decode(bytes.NewReader(b)); err == nil {
+		return blk.Type == "PGP PRIVATE KEY BLOCK"
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
+	return err == nil && len(el) > 0 && el[0].PrivateKey != nil
+}
+
+// Keyring unwraps layer keys with shroud's keys and wraps them for sets of
+// recipients, through ocicrypt's key wrappers.
 type Keyring struct {
-	identity   *Identity
-	wrappers   []keywrap.KeyWrapper
-	recipients []Recipient
-	encrypt    *config.EncryptConfig // identity + recipients
-	self       *config.EncryptConfig // identity only
-	decrypt    *config.DecryptConfig // identity + decryption keys
+	identity *Identity
+	wrappers []keywrap.KeyWrapper
+	self     *Recipients           // identity only
+	decrypt  *config.DecryptConfig // identity + decryption keys
+	// pkcs7Mu serializes ocicrypt's PKCS#7 wrapping, which sets a
+	// package variable of the pkcs7 library on every call.
+	pkcs7Mu sync.Mutex
 }
 
-// NewKeyring returns a keyring whose layers are wrapped for the identity and
-// the recipients, and that unwraps with the identity and the keys.
-func NewKeyring(id *Identity, recipients []Recipient, keys []DecryptionKey) (*Keyring, error) {
+// Recipients is a compiled set of recipients; shroud's identity is always
+// one of them.
+type Recipients struct {
+	specs []string
+	ec    *config.EncryptConfig
+}
+
+// Specs lists the recipients besides the identity.
+func (r *Recipients) Specs() []string { return r.specs }
+
+// NewKeyring returns a keyring that unwraps with the identity and keys.
+func NewKeyring(id *Identity, keys []DecryptionKey) (*Keyring, error) {
 	if id == nil {
 		return nil, errors.New("keyring: no identity")
 	}
@@ -96,50 +200,69 @@ func NewKeyring(id *Identity, recipients []Recipient, keys []DecryptionKey) (*Ke
 	if err != nil {
 		return nil, err
 	}
-	pubs := [][]byte{id.PublicPEM()}
-	for _, r := range recipients {
-		pubs = append(pubs, r.data)
-	}
-	privs, pws := [][]byte{idPriv}, [][]byte{{}}
+	p := map[string][][]byte{"privkeys": {idPriv}, "privkeys-passwords": {{}}}
 	for _, k := range keys {
-		privs = append(privs, k.data)
-		pws = append(pws, k.password)
+		switch k.kind {
+		case "private":
+			p["privkeys"] = append(p["privkeys"], k.data)
+			p["privkeys-passwords"] = append(p["privkeys-passwords"], k.password)
+		case "pgp":
+			p["gpg-privatekeys"] = append(p["gpg-privatekeys"], k.data)
+			p["gpg-privatekeys-passwords"] = append(p["gpg-privatekeys-passwords"], k.password)
+		case "x509":
+			p["x509s"] = append(p["x509s"], k.data)
+		}
 	}
-	enc, err := config.EncryptWithJwe(pubs)
-	if err != nil {
-		return nil, fmt.Errorf("keyring: %w", err)
+	k := &Keyring{
+		identity: id,
+		wrappers: []keywrap.KeyWrapper{jwe.NewKeyWrapper(), pgp.NewKeyWrapper(), pkcs7.NewKeyWrapper()},
+		decrypt:  &config.DecryptConfig{Parameters: p},
 	}
-	self, err := config.EncryptWithJwe([][]byte{id.PublicPEM()})
-	if err != nil {
-		return nil, fmt.Errorf("keyring: %w", err)
+	if k.self, err = k.Recipients(nil); err != nil {
+		return nil, err
 	}
-	dec, err := config.DecryptWithPrivKeys(privs, pws)
-	if err != nil {
-		return nil, fmt.Errorf("keyring: %w", err)
+	return k, nil
+}
+
+// Recipients compiles a set of recipients (plus the identity).
+func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
+	p := map[string][][]byte{"pubkeys": {k.identity.PublicPEM()}}
+	var ring []byte
+	set := &Recipients{}
+	for _, r := range rs {
+		set.specs = append(set.specs, r.Spec)
+		switch r.scheme {
+		case "jwe":
+			p["pubkeys"] = append(p["pubkeys"], r.data)
+		case "pkcs7":
+			p["x509s"] = append(p["x509s"], r.data)
+		case "pgp":
+			ring = append(ring, r.data...)
+			p["gpg-recipients"] = append(p["gpg-recipients"], r.pgpIDs...)
+		default:
+			return nil, fmt.Errorf("recipient %q: scheme %q cannot wrap keys", r.Spec, r.scheme)
+		}
 	}
-	return &Keyring{
-		identity:   id,
-		wrappers:   []keywrap.KeyWrapper{jwe.NewKeyWrapper()},
-		recipients: recipients,
-		encrypt:    enc.EncryptConfig,
-		self:       self.EncryptConfig,
-		decrypt:    dec.DecryptConfig,
-	}, nil
+	if ring != nil {
+		p["gpg-pubkeyringfile"] = [][]byte{ring}
+	}
+	set.ec = &config.EncryptConfig{Parameters: p}
+	return set, nil
 }
 
 // Identity returns shroud's identity.
 func (k *Keyring) Identity() *Identity { return k.identity }
 
-// Wrap wraps opts for the identity and every recipient and returns the
-// layer annotations (keys.<scheme> and pubopts).
-func (k *Keyring) Wrap(opts PrivateOptions, pub PublicOptions) (map[string]string, error) {
-	return k.wrap(k.encrypt, opts, pub)
+// Wrap wraps opts for a set of recipients and returns the layer
+// annotations (keys.<scheme> and pubopts).
+func (k *Keyring) Wrap(opts PrivateOptions, pub PublicOptions, rs *Recipients) (map[string]string, error) {
+	return k.wrap(rs.ec, opts, pub)
 }
 
 // WrapForIdentity wraps opts for shroud's identity alone: the form a layer's
 // key is kept in between its upload and the manifest that names it.
 func (k *Keyring) WrapForIdentity(opts PrivateOptions, pub PublicOptions) (map[string]string, error) {
-	return k.wrap(k.self, opts, pub)
+	return k.wrap(k.self.ec, opts, pub)
 }
 
 func (k *Keyring) wrap(ec *config.EncryptConfig, opts PrivateOptions, pub PublicOptions) (map[string]string, error) {
@@ -149,7 +272,7 @@ func (k *Keyring) wrap(ec *config.EncryptConfig, opts PrivateOptions, pub Public
 	}
 	out := map[string]string{}
 	for _, w := range k.wrappers {
-		b, err := w.WrapKeys(ec, data)
+		b, err := k.wrapWith(w, ec, data)
 		if err != nil {
 			return nil, fmt.Errorf("wrap layer key (%s): %w", w.GetAnnotationID(), err)
 		}
@@ -165,6 +288,44 @@ func (k *Keyring) wrap(ec *config.EncryptConfig, opts PrivateOptions, pub Public
 		return nil, err
 	}
 	out[AnnotationPubOpts] = pubAnn
+	return out, nil
+}
+
+func (k *Keyring) wrapWith(w keywrap.KeyWrapper, ec *config.EncryptConfig, data []byte) ([]byte, error) {
+	if w.GetAnnotationID() == AnnotationKeys+"pkcs7" {
+		k.pkcs7Mu.Lock()
+		defer k.pkcs7Mu.Unlock()
+	}
+	return w.WrapKeys(ec, data)
+}
+
+// Rewrap adds a set of recipients to a layer encrypted elsewhere, without
+// re-encrypting it: the layer key is unwrapped with shroud's keys and
+// wrapped for the set, whose wrapped keys are added to those the layer
+// already has. It fails (wrapping ErrNoKey) when shroud cannot open it.
+func (k *Keyring) Rewrap(annotations map[string]string, rs *Recipients) (map[string]string, error) {
+	opts, err := k.Unwrap(annotations)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ParsePublicOptions(annotations)
+	if err != nil {
+		return nil, err
+	}
+	added, err := k.Wrap(opts, pub, rs)
+	if err != nil {
+		return nil, err
+	}
+	out := maps.Clone(annotations)
+	for key, v := range added {
+		if key == AnnotationPubOpts {
+			continue
+		}
+		if old := out[key]; old != "" {
+			v = old + "," + v
+		}
+		out[key] = v
+	}
 	return out, nil
 }
 
@@ -185,7 +346,7 @@ func (k *Keyring) Unwrap(annotations map[string]string) (PrivateOptions, error) 
 			}
 			data, err := w.UnwrapKey(k.decrypt, b)
 			if err != nil {
-				tried = append(tried, describeWrapped(w.GetAnnotationID(), b))
+				tried = append(tried, describeWrapped(w, part, b))
 				continue
 			}
 			return ParsePrivateOptions(data)
@@ -212,10 +373,23 @@ func (k *Keyring) knows(annotation string) bool {
 	return false
 }
 
-// describeWrapped names the recipients of one wrapped key for an error.
-func describeWrapped(annotation string, b []byte) string {
-	scheme := strings.TrimPrefix(annotation, AnnotationKeys)
-	if scheme != "jwe" {
+// describeWrapped names the recipients of one wrapped key for an error:
+// the JWE key algorithms (and key ids, where set), the OpenPGP key ids.
+func describeWrapped(w keywrap.KeyWrapper, b64 string, b []byte) string {
+	scheme := strings.TrimPrefix(w.GetAnnotationID(), AnnotationKeys)
+	switch scheme {
+	case "jwe":
+	case "pgp":
+		ids, err := w.GetKeyIdsFromPacket(b64)
+		if err != nil || len(ids) == 0 {
+			return "pgp"
+		}
+		var s []string
+		for _, id := range ids {
+			s = append(s, fmt.Sprintf("%016X", id))
+		}
+		return "pgp key ids [" + strings.Join(s, ", ") + "]"
+	default:
 		return scheme
 	}
 	var j struct {

@@ -27,7 +27,7 @@ func testKeyring(t *testing.T) (*Keyring, string) {
 	if err != nil || !created {
 		t.Fatalf("LoadOrCreateIdentity: created=%v err=%v", created, err)
 	}
-	kr, err := NewKeyring(id, nil, nil)
+	kr, err := NewKeyring(id, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +61,7 @@ func shroudEncrypt(t *testing.T, kr *Keyring, plain []byte) ([]byte, ocispec.Des
 	if s.PlainDigest != digest.FromBytes(plain) || s.CipherDigest != digest.FromBytes(ct) || s.Size != int64(len(plain)) {
 		t.Fatalf("Seal = %+v, want digests of plaintext and ciphertext", s)
 	}
-	ann, err := kr.Wrap(PrivateOptions{Key: key, PlainDigest: s.PlainDigest}, PublicOptions{HMAC: s.HMAC})
+	ann, err := kr.WrapForIdentity(PrivateOptions{Key: key, PlainDigest: s.PlainDigest}, PublicOptions{HMAC: s.HMAC})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +291,7 @@ func TestParseRecipientErrors(t *testing.T) {
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.pem")
 	os.WriteFile(garbage, []byte("not a key"), 0o600)
-	for _, spec := range []string{"jwe:" + garbage, "jwe:" + filepath.Join(dir, "missing"), "nope:x", "jwe", "pgp:x"} {
+	for _, spec := range []string{"jwe:" + garbage, "jwe:" + filepath.Join(dir, "missing"), "nope:x", "jwe", "pgp:" + garbage, "pkcs7:" + garbage, "pkcs11:x"} {
 		if _, err := ParseRecipient(spec); err == nil {
 			t.Errorf("ParseRecipient(%q) succeeded", spec)
 		}

@@ -31,6 +31,9 @@ type backend struct {
 	// repository, so that a HEAD does not mount a blob back from another
 	// repository nor a tag scan find a manifest again.
 	deleted *lru.Cache[string, struct{}]
+	// passthrough relays requests for repositories a policy rule leaves
+	// alone.
+	passthrough http.Handler
 }
 
 func newBackend(name string, b Backend) (*backend, error) {
@@ -41,7 +44,7 @@ func newBackend(name string, b Backend) (*backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	return &backend{name: name, cl: b.Upstream, cache: b.Cache, deleted: d}, nil
+	return &backend{name: name, cl: b.Upstream, cache: b.Cache, deleted: d, passthrough: reverseProxy(b.Upstream)}, nil
 }
 
 // backend returns the backend a request is for: containerd names the

@@ -88,12 +88,16 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		}
 		return
 	}
-	ae := classify(err)
+	writeAPIError(w, r, classify(err))
+}
+
+// writeAPIError logs an error once and writes it as OCI error JSON.
+func writeAPIError(w http.ResponseWriter, r *http.Request, ae *apiError) {
 	level := slog.LevelInfo
 	if ae.status >= 500 {
 		level = slog.LevelError
 	}
-	log.Log(r.Context(), level, "request failed", "status", ae.status, "code", ae.code, "err", err)
+	logger(r.Context()).Log(r.Context(), level, "request failed", "status", ae.status, "code", ae.code, "err", ae)
 	for k, v := range ae.header {
 		w.Header()[k] = v
 	}

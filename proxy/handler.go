@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"regexp"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -35,6 +36,9 @@ type Options struct {
 	// listed here is served by Upstream.
 	Mirrors map[string]Backend
 	Keyring *crypto.Keyring
+	// Policy decides per repository: encrypt (for which recipients),
+	// pass through, or deny. A repository no rule matches is denied.
+	Policy *crypto.Policy
 	// Logger receives one line per failed request; nil discards.
 	Logger *slog.Logger
 	// UploadTTL is how long an idle upload session is kept; zero means
@@ -50,6 +54,7 @@ type Handler struct {
 	def     *backend
 	mirrors map[string]*backend
 	keys    *crypto.Keyring
+	policy  *crypto.Policy
 	log     *slog.Logger
 	uploads *sessions
 	maxScan int
@@ -60,11 +65,12 @@ var _ http.Handler = (*Handler)(nil)
 
 // New returns a Handler.
 func New(o Options) (*Handler, error) {
-	if o.Upstream == nil || o.Keyring == nil || o.Cache == nil {
-		return nil, errors.New("proxy: Upstream, Keyring and Cache are required")
+	if o.Upstream == nil || o.Keyring == nil || o.Cache == nil || o.Policy == nil {
+		return nil, errors.New("proxy: Upstream, Cache, Keyring and Policy are required")
 	}
 	h := &Handler{
 		keys:    o.Keyring,
+		policy:  o.Policy,
 		mirrors: map[string]*backend{},
 		log:     o.Logger,
 		uploads: newSessions(o.UploadTTL),
@@ -124,8 +130,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), loggerKey{}, log))
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
 	w.Header().Set("X-Request-Id", id)
+	if m := repoPath.FindStringSubmatch(r.URL.Path); m != nil {
+		switch rule := h.policy.Match(m[1]); {
+		case rule == nil:
+			writeAPIError(w, r, apiErr(http.StatusForbidden, codeDenied, "no policy rule matches repository %s", m[1]))
+			return
+		case rule.Action == crypto.Deny:
+			writeAPIError(w, r, apiErr(http.StatusForbidden, codeDenied, "repository %s is denied by %s", m[1], rule))
+			return
+		case rule.Action == crypto.Passthrough:
+			h.backend(r).passthrough.ServeHTTP(w, r)
+			return
+		}
+	}
 	h.router.ServeHTTP(w, r)
 }
+
+// repoPath finds the repository of a request under /v2/.
+var repoPath = regexp.MustCompile(`^/v2/(` + namePattern + `)/(?:manifests|blobs|tags|referrers)/`)
 
 type loggerKey struct{}
 

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -52,7 +54,8 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if m.subject != nil {
 		plainSubject = m.subject.Digest
 	}
-	if err := h.encryptManifest(ctx, be, repo, m); err != nil {
+	rule := h.policy.Match(repo) // an encrypt rule: ServeHTTP handled the others
+	if err := h.encryptManifest(ctx, be, repo, m, rule); err != nil {
 		return err
 	}
 	sealed, err := h.keys.Identity().Seal(contentType, body)
@@ -95,8 +98,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// encryptManifest rewrites m in place to what the upstream stores.
-func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest) error {
+// encryptManifest rewrites m in place to what the upstream stores, as the
+// rule says: which layers, for which recipients.
+func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest, rule *crypto.Rule) error {
 	if m.isIndex() {
 		for i := range m.manifests {
 			if err := h.mapChild(ctx, be, repo, &m.manifests[i]); err != nil {
@@ -110,8 +114,18 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 		if err := h.storeAsPushed(ctx, be, repo, *m.config, "config"); err != nil {
 			return err
 		}
+		platformOK, err := h.encryptsPlatform(ctx, be, repo, *m.config, rule)
+		if err != nil {
+			return err
+		}
 		for i := range m.layers {
-			if err := h.encryptLayer(ctx, be, repo, &m.layers[i]); err != nil {
+			if !platformOK || !rule.EncryptsLayer(i, len(m.layers)) {
+				if err := h.storeAsPushed(ctx, be, repo, m.layers[i], "layer left in plaintext by "+rule.String()); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := h.encryptLayer(ctx, be, repo, &m.layers[i], rule); err != nil {
 				return err
 			}
 		}
@@ -125,6 +139,28 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 		}
 	}
 	return nil
+}
+
+// encryptsPlatform says whether the rule encrypts the image whose config
+// is cfg, by the platform the config names.
+func (h *Handler) encryptsPlatform(ctx context.Context, be *backend, repo string, cfg ocispec.Descriptor, rule *crypto.Rule) (bool, error) {
+	if len(rule.Platforms) == 0 {
+		return true, nil
+	}
+	resp, err := be.cl.GetBlob(ctx, repo, cfg.Digest, "")
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	var p struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Variant      string `json:"variant"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&p); err != nil {
+		return false, apiErr(http.StatusBadRequest, codeManifestInvalid, "config %s names no platform: %v", cfg.Digest, err)
+	}
+	return rule.EncryptsPlatform(p.OS, p.Architecture, p.Variant), nil
 }
 
 // mapChild points an index entry at the encrypted form of the manifest the
@@ -208,10 +244,23 @@ func (h *Handler) openBlob(ctx context.Context, be *backend, repo string, b cach
 
 // encryptLayer rewrites one layer descriptor to its encrypted form, with
 // the layer key wrapped for every recipient.
-func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor) error {
+func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, rule *crypto.Rule) error {
 	if crypto.IsEncryptedMediaType(d.MediaType) {
-		// Encrypted before it reached shroud: stored as it came.
-		return h.storeAsPushed(ctx, be, repo, *d, "encrypted layer")
+		// Encrypted before it reached shroud: stored as it came, and if
+		// shroud can open it, the rule's recipients are added to it.
+		if err := h.storeAsPushed(ctx, be, repo, *d, "encrypted layer"); err != nil {
+			return err
+		}
+		ann, err := h.keys.Rewrap(d.Annotations, rule.Recipients)
+		switch {
+		case errors.Is(err, crypto.ErrNoKey):
+			logger(ctx).Info("kept an encrypted layer shroud cannot open as it is", "layer", d.Digest, "err", err)
+			return nil
+		case err != nil:
+			return fmt.Errorf("layer %s: %w", d.Digest, err)
+		}
+		d.Annotations = ann
+		return nil
 	}
 	b, ok := be.blob(ctx, d.Digest)
 	switch {
@@ -236,7 +285,7 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 	if err != nil {
 		return err
 	}
-	ann, err := h.keys.Wrap(opts, pub)
+	ann, err := h.keys.Wrap(opts, pub, rule.Recipients)
 	if err != nil {
 		return err
 	}

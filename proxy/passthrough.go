@@ -3,8 +3,11 @@ package proxy
 import (
 	"io"
 	"net/http"
+	"net/http/httputil"
 	"net/url"
 	"strings"
+
+	"github.com/shroud-oci/shroud/proxy/upstream"
 
 	"github.com/gorilla/mux"
 )
@@ -30,24 +33,25 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, path string, q
 	if a := r.Header.Values("Accept"); len(a) > 0 {
 		hdr["Accept"] = a
 	}
-	resp, err := h.backend(r).cl.Do(r.Context(), r.Method, path, q, hdr)
+	be := h.backend(r)
+	resp, err := be.cl.Do(r.Context(), r.Method, path, q, hdr)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
-	return h.passResponse(w, r, resp)
+	return passResponse(w, r, resp, be.cl.Base())
 }
 
 // passResponse relays an upstream answer: status, the headers a client
 // needs (Link pointing at shroud) and body.
-func (h *Handler) passResponse(w http.ResponseWriter, r *http.Request, resp *http.Response) error {
+func passResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, base *url.URL) error {
 	for _, k := range []string{"Content-Type", "Content-Length", "Www-Authenticate", "Docker-Distribution-Api-Version", "Retry-After", "Oci-Filters-Applied"} {
 		if v := resp.Header.Values(k); len(v) > 0 {
 			w.Header()[k] = v
 		}
 	}
 	if link := resp.Header.Get("Link"); link != "" {
-		w.Header().Set("Link", h.rewriteLink(link))
+		w.Header().Set("Link", rewriteLink(base, link))
 	}
 	w.WriteHeader(resp.StatusCode)
 	if r.Method != http.MethodHead {
@@ -56,10 +60,50 @@ func (h *Handler) passResponse(w http.ResponseWriter, r *http.Request, resp *htt
 	return nil
 }
 
+// reverseProxy relays every request of a passthrough repository to the
+// upstream as it is, streaming, with Location and Link pointing at shroud.
+func reverseProxy(up *upstream.Client) http.Handler {
+	base := up.Base()
+	return &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(base)
+			q := pr.Out.URL.Query()
+			q.Del("ns") // containerd's mirror parameter is shroud's, not the upstream's
+			pr.Out.URL.RawQuery = q.Encode()
+		},
+		Transport: up.HTTPClient().Transport,
+		ModifyResponse: func(resp *http.Response) error {
+			if loc := resp.Header.Get("Location"); loc != "" {
+				resp.Header.Set("Location", relativeTo(base, loc))
+			}
+			if link := resp.Header.Get("Link"); link != "" {
+				resp.Header.Set("Link", rewriteLink(base, link))
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			writeAPIError(w, r, &apiError{status: http.StatusBadGateway, code: codeUnavailable, message: "the upstream registry cannot be reached", cause: err})
+		},
+	}
+}
+
+// relativeTo makes an absolute URL on the upstream relative, so that the
+// client follows it to shroud.
+func relativeTo(base *url.URL, s string) string {
+	u, err := url.Parse(s)
+	if err != nil || !u.IsAbs() || u.Host != base.Host {
+		return s
+	}
+	rel := strings.TrimPrefix(u.Path, base.Path)
+	if u.RawQuery != "" {
+		rel += "?" + u.RawQuery
+	}
+	return rel
+}
+
 // rewriteLink makes a Link header's absolute upstream URLs relative, so
 // that the client follows them to shroud.
-func (h *Handler) rewriteLink(link string) string {
-	base := h.def.cl.Base()
+func rewriteLink(base *url.URL, link string) string {
 	var out []string
 	for _, part := range strings.Split(link, ",") {
 		start, end := strings.Index(part, "<"), strings.Index(part, ">")
@@ -67,19 +111,7 @@ func (h *Handler) rewriteLink(link string) string {
 			out = append(out, part)
 			continue
 		}
-		u, err := url.Parse(part[start+1 : end])
-		if err != nil {
-			out = append(out, part)
-			continue
-		}
-		if u.IsAbs() && u.Host == base.Host {
-			rel := strings.TrimPrefix(u.Path, base.Path)
-			if u.RawQuery != "" {
-				rel += "?" + u.RawQuery
-			}
-			part = part[:start+1] + rel + part[end:]
-		}
-		out = append(out, part)
+		out = append(out, part[:start+1]+relativeTo(base, part[start+1:end])+part[end:])
 	}
 	return strings.Join(out, ",")
 }

@@ -76,6 +76,7 @@ type Option func(*options)
 
 type options struct {
 	mirrors    map[string]Upstream
+	rules      []Rule
 	recipients []crypto.Recipient
 	keys       []crypto.DecryptionKey
 	handler    func(http.Handler) http.Handler
@@ -84,6 +85,22 @@ type options struct {
 // WithRecipients adds recipients to every layer.
 func WithRecipients(r ...crypto.Recipient) Option {
 	return func(o *options) { o.recipients = append(o.recipients, r...) }
+}
+
+// Rule is a policy rule for WithPolicy, with its recipients not yet
+// compiled.
+type Rule struct {
+	Pattern    string
+	Action     crypto.Action
+	Recipients []crypto.Recipient
+	Layers     []int
+	Platforms  []string
+}
+
+// WithPolicy sets the policy's rules (before the "**" rule of
+// WithRecipients, if any, as the command line does).
+func WithPolicy(rules ...Rule) Option {
+	return func(o *options) { o.rules = append(o.rules, rules...) }
 }
 
 // WithDecryptionKeys adds keys shroud may unwrap with.
@@ -118,7 +135,7 @@ func Start(t testing.TB, up Upstream, opts ...Option) Shroud {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr, err := crypto.NewKeyring(id, o.recipients, o.keys)
+	kr, err := crypto.NewKeyring(id, o.keys)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,6 +163,26 @@ func backend(t testing.TB, up Upstream) proxy.Backend {
 
 func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options) Shroud {
 	t.Helper()
+	rules := o.rules
+	if len(rules) == 0 || len(o.recipients) > 0 {
+		rules = append(rules, Rule{Pattern: "**", Action: crypto.Encrypt, Recipients: o.recipients})
+	}
+	var compiled []crypto.Rule
+	for _, r := range rules {
+		c := crypto.Rule{Pattern: r.Pattern, Action: r.Action, Layers: r.Layers, Platforms: r.Platforms}
+		if r.Action == crypto.Encrypt {
+			rs, err := kr.Recipients(r.Recipients)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Recipients = rs
+		}
+		compiled = append(compiled, c)
+	}
+	policy, err := crypto.NewPolicy(compiled)
+	if err != nil {
+		t.Fatal(err)
+	}
 	def := backend(t, up)
 	mirrors := map[string]proxy.Backend{}
 	for origin, m := range o.mirrors {
@@ -155,7 +192,7 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 	if os.Getenv("SHROUD_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Logger: log})
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}

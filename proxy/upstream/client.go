@@ -55,6 +55,9 @@ func New(base string, hc *http.Client) (*Client, error) {
 	return &Client{base: u, hc: hc}, nil
 }
 
+// HTTPClient returns the HTTP client the upstream is reached with.
+func (c *Client) HTTPClient() *http.Client { return c.hc }
+
 // Base returns the upstream's base URL.
 func (c *Client) Base() *url.URL { u := *c.base; return &u }
 

@@ -1,0 +1,154 @@
+package crypto
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// Action is what a policy rule does with the repositories it matches.
+type Action string
+
+// The actions of a policy rule.
+const (
+	// Encrypt: layers are encrypted for the rule's recipients.
+	Encrypt Action = "encrypt"
+	// Passthrough: shroud is a plain reverse proxy for the repository.
+	Passthrough Action = "passthrough"
+	// Deny: push and pull are refused.
+	Deny Action = "deny"
+)
+
+// Rule is one policy rule: the first rule whose repository glob matches a
+// repository decides for it.
+type Rule struct {
+	// Index is the rule's position in the policy, from 0, for messages.
+	Index int
+	// Pattern is a glob over repository names: "*" matches within one
+	// path segment, "**" across segments, "?" one character.
+	Pattern string
+	Action  Action
+	// Recipients of the layers an Encrypt rule encrypts (shroud's identity
+	// is always one).
+	Recipients *Recipients
+	// Layers selects the layers an Encrypt rule encrypts by index, as
+	// skopeo's --encrypt-layer does (negative counts from the end); empty
+	// means every layer. Other layers are stored in plaintext.
+	Layers []int
+	// Platforms limits an Encrypt rule to images of these platforms
+	// ("os/arch" or "os/arch/variant"); empty means every image. Images
+	// of other platforms are stored in plaintext.
+	Platforms []string
+
+	re *regexp.Regexp
+}
+
+// String names the rule in messages.
+func (r *Rule) String() string {
+	return fmt.Sprintf("policy rule %d (%s %q)", r.Index, r.Action, r.Pattern)
+}
+
+// Policy is an ordered list of rules.
+type Policy struct {
+	rules []*Rule
+}
+
+// NewPolicy checks and compiles rules, in order.
+func NewPolicy(rules []Rule) (*Policy, error) {
+	p := &Policy{}
+	for i, r := range rules {
+		r.Index = i
+		switch r.Action {
+		case Encrypt:
+			if r.Recipients == nil {
+				return nil, fmt.Errorf("%s: no recipients", &r)
+			}
+		case Passthrough, Deny:
+			if len(r.Layers) > 0 || len(r.Platforms) > 0 || (r.Recipients != nil && len(r.Recipients.specs) > 0) {
+				return nil, fmt.Errorf("%s: layers, platforms and recipients belong to encrypt rules", &r)
+			}
+		default:
+			return nil, fmt.Errorf("policy rule %d: unknown action %q (want encrypt, passthrough or deny)", i, r.Action)
+		}
+		re, err := globRegexp(r.Pattern)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", &r, err)
+		}
+		r.re = re
+		p.rules = append(p.rules, &r)
+	}
+	return p, nil
+}
+
+// Match returns the first rule matching repo, or nil: a repository no rule
+// matches is denied.
+func (p *Policy) Match(repo string) *Rule {
+	for _, r := range p.rules {
+		if r.re.MatchString(repo) {
+			return r
+		}
+	}
+	return nil
+}
+
+// Rules lists the rules in order.
+func (p *Policy) Rules() []*Rule { return p.rules }
+
+func globRegexp(glob string) (*regexp.Regexp, error) {
+	if glob == "" {
+		return nil, fmt.Errorf("empty repository pattern")
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	for i := 0; i < len(glob); i++ {
+		switch c := glob[i]; {
+		case c == '*' && i+1 < len(glob) && glob[i+1] == '*':
+			i++
+			if i+1 < len(glob) && glob[i+1] == '/' {
+				i++
+				b.WriteString("(?:.*/)?") // "**/" also matches no segment
+			} else {
+				b.WriteString(".*")
+			}
+		case c == '*':
+			b.WriteString("[^/]*")
+		case c == '?':
+			b.WriteString("[^/]")
+		default:
+			b.WriteString(regexp.QuoteMeta(string(c)))
+		}
+	}
+	b.WriteString("$")
+	return regexp.Compile(b.String())
+}
+
+// EncryptsLayer says whether an Encrypt rule encrypts layer i of n.
+func (r *Rule) EncryptsLayer(i, n int) bool {
+	if len(r.Layers) == 0 {
+		return true
+	}
+	for _, l := range r.Layers {
+		if l == i || (l < 0 && n+l == i) {
+			return true
+		}
+	}
+	return false
+}
+
+// EncryptsPlatform says whether an Encrypt rule encrypts an image of
+// platform os/arch[/variant].
+func (r *Rule) EncryptsPlatform(os, arch, variant string) bool {
+	if len(r.Platforms) == 0 {
+		return true
+	}
+	for _, p := range r.Platforms {
+		parts := strings.Split(p, "/")
+		if len(parts) < 2 || parts[0] != os || parts[1] != arch {
+			continue
+		}
+		if len(parts) == 2 || parts[2] == variant {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,291 @@
+package crypto
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/containers/ocicrypt"
+	"github.com/containers/ocicrypt/config"
+	"github.com/go-jose/go-jose/v4"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// testPGP writes an OpenPGP key pair (armored) and returns the public and
+// private key files and the key id.
+func testPGP(t *testing.T, dir, name string) (pub, priv string, id uint64) {
+	t.Helper()
+	e, err := openpgp.NewEntity(name, "test", name+"@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pb, sb bytes.Buffer
+	w, _ := armor.Encode(&pb, openpgp.PublicKeyType, nil)
+	e.Serialize(w)
+	w.Close()
+	w, _ = armor.Encode(&sb, openpgp.PrivateKeyType, nil)
+	e.SerializePrivate(w, nil)
+	w.Close()
+	pub, priv = filepath.Join(dir, name+".pub.asc"), filepath.Join(dir, name+".asc")
+	os.WriteFile(pub, pb.Bytes(), 0o644)
+	os.WriteFile(priv, sb.Bytes(), 0o600)
+	return pub, priv, e.Subkeys[0].PublicKey.KeyId // the encryption subkey
+}
+
+// testCert writes a self-signed certificate and its key.
+func testCert(t *testing.T, dir, name string) (cert, key string) {
+	t.Helper()
+	k, _ := rsa.GenerateKey(rand.Reader, 2048)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageKeyEncipherment}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600)
+	return cert, key
+}
+
+// jweKeyFiles writes a public key in one of the forms jwe: takes.
+func jweKeyFiles(t *testing.T, dir string) map[string][2]string {
+	t.Helper()
+	out := map[string][2]string{}
+	write := func(name string, pub, priv []byte) {
+		pp, sp := filepath.Join(dir, name+".pub"), filepath.Join(dir, name+".key")
+		os.WriteFile(pp, pub, 0o644)
+		os.WriteFile(sp, priv, 0o600)
+		out[name] = [2]string{pp, sp}
+	}
+	for _, bits := range []int{2048, 3072, 4096} {
+		k, _ := rsa.GenerateKey(rand.Reader, bits)
+		pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		priv, _ := x509.MarshalPKCS8PrivateKey(k)
+		name := "rsa" + string(rune('0'+bits/1000))
+		write(name+"-pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: priv}))
+		if bits == 2048 {
+			write("rsa-der", pub, priv)
+		}
+	}
+	for _, c := range []elliptic.Curve{elliptic.P256(), elliptic.P384(), elliptic.P521()} {
+		k, _ := ecdsa.GenerateKey(c, rand.Reader)
+		pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+		priv, _ := x509.MarshalPKCS8PrivateKey(k)
+		write("ec-"+c.Params().Name, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: priv}))
+		if c == elliptic.P256() {
+			jpub, _ := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey, Algorithm: string(jose.ECDH_ES_A256KW)})
+			jpriv, _ := json.Marshal(jose.JSONWebKey{Key: k, Algorithm: string(jose.ECDH_ES_A256KW)})
+			// Without "alg", ocicrypt would wrap for an EC key with RSA-OAEP:
+			// shroud refuses such a file at start-up.
+			bad, _ := json.Marshal(jose.JSONWebKey{Key: &k.PublicKey})
+			os.WriteFile(filepath.Join(dir, "ec-jwk-noalg.pub"), bad, 0o644)
+			write("ec-jwk", jpub, jpriv)
+		}
+	}
+	return out
+}
+
+// Every scheme and key form: what shroud wraps for a recipient, ocicrypt
+// (skopeo, imgcrypt) opens with that recipient's private key alone, and a
+// keyring holding that key opens too.
+func TestSchemesInteropWithOcicrypt(t *testing.T) {
+	dir := t.TempDir()
+	type tc struct {
+		spec string
+		keys []string // decryption key files
+	}
+	var cases []tc
+	for name, f := range jweKeyFiles(t, dir) {
+		cases = append(cases, tc{"jwe:" + f[0], []string{f[1]}})
+		_ = name
+	}
+	pgpPub, pgpPriv, _ := testPGP(t, dir, "alice")
+	cases = append(cases, tc{"pgp:" + pgpPub, []string{pgpPriv}})
+	cert, key := testCert(t, dir, "bob")
+	cases = append(cases, tc{"pkcs7:" + cert, []string{key, cert}})
+
+	if _, err := ParseRecipient("jwe:" + filepath.Join(dir, "ec-jwk-noalg.pub")); err == nil {
+		t.Fatal("an EC JWK without alg was accepted")
+	}
+	for _, c := range cases {
+		t.Run(c.spec[:strings.Index(c.spec, ":")]+"/"+filepath.Base(c.spec), func(t *testing.T) {
+			kr, _ := testKeyring(t)
+			r, err := ParseRecipient(c.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, err := kr.Recipients([]Recipient{r})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plain := randomBytes(t, 10_000)
+			ct, desc := shroudEncrypt(t, kr, plain)
+			opts, _ := kr.Unwrap(desc.Annotations)
+			pub, _ := ParsePublicOptions(desc.Annotations)
+			ann, err := kr.Wrap(opts, pub, rs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			desc.Annotations = ann
+
+			// ocicrypt with only the recipient's key.
+			var privs, pws, gpgs, gpgpws, x509s [][]byte
+			for _, k := range c.keys {
+				dk, err := ParseDecryptionKey(k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch dk.kind {
+				case "private":
+					privs, pws = append(privs, dk.data), append(pws, []byte{})
+				case "pgp":
+					gpgs, gpgpws = append(gpgs, dk.data), append(gpgpws, []byte{})
+				case "x509":
+					x509s = append(x509s, dk.data)
+				}
+			}
+			dc := &config.DecryptConfig{Parameters: map[string][][]byte{
+				"privkeys": privs, "privkeys-passwords": pws, "gpg-privatekeys": gpgs, "gpg-privatekeys-passwords": gpgpws, "x509s": x509s}}
+			rd, _, err := ocicrypt.DecryptLayer(dc, bytes.NewReader(ct), desc, false)
+			if err != nil {
+				t.Fatalf("ocicrypt with the recipient's key: %v", err)
+			}
+			if got, _ := io.ReadAll(rd); !bytes.Equal(got, plain) {
+				t.Fatal("ocicrypt decrypted other bytes")
+			}
+
+			// Another shroud holding only that key opens it.
+			other, _ := testKeyring(t)
+			var dks []DecryptionKey
+			for _, k := range c.keys {
+				dk, _ := ParseDecryptionKey(k)
+				dks = append(dks, dk)
+			}
+			kr2, err := NewKeyring(other.Identity(), dks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := kr2.Unwrap(desc.Annotations); err != nil || !bytes.Equal(got.Key.Key, opts.Key.Key) {
+				t.Fatalf("a keyring with the recipient's key: %v", err)
+			}
+		})
+	}
+}
+
+// Rewrap adds recipients to a layer ocicrypt encrypted, keeping the ones it
+// had, without touching the ciphertext.
+func TestRewrap(t *testing.T) {
+	dir := t.TempDir()
+	kr, _ := testKeyring(t)
+	plain := randomBytes(t, 5000)
+	cc, _ := config.EncryptWithJwe([][]byte{kr.Identity().PublicPEM()})
+	r, fin, err := ocicrypt.EncryptLayer(cc.EncryptConfig, bytes.NewReader(plain), ocispec.Descriptor{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct, _ := io.ReadAll(r)
+	ann, _ := fin()
+	pgpPub, pgpPriv, pgpID := testPGP(t, dir, "carol")
+	rec, err := ParseRecipient("pgp:" + pgpPub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := kr.Recipients([]Recipient{rec})
+	out, err := kr.Rewrap(ann, rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out[AnnotationKeys+"jwe"], ann[AnnotationKeys+"jwe"]+",") || out[AnnotationKeys+"pgp"] == "" {
+		t.Fatalf("rewrap did not add to the existing keys: %v", out)
+	}
+	dk, _ := ParseDecryptionKey(pgpPriv)
+	only, _ := testKeyring(t)
+	kr2, _ := NewKeyring(only.Identity(), []DecryptionKey{dk})
+	opts, err := kr2.Unwrap(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := ParsePublicOptions(out)
+	dr, _ := DecryptReader(bytes.NewReader(ct), opts.Key, pub.HMAC, "")
+	if got, _ := io.ReadAll(dr); !bytes.Equal(got, plain) {
+		t.Fatal("the added recipient cannot decrypt the unchanged ciphertext")
+	}
+	// A keyring without a key to it names the pgp key id.
+	stranger, _ := testKeyring(t)
+	_, err = stranger.Unwrap(map[string]string{AnnotationKeys + "pgp": out[AnnotationKeys+"pgp"], AnnotationPubOpts: out[AnnotationPubOpts]})
+	if !errors.Is(err, ErrNoKey) || !strings.Contains(err.Error(), strings.ToUpper(strings.TrimLeft(hex16(pgpID), "0"))) {
+		t.Fatalf("err = %v, want ErrNoKey naming key id %016X", err, pgpID)
+	}
+}
+
+func hex16(v uint64) string {
+	const digits = "0123456789ABCDEF"
+	b := make([]byte, 16)
+	for i := 15; i >= 0; i-- {
+		b[i] = digits[v&0xf]
+		v >>= 4
+	}
+	return string(b)
+}
+
+func TestPolicy(t *testing.T) {
+	kr, _ := testKeyring(t)
+	rs, _ := kr.Recipients(nil)
+	p, err := NewPolicy([]Rule{
+		{Pattern: "team-a/**", Action: Encrypt, Recipients: rs, Layers: []int{0, -1}},
+		{Pattern: "public/*", Action: Passthrough},
+		{Pattern: "forbidden/**", Action: Deny},
+		{Pattern: "**", Action: Encrypt, Recipients: rs, Platforms: []string{"linux/amd64", "linux/arm/v7"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for repo, want := range map[string]int{
+		"team-a/app": 0, "team-a/x/y": 0, "team-a": 3, "public/web": 1, "public/a/b": 3, "forbidden/x": 2, "other": 3,
+	} {
+		if got := p.Match(repo); got == nil || got.Index != want {
+			t.Errorf("Match(%q) = %v, want rule %d", repo, got, want)
+		}
+	}
+	r := p.Rules()[0]
+	for i, want := range []bool{true, false, false, true} {
+		if r.EncryptsLayer(i, 4) != want {
+			t.Errorf("layers [0,-1]: EncryptsLayer(%d, 4) = %v", i, !want)
+		}
+	}
+	last := p.Rules()[3]
+	if !last.EncryptsPlatform("linux", "amd64", "") || last.EncryptsPlatform("linux", "arm64", "") || !last.EncryptsPlatform("linux", "arm", "v7") || last.EncryptsPlatform("linux", "arm", "v6") {
+		t.Error("EncryptsPlatform")
+	}
+	only, _ := NewPolicy([]Rule{{Pattern: "a/*", Action: Deny}})
+	if only.Match("b") != nil {
+		t.Error("a repository no rule matches matched")
+	}
+	for _, bad := range [][]Rule{
+		{{Pattern: "x", Action: "shred"}},
+		{{Pattern: "", Action: Deny}},
+		{{Pattern: "x", Action: Encrypt}},
+		{{Pattern: "x", Action: Deny, Layers: []int{1}}},
+	} {
+		if _, err := NewPolicy(bad); err == nil {
+			t.Errorf("NewPolicy(%+v) passed", bad)
+		}
+	}
+}
