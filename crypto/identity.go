@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -30,6 +31,21 @@ type Identity struct {
 	private   crypto.Signer
 	publicPEM []byte
 	path      string
+}
+
+// Fingerprint is the identity's JWK thumbprint (RFC 7638, SHA-256,
+// base64url): the name a recipient's key goes by in shroud's messages.
+func (id *Identity) Fingerprint() string {
+	return Fingerprint(id.private.Public())
+}
+
+// Fingerprint returns the JWK thumbprint of a public key.
+func Fingerprint(pub crypto.PublicKey) string {
+	tp, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(crypto.SHA256)
+	if err != nil {
+		return "unknown"
+	}
+	return base64.RawURLEncoding.EncodeToString(tp)
 }
 
 // Path is the file the private key was read from.

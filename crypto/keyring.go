@@ -176,9 +176,15 @@ type Keyring struct {
 	wrappers []keywrap.KeyWrapper
 	self     *Recipients           // identity only
 	decrypt  *config.DecryptConfig // identity + decryption keys
+	each     []namedConfig         // one per key, to tell which opens a layer
 	// pkcs7Mu serializes ocicrypt's PKCS#7 wrapping, which sets a
 	// package variable of the pkcs7 library on every call.
 	pkcs7Mu sync.Mutex
+}
+
+type namedConfig struct {
+	name string
+	dc   *config.DecryptConfig
 }
 
 // Recipients is a compiled set of recipients; shroud's identity is always
@@ -201,22 +207,34 @@ func NewKeyring(id *Identity, keys []DecryptionKey) (*Keyring, error) {
 		return nil, err
 	}
 	p := map[string][][]byte{"privkeys": {idPriv}, "privkeys-passwords": {{}}}
+	each := []namedConfig{{"shroud identity " + id.Fingerprint(), &config.DecryptConfig{Parameters: map[string][][]byte{"privkeys": {idPriv}, "privkeys-passwords": {{}}}}}}
+	var x509s [][]byte
 	for _, k := range keys {
+		one := map[string][][]byte{}
 		switch k.kind {
 		case "private":
 			p["privkeys"] = append(p["privkeys"], k.data)
 			p["privkeys-passwords"] = append(p["privkeys-passwords"], k.password)
+			one["privkeys"], one["privkeys-passwords"] = [][]byte{k.data}, [][]byte{k.password}
 		case "pgp":
 			p["gpg-privatekeys"] = append(p["gpg-privatekeys"], k.data)
 			p["gpg-privatekeys-passwords"] = append(p["gpg-privatekeys-passwords"], k.password)
+			one["gpg-privatekeys"], one["gpg-privatekeys-passwords"] = [][]byte{k.data}, [][]byte{k.password}
 		case "x509":
 			p["x509s"] = append(p["x509s"], k.data)
+			x509s = append(x509s, k.data)
+			continue
 		}
+		each = append(each, namedConfig{k.Path, &config.DecryptConfig{Parameters: one}})
+	}
+	for _, n := range each {
+		n.dc.Parameters["x509s"] = x509s // pkcs7 opens with a private key and its certificate
 	}
 	k := &Keyring{
 		identity: id,
 		wrappers: []keywrap.KeyWrapper{jwe.NewKeyWrapper(), pgp.NewKeyWrapper(), pkcs7.NewKeyWrapper()},
 		decrypt:  &config.DecryptConfig{Parameters: p},
+		each:     each,
 	}
 	if k.self, err = k.Recipients(nil); err != nil {
 		return nil, err
@@ -362,6 +380,40 @@ func (k *Keyring) Unwrap(annotations map[string]string) (PrivateOptions, error) 
 	}
 	sort.Strings(tried)
 	return PrivateOptions{}, fmt.Errorf("%w: it is wrapped for %s", ErrNoKey, strings.Join(tried, "; "))
+}
+
+// OpenedBy names the first of shroud's keys that can open a layer ("" if
+// none can).
+func (k *Keyring) OpenedBy(annotations map[string]string) string {
+	for _, n := range k.each {
+		for _, w := range k.wrappers {
+			for _, part := range strings.Split(annotations[w.GetAnnotationID()], ",") {
+				b, err := base64.StdEncoding.DecodeString(part)
+				if err != nil || len(b) == 0 {
+					continue
+				}
+				if _, err := w.UnwrapKey(n.dc, b); err == nil {
+					return n.name
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// Describe names the recipients a layer's keys are wrapped for, per
+// scheme: JWE key algorithms (and key ids), OpenPGP key ids, the number
+// of PKCS#7 recipients.
+func (k *Keyring) Describe(annotations map[string]string) []string {
+	var out []string
+	for _, w := range k.wrappers {
+		for _, part := range strings.Split(annotations[w.GetAnnotationID()], ",") {
+			if b, err := base64.StdEncoding.DecodeString(part); err == nil && len(b) > 0 {
+				out = append(out, describeWrapped(w, part, b))
+			}
+		}
+	}
+	return out
 }
 
 func (k *Keyring) knows(annotation string) bool {
