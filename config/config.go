@@ -48,6 +48,8 @@ type Config struct {
 	// "**" for them. With neither, every repository is encrypted for
 	// shroud's identity alone.
 	Policy []Rule `yaml:"policy"`
+	// PKCS11 says which PKCS#11 modules pkcs11 key files may load.
+	PKCS11 PKCS11 `yaml:"pkcs11"`
 	// LogLevel is debug, info, warn or error. Default "info".
 	LogLevel string `yaml:"log-level"`
 	// CacheEntries bounds each table of the in-process mapping cache.
@@ -55,6 +57,15 @@ type Config struct {
 	CacheEntries int `yaml:"cache-entries"`
 	// UploadTTL is how long an idle upload session is kept. Default 1h.
 	UploadTTL time.Duration `yaml:"upload-ttl"`
+}
+
+// PKCS11 is the PKCS#11 configuration, as ocicrypt's.
+type PKCS11 struct {
+	// AllowedModulePaths are the modules (absolute paths) a key file may
+	// name; a key file naming another fails at start-up.
+	AllowedModulePaths []string `yaml:"allowed-module-paths"`
+	// ModuleDirectories are searched for a module named without a path.
+	ModuleDirectories []string `yaml:"module-directories"`
 }
 
 // Rule is one policy rule.

@@ -18,11 +18,14 @@ import (
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 
 	"github.com/containers/ocicrypt/config"
+	"github.com/containers/ocicrypt/crypto/pkcs11"
 	"github.com/containers/ocicrypt/keywrap"
 	"github.com/containers/ocicrypt/keywrap/jwe"
 	"github.com/containers/ocicrypt/keywrap/pgp"
+	p11wrap "github.com/containers/ocicrypt/keywrap/pkcs11"
 	"github.com/containers/ocicrypt/keywrap/pkcs7"
 	"github.com/containers/ocicrypt/utils"
+	"gopkg.in/yaml.v3"
 )
 
 // ErrNoKey is returned when none of the configured keys can unwrap a layer.
@@ -50,11 +53,11 @@ func ParseRecipient(spec string) (Recipient, error) {
 		return Recipient{}, fmt.Errorf("recipient %q: "+format, append([]any{spec}, args...)...)
 	}
 	switch scheme {
-	case "jwe", "pgp", "pkcs7":
-	case "pkcs11", "provider":
-		return fail("scheme %q is not supported yet (jwe, pgp and pkcs7 are)", scheme)
+	case "jwe", "pgp", "pkcs7", "pkcs11":
+	case "provider":
+		return fail("scheme %q is not supported yet (jwe, pgp, pkcs7 and pkcs11 are)", scheme)
 	default:
-		return fail("unknown scheme %q (want jwe, pgp or pkcs7)", scheme)
+		return fail("unknown scheme %q (want jwe, pgp, pkcs7 or pkcs11)", scheme)
 	}
 	b, err := os.ReadFile(arg)
 	if err != nil {
@@ -69,12 +72,16 @@ func ParseRecipient(spec string) (Recipient, error) {
 		// A trial wrap: a JWK whose "alg" does not suit its key only
 		// fails here, and must fail at start-up, not at the first push.
 		ec := &config.EncryptConfig{Parameters: map[string][][]byte{"pubkeys": {b}}}
-		if _, err := jwe.NewKeyWrapper().WrapKeys(ec, []byte("{}")); err != nil {
+		if _, err := jwe.NewKeyWrapper().WrapKeys(ec, trialOptions()); err != nil {
 			return fail("%s cannot wrap keys (a JWK needs an \"alg\" that suits its key): %w", arg, err)
 		}
 	case "pkcs7":
 		if _, err := utils.ParseCertificate(b, "PKCS7"); err != nil {
 			return fail("%s is not an X.509 certificate: %w", arg, err)
+		}
+	case "pkcs11":
+		if _, err := pkcs11.ParsePkcs11KeyFile(b); err != nil {
+			return fail("%s is not a PKCS#11 key file (yaml with a pkcs11: uri): %w", arg, err)
 		}
 	case "pgp":
 		ring, ids, err := parsePGPPublic(b)
@@ -119,11 +126,12 @@ func parsePGPPublic(b []byte) (ring []byte, ids [][]byte, err error) {
 }
 
 // DecryptionKey is one key shroud may unwrap layers with: a private key
-// (jwe, pkcs7), an OpenPGP private key, or the X.509 certificate pkcs7
-// decryption needs beside its private key.
+// (jwe, pkcs7), an OpenPGP private key, a PKCS#11 key file (yaml naming a
+// key in a token), or the X.509 certificate pkcs7 decryption needs beside
+// its private key.
 type DecryptionKey struct {
 	Path     string
-	kind     string // "private", "pgp" or "x509"
+	kind     string // "private", "pgp", "pkcs11" or "x509"
 	data     []byte
 	password []byte
 }
@@ -143,6 +151,8 @@ func ParseDecryptionKey(spec string) (DecryptionKey, error) {
 	}
 	k := DecryptionKey{Path: path, data: b, password: []byte(password)}
 	switch {
+	case utils.IsPkcs11PrivateKey(b):
+		k.kind = "pkcs11"
 	case utils.IsCertificate(b):
 		k.kind = "x509"
 	case isPGPPrivate(b):
@@ -177,9 +187,27 @@ type Keyring struct {
 	self     *Recipients           // identity only
 	decrypt  *config.DecryptConfig // identity + decryption keys
 	each     []namedConfig         // one per key, to tell which opens a layer
-	// pkcs7Mu serializes ocicrypt's PKCS#7 wrapping, which sets a
-	// package variable of the pkcs7 library on every call.
-	pkcs7Mu sync.Mutex
+	// serial serializes the key wrappers that are not safe to run
+	// concurrently: ocicrypt's PKCS#7 wrapping sets a package variable of
+	// the pkcs7 library, its PKCS#11 one sets process environment
+	// variables for the module around every call.
+	serial sync.Mutex
+	// p11 is the PKCS#11 configuration (allowed module paths) as yaml.
+	p11 []byte
+}
+
+// KeyringOption configures NewKeyring.
+type KeyringOption func(*keyringOptions)
+
+type keyringOptions struct{ p11 *pkcs11.Pkcs11Config }
+
+// WithPKCS11 allows PKCS#11 modules: the modules a pkcs11 key file may
+// name (absolute paths), and the directories a bare module name is looked
+// up in. Without it, no PKCS#11 module is loaded.
+func WithPKCS11(allowedModulePaths, moduleDirectories []string) KeyringOption {
+	return func(o *keyringOptions) {
+		o.p11 = &pkcs11.Pkcs11Config{AllowedModulePaths: allowedModulePaths, ModuleDirectories: moduleDirectories}
+	}
 }
 
 type namedConfig struct {
@@ -198,15 +226,28 @@ type Recipients struct {
 func (r *Recipients) Specs() []string { return r.specs }
 
 // NewKeyring returns a keyring that unwraps with the identity and keys.
-func NewKeyring(id *Identity, keys []DecryptionKey) (*Keyring, error) {
+// A PKCS#11 key is checked against the allowed modules here, so that a
+// module outside them fails at start-up.
+func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Keyring, error) {
 	if id == nil {
 		return nil, errors.New("keyring: no identity")
+	}
+	var o keyringOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	if o.p11 == nil {
+		o.p11 = &pkcs11.Pkcs11Config{}
+	}
+	p11, err := yaml.Marshal(o.p11)
+	if err != nil {
+		return nil, fmt.Errorf("keyring: %w", err)
 	}
 	idPriv, err := id.privatePEM()
 	if err != nil {
 		return nil, err
 	}
-	p := map[string][][]byte{"privkeys": {idPriv}, "privkeys-passwords": {{}}}
+	p := map[string][][]byte{"privkeys": {idPriv}, "privkeys-passwords": {{}}, "pkcs11-config": {p11}}
 	each := []namedConfig{{"shroud identity " + id.Fingerprint(), &config.DecryptConfig{Parameters: map[string][][]byte{"privkeys": {idPriv}, "privkeys-passwords": {{}}}}}}
 	var x509s [][]byte
 	for _, k := range keys {
@@ -220,6 +261,12 @@ func NewKeyring(id *Identity, keys []DecryptionKey) (*Keyring, error) {
 			p["gpg-privatekeys"] = append(p["gpg-privatekeys"], k.data)
 			p["gpg-privatekeys-passwords"] = append(p["gpg-privatekeys-passwords"], k.password)
 			one["gpg-privatekeys"], one["gpg-privatekeys-passwords"] = [][]byte{k.data}, [][]byte{k.password}
+		case "pkcs11":
+			if err := checkPKCS11Module(k.data, o.p11); err != nil {
+				return nil, fmt.Errorf("decryption key %s: %w", k.Path, err)
+			}
+			p["pkcs11-yamls"] = append(p["pkcs11-yamls"], k.data)
+			one["pkcs11-yamls"], one["pkcs11-config"] = [][]byte{k.data}, [][]byte{p11}
 		case "x509":
 			p["x509s"] = append(p["x509s"], k.data)
 			x509s = append(x509s, k.data)
@@ -232,9 +279,10 @@ func NewKeyring(id *Identity, keys []DecryptionKey) (*Keyring, error) {
 	}
 	k := &Keyring{
 		identity: id,
-		wrappers: []keywrap.KeyWrapper{jwe.NewKeyWrapper(), pgp.NewKeyWrapper(), pkcs7.NewKeyWrapper()},
+		wrappers: []keywrap.KeyWrapper{jwe.NewKeyWrapper(), pgp.NewKeyWrapper(), pkcs7.NewKeyWrapper(), p11wrap.NewKeyWrapper()},
 		decrypt:  &config.DecryptConfig{Parameters: p},
 		each:     each,
+		p11:      p11,
 	}
 	if k.self, err = k.Recipients(nil); err != nil {
 		return nil, err
@@ -257,6 +305,8 @@ func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
 		case "pgp":
 			ring = append(ring, r.data...)
 			p["gpg-recipients"] = append(p["gpg-recipients"], r.pgpIDs...)
+		case "pkcs11":
+			p["pkcs11-pubkeys"] = append(p["pkcs11-pubkeys"], r.data)
 		default:
 			return nil, fmt.Errorf("recipient %q: scheme %q cannot wrap keys", r.Spec, r.scheme)
 		}
@@ -264,8 +314,45 @@ func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
 	if ring != nil {
 		p["gpg-pubkeyringfile"] = [][]byte{ring}
 	}
-	set.ec = &config.EncryptConfig{Parameters: p}
+	set.ec = &config.EncryptConfig{Parameters: p, DecryptConfig: config.DecryptConfig{Parameters: map[string][][]byte{"pkcs11-config": {k.p11}}}}
+	// A trial wrap reaches every PKCS#11 token now: a module outside the
+	// allowed paths, a missing token or key fails here, naming the file.
+	for _, r := range rs {
+		if r.scheme != "pkcs11" {
+			continue
+		}
+		one := &config.EncryptConfig{Parameters: map[string][][]byte{"pkcs11-pubkeys": {r.data}}, DecryptConfig: set.ec.DecryptConfig}
+		if _, err := k.wrapWith(p11wrap.NewKeyWrapper(), one, trialOptions()); err != nil {
+			return nil, fmt.Errorf("recipient %q: %w", r.Spec, err)
+		}
+	}
 	return set, nil
+}
+
+// trialOptions are private options of the size real ones have, for a
+// trial wrap: an RSA key too small for them (RSA-OAEP-SHA256 on 2048 bits
+// carries 190 bytes, ocicrypt's options are 193) must fail at start-up.
+func trialOptions() []byte {
+	b, _ := PrivateOptions{
+		Key:         LayerKey{Key: make([]byte, KeySize), Nonce: make([]byte, NonceSize)},
+		PlainDigest: "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+	}.Marshal()
+	return b
+}
+
+// checkPKCS11Module fails when a PKCS#11 key file names a module outside
+// the allowed ones.
+func checkPKCS11Module(keyFile []byte, conf *pkcs11.Pkcs11Config) error {
+	obj, err := pkcs11.ParsePkcs11KeyFile(keyFile)
+	if err != nil {
+		return err
+	}
+	obj.Uri.SetModuleDirectories(conf.ModuleDirectories)
+	obj.Uri.SetAllowedModulePaths(conf.AllowedModulePaths)
+	if _, err := obj.Uri.GetModule(); err != nil {
+		return fmt.Errorf("PKCS#11 module: %w (allow it with pkcs11 allowed-module-paths)", err)
+	}
+	return nil
 }
 
 // Identity returns shroud's identity.
@@ -310,11 +397,24 @@ func (k *Keyring) wrap(ec *config.EncryptConfig, opts PrivateOptions, pub Public
 }
 
 func (k *Keyring) wrapWith(w keywrap.KeyWrapper, ec *config.EncryptConfig, data []byte) ([]byte, error) {
-	if w.GetAnnotationID() == AnnotationKeys+"pkcs7" {
-		k.pkcs7Mu.Lock()
-		defer k.pkcs7Mu.Unlock()
+	if serialized(w) {
+		k.serial.Lock()
+		defer k.serial.Unlock()
 	}
 	return w.WrapKeys(ec, data)
+}
+
+func (k *Keyring) unwrapWith(w keywrap.KeyWrapper, dc *config.DecryptConfig, b []byte) ([]byte, error) {
+	if serialized(w) {
+		k.serial.Lock()
+		defer k.serial.Unlock()
+	}
+	return w.UnwrapKey(dc, b)
+}
+
+func serialized(w keywrap.KeyWrapper) bool {
+	id := w.GetAnnotationID()
+	return id == AnnotationKeys+"pkcs7" || id == AnnotationKeys+"pkcs11"
 }
 
 // Rewrap adds a set of recipients to a layer encrypted elsewhere, without
@@ -362,7 +462,7 @@ func (k *Keyring) Unwrap(annotations map[string]string) (PrivateOptions, error) 
 			if err != nil {
 				return PrivateOptions{}, fmt.Errorf("decode %s: %w", w.GetAnnotationID(), err)
 			}
-			data, err := w.UnwrapKey(k.decrypt, b)
+			data, err := k.unwrapWith(w, k.decrypt, b)
 			if err != nil {
 				tried = append(tried, describeWrapped(w, part, b))
 				continue
@@ -392,7 +492,7 @@ func (k *Keyring) OpenedBy(annotations map[string]string) string {
 				if err != nil || len(b) == 0 {
 					continue
 				}
-				if _, err := w.UnwrapKey(n.dc, b); err == nil {
+				if _, err := k.unwrapWith(w, n.dc, b); err == nil {
 					return n.name
 				}
 			}

@@ -201,8 +201,18 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 	if err != nil {
 		return asIs, nil // not a manifest shroud rewrites (schema 1, say)
 	}
+	var foreignSeal error
 	if sealed := m.annotations[crypto.AnnotationOriginal]; sealed != "" {
-		return h.openSealed(ctx, be, repo, um, m, sealed)
+		s, err := h.openSealed(ctx, be, repo, um, m, sealed)
+		if !errors.Is(err, errForeignSeal) {
+			return s, err
+		}
+		// Sealed by a shroud with another identity: the layers may still
+		// open with a key shroud holds, and the manifest is then served
+		// decrypted, as one encrypted by any other tool.
+		foreignSeal = err
+		m.annotations = crypto.WithoutEncAnnotations(m.annotations)
+		delete(m.annotations, crypto.AnnotationOriginal)
 	}
 	var changed bool
 	if m.isIndex() {
@@ -232,6 +242,9 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 			}
 			opts, err := h.keys.Unwrap(l.Annotations)
 			if err != nil {
+				if foreignSeal != nil {
+					err = fmt.Errorf("%w; %w", foreignSeal, err)
+				}
 				return served{}, fmt.Errorf("layer %s of %s: %w", l.Digest, repo, err)
 			}
 			if _, err := crypto.ParsePublicOptions(l.Annotations); err != nil {
@@ -261,14 +274,16 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 	return s, nil
 }
 
+// errForeignSeal is a manifest sealed by a shroud with another identity.
+var errForeignSeal = errors.New("foreign seal")
+
 // openSealed returns the original bytes sealed in a manifest shroud wrote,
 // and records the mappings the pair of manifests gives: each layer's
 // plaintext and ciphertext, each index child's plain and encrypted digest.
 func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um upstream.Manifest, enc *manifest, sealed string) (served, error) {
 	contentType, body, err := h.keys.Identity().Open(sealed)
 	if err != nil {
-		return served{}, &apiError{status: http.StatusForbidden, code: codeDenied,
-			message: fmt.Sprintf("manifest %s was sealed to another shroud identity than %s", um.Digest, h.keys.Identity().Path()), cause: err}
+		return served{}, fmt.Errorf("%w: manifest %s was sealed to another shroud identity than %s (%v)", errForeignSeal, um.Digest, h.keys.Identity().Path(), err)
 	}
 	s := served{body: body, contentType: contentType, digest: digest.FromBytes(body)}
 	orig, err := parseManifest(body, contentType)

@@ -75,6 +75,7 @@ func (s Shroud) Host() string { return strings.TrimPrefix(s.URL, "http://") }
 type Option func(*options)
 
 type options struct {
+	p11Modules []string
 	mirrors    map[string]Upstream
 	rules      []Rule
 	recipients []crypto.Recipient
@@ -118,6 +119,11 @@ func WithMirror(origin string, up Upstream) Option {
 	}
 }
 
+// WithPKCS11Modules allows PKCS#11 modules.
+func WithPKCS11Modules(paths ...string) Option {
+	return func(o *options) { o.p11Modules = append(o.p11Modules, paths...) }
+}
+
 // WithMiddleware wraps shroud's handler (to count or break requests).
 func WithMiddleware(f func(http.Handler) http.Handler) Option {
 	return func(o *options) { o.handler = f }
@@ -135,7 +141,7 @@ func Start(t testing.TB, up Upstream, opts ...Option) Shroud {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr, err := crypto.NewKeyring(id, o.keys)
+	kr, err := crypto.NewKeyring(id, o.keys, crypto.WithPKCS11(o.p11Modules, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
