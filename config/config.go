@@ -48,6 +48,10 @@ type Config struct {
 	// "**" for them. With neither, every repository is encrypted for
 	// shroud's identity alone.
 	Policy []Rule `yaml:"policy"`
+	// KeyProviders are ocicrypt key providers by name, for provider:<name>
+	// recipients and for unwrapping layers they wrapped. Those of the file
+	// $OCICRYPT_KEYPROVIDER_CONFIG are added (these win on a name clash).
+	KeyProviders map[string]KeyProvider `yaml:"key-providers"`
 	// PKCS11 says which PKCS#11 modules pkcs11 key files may load.
 	PKCS11 PKCS11 `yaml:"pkcs11"`
 	// LogLevel is debug, info, warn or error. Default "info".
@@ -57,6 +61,23 @@ type Config struct {
 	CacheEntries int `yaml:"cache-entries"`
 	// UploadTTL is how long an idle upload session is kept. Default 1h.
 	UploadTTL time.Duration `yaml:"upload-ttl"`
+}
+
+// KeyProvider is a key provider, as ocicrypt's key-provider config has it:
+// a command, or a gRPC address with optional TLS.
+type KeyProvider struct {
+	Cmd *struct {
+		Path string   `yaml:"path"`
+		Args []string `yaml:"args"`
+	} `yaml:"cmd"`
+	Grpc    string `yaml:"grpc"`
+	GrpcTLS *struct {
+		RootCAFile         string `yaml:"root-ca-file"`
+		CertFile           string `yaml:"cert-file"`
+		KeyFile            string `yaml:"key-file"`
+		ServerName         string `yaml:"server-name"`
+		InsecureSkipVerify bool   `yaml:"insecure-skip-verify"`
+	} `yaml:"grpc-tls"`
 }
 
 // PKCS11 is the PKCS#11 configuration, as ocicrypt's.

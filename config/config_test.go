@@ -27,6 +27,50 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+func TestLoadPolicyAndProviders(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "shroud.yaml")
+	os.WriteFile(p, []byte(`policy:
+  - repositories: "team-a/**"
+    action: encrypt
+    recipients: ["provider:kms:team-a"]
+    layers: [0, -1]
+    platforms: [linux/amd64]
+  - repositories: "**"
+    action: deny
+key-providers:
+  kms:
+    grpc: 127.0.0.1:50051
+    grpc-tls:
+      root-ca-file: /etc/kms/ca.pem
+  local:
+    cmd:
+      path: /usr/bin/provider
+      args: [--fast]
+pkcs11:
+  allowed-module-paths: [/usr/lib/softhsm/libsofthsm2.so]
+`), 0o600)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Policy) != 2 || c.Policy[0].Layers[1] != -1 || c.Policy[0].Platforms[0] != "linux/amd64" || c.Policy[1].Action != "deny" {
+		t.Fatalf("policy = %+v", c.Policy)
+	}
+	if c.KeyProviders["kms"].GrpcTLS.RootCAFile != "/etc/kms/ca.pem" || c.KeyProviders["local"].Cmd.Args[0] != "--fast" {
+		t.Fatalf("key-providers = %+v", c.KeyProviders)
+	}
+	if c.PKCS11.AllowedModulePaths[0] != "/usr/lib/softhsm/libsofthsm2.so" {
+		t.Fatalf("pkcs11 = %+v", c.PKCS11)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.Policy[1].Action = "shred"
+	if err := c.Validate(); err == nil {
+		t.Fatal("an unknown action validated")
+	}
+}
+
 func TestLoadRejectsUnknownKeys(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "shroud.yaml")
 	os.WriteFile(p, []byte("listn: :5000\n"), 0o600)

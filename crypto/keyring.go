@@ -2,25 +2,33 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/mail"
 	"os"
+	"os/exec"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
 
 	"github.com/containers/ocicrypt/config"
+	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
 	"github.com/containers/ocicrypt/crypto/pkcs11"
 	"github.com/containers/ocicrypt/keywrap"
 	"github.com/containers/ocicrypt/keywrap/jwe"
+	"github.com/containers/ocicrypt/keywrap/keyprovider"
 	"github.com/containers/ocicrypt/keywrap/pgp"
 	p11wrap "github.com/containers/ocicrypt/keywrap/pkcs11"
 	"github.com/containers/ocicrypt/keywrap/pkcs7"
@@ -34,12 +42,14 @@ var ErrNoKey = errors.New("no configured key can open this layer")
 // Recipient is one parsed recipient spec, in the form skopeo's
 // --encryption-key and ctr-enc take: jwe:<public key file> (PEM, DER or
 // JWK; RSA or EC), pgp:<OpenPGP public key file> (armored or binary),
-// pkcs7:<X.509 certificate file> (PEM or DER).
+// pkcs7:<X.509 certificate file> (PEM or DER), pkcs11:<key file>,
+// provider:<name>[:<args>] (a key provider the keyring is configured with).
 type Recipient struct {
-	Spec   string
-	scheme string
-	data   []byte   // the key or certificate; for pgp a binary keyring
-	pgpIDs [][]byte // for pgp: the address ocicrypt selects each key by
+	Spec     string
+	scheme   string
+	data     []byte   // the key or certificate; for pgp a binary keyring; for a provider its arguments
+	pgpIDs   [][]byte // for pgp: the address ocicrypt selects each key by
+	provider string   // for provider: its name
 }
 
 // ParseRecipient reads a recipient spec. A file that does not parse is an
@@ -55,9 +65,14 @@ func ParseRecipient(spec string) (Recipient, error) {
 	switch scheme {
 	case "jwe", "pgp", "pkcs7", "pkcs11":
 	case "provider":
-		return fail("scheme %q is not supported yet (jwe, pgp, pkcs7 and pkcs11 are)", scheme)
+		// provider:<name>[:<args>], as ocicrypt passes it to the provider.
+		name, args, _ := strings.Cut(arg, ":")
+		if args == "" {
+			args = "Enabled"
+		}
+		return Recipient{Spec: spec, scheme: scheme, provider: name, data: []byte(args)}, nil
 	default:
-		return fail("unknown scheme %q (want jwe, pgp, pkcs7 or pkcs11)", scheme)
+		return fail("unknown scheme %q (want jwe, pgp, pkcs7, pkcs11 or provider)", scheme)
 	}
 	b, err := os.ReadFile(arg)
 	if err != nil {
@@ -194,12 +209,25 @@ type Keyring struct {
 	serial sync.Mutex
 	// p11 is the PKCS#11 configuration (allowed module paths) as yaml.
 	p11 []byte
+	// providers are the configured key providers by name.
+	providers map[string]keyproviderconfig.KeyProviderAttrs
 }
 
 // KeyringOption configures NewKeyring.
 type KeyringOption func(*keyringOptions)
 
-type keyringOptions struct{ p11 *pkcs11.Pkcs11Config }
+type keyringOptions struct {
+	p11       *pkcs11.Pkcs11Config
+	providers map[string]keyproviderconfig.KeyProviderAttrs
+}
+
+// WithKeyProviders configures ocicrypt key providers (a command or a gRPC
+// service, TLS optional) by name: provider:<name> recipients wrap through
+// them, and layers wrapped by them are unwrapped through them. A command
+// that is not there or a gRPC service that does not answer is an error.
+func WithKeyProviders(p map[string]keyproviderconfig.KeyProviderAttrs) KeyringOption {
+	return func(o *keyringOptions) { o.providers = p }
+}
 
 // WithPKCS11 allows PKCS#11 modules: the modules a pkcs11 key file may
 // name (absolute paths), and the directories a bare module name is looked
@@ -278,11 +306,21 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 		n.dc.Parameters["x509s"] = x509s // pkcs7 opens with a private key and its certificate
 	}
 	k := &Keyring{
-		identity: id,
-		wrappers: []keywrap.KeyWrapper{jwe.NewKeyWrapper(), pgp.NewKeyWrapper(), pkcs7.NewKeyWrapper(), p11wrap.NewKeyWrapper()},
-		decrypt:  &config.DecryptConfig{Parameters: p},
-		each:     each,
-		p11:      p11,
+		identity:  id,
+		wrappers:  []keywrap.KeyWrapper{jwe.NewKeyWrapper(), pgp.NewKeyWrapper(), pkcs7.NewKeyWrapper(), p11wrap.NewKeyWrapper()},
+		decrypt:   &config.DecryptConfig{Parameters: p},
+		each:      each,
+		p11:       p11,
+		providers: o.providers,
+	}
+	names := slices.Sorted(maps.Keys(o.providers))
+	for _, name := range names {
+		if err := checkProvider(name, o.providers[name]); err != nil {
+			return nil, err
+		}
+		k.wrappers = append(k.wrappers, keyprovider.NewKeyWrapper(name, o.providers[name]))
+		p[name] = [][]byte{[]byte("Enabled")}
+		k.each = append(k.each, namedConfig{"key provider " + name, &config.DecryptConfig{Parameters: map[string][][]byte{name: {[]byte("Enabled")}}}})
 	}
 	if k.self, err = k.Recipients(nil); err != nil {
 		return nil, err
@@ -307,6 +345,11 @@ func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
 			p["gpg-recipients"] = append(p["gpg-recipients"], r.pgpIDs...)
 		case "pkcs11":
 			p["pkcs11-pubkeys"] = append(p["pkcs11-pubkeys"], r.data)
+		case "provider":
+			if _, ok := k.providers[r.provider]; !ok {
+				return nil, fmt.Errorf("recipient %q: no key provider %q is configured", r.Spec, r.provider)
+			}
+			p[r.provider] = append(p[r.provider], r.data)
 		default:
 			return nil, fmt.Errorf("recipient %q: scheme %q cannot wrap keys", r.Spec, r.scheme)
 		}
@@ -315,18 +358,75 @@ func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
 		p["gpg-pubkeyringfile"] = [][]byte{ring}
 	}
 	set.ec = &config.EncryptConfig{Parameters: p, DecryptConfig: config.DecryptConfig{Parameters: map[string][][]byte{"pkcs11-config": {k.p11}}}}
-	// A trial wrap reaches every PKCS#11 token now: a module outside the
-	// allowed paths, a missing token or key fails here, naming the file.
+	// A trial wrap reaches every PKCS#11 token and key provider now: a
+	// module outside the allowed paths, a missing token or key, a provider
+	// that does not answer fails here, naming the recipient.
 	for _, r := range rs {
-		if r.scheme != "pkcs11" {
+		var w keywrap.KeyWrapper
+		one := &config.EncryptConfig{DecryptConfig: set.ec.DecryptConfig}
+		switch r.scheme {
+		case "pkcs11":
+			w, one.Parameters = p11wrap.NewKeyWrapper(), map[string][][]byte{"pkcs11-pubkeys": {r.data}}
+		case "provider":
+			w, one.Parameters = keyprovider.NewKeyWrapper(r.provider, k.providers[r.provider]), map[string][][]byte{r.provider: {r.data}}
+		default:
 			continue
 		}
-		one := &config.EncryptConfig{Parameters: map[string][][]byte{"pkcs11-pubkeys": {r.data}}, DecryptConfig: set.ec.DecryptConfig}
-		if _, err := k.wrapWith(p11wrap.NewKeyWrapper(), one, trialOptions()); err != nil {
-			return nil, fmt.Errorf("recipient %q: %w", r.Spec, err)
+		if b, err := k.wrapWith(w, one, trialOptions()); err != nil || len(b) == 0 {
+			return nil, fmt.Errorf("recipient %q: the trial wrap failed: %w", r.Spec, errors.Join(err, errors.New("no wrapped key")))
 		}
 	}
 	return set, nil
+}
+
+// checkProvider fails when a key provider cannot be reached: its command
+// is not there, or its gRPC address does not accept a connection (and a
+// TLS handshake, where configured).
+func checkProvider(name string, a keyproviderconfig.KeyProviderAttrs) error {
+	switch {
+	case a.Command != nil:
+		if _, err := exec.LookPath(a.Command.Path); err != nil {
+			return fmt.Errorf("key provider %q: command: %w", name, err)
+		}
+	case a.Grpc != "":
+		conn, err := net.DialTimeout("tcp", a.Grpc, 5*time.Second)
+		if err != nil {
+			return fmt.Errorf("key provider %q: gRPC %s does not answer: %w", name, a.Grpc, err)
+		}
+		defer conn.Close()
+		if a.GrpcTLS != nil {
+			host, _, _ := net.SplitHostPort(a.Grpc)
+			cfg := &tls.Config{ServerName: host, InsecureSkipVerify: a.GrpcTLS.InsecureSkipVerify}
+			if a.GrpcTLS.ServerName != "" {
+				cfg.ServerName = a.GrpcTLS.ServerName
+			}
+			if a.GrpcTLS.RootCAFile != "" {
+				pemBytes, err := os.ReadFile(a.GrpcTLS.RootCAFile)
+				if err != nil {
+					return fmt.Errorf("key provider %q: %w", name, err)
+				}
+				cfg.RootCAs = x509.NewCertPool()
+				if !cfg.RootCAs.AppendCertsFromPEM(pemBytes) {
+					return fmt.Errorf("key provider %q: no certificate in %s", name, a.GrpcTLS.RootCAFile)
+				}
+			}
+			if a.GrpcTLS.CertFile != "" {
+				c, err := tls.LoadX509KeyPair(a.GrpcTLS.CertFile, a.GrpcTLS.KeyFile)
+				if err != nil {
+					return fmt.Errorf("key provider %q: client certificate: %w", name, err)
+				}
+				cfg.Certificates = []tls.Certificate{c}
+			}
+			tc := tls.Client(conn, cfg)
+			tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if err := tc.Handshake(); err != nil {
+				return fmt.Errorf("key provider %q: TLS with %s: %w", name, a.Grpc, err)
+			}
+		}
+	default:
+		return fmt.Errorf("key provider %q: neither cmd nor grpc is set", name)
+	}
+	return nil
 }
 
 // trialOptions are private options of the size real ones have, for a
@@ -377,7 +477,7 @@ func (k *Keyring) wrap(ec *config.EncryptConfig, opts PrivateOptions, pub Public
 	}
 	out := map[string]string{}
 	for _, w := range k.wrappers {
-		b, err := k.wrapWith(w, ec, data)
+		b, err := k.wrapWith(w, k.scoped(w, ec), data)
 		if err != nil {
 			return nil, fmt.Errorf("wrap layer key (%s): %w", w.GetAnnotationID(), err)
 		}
@@ -396,6 +496,31 @@ func (k *Keyring) wrap(ec *config.EncryptConfig, opts PrivateOptions, pub Public
 	return out, nil
 }
 
+// scoped gives a key provider only its own parameters: ocicrypt sends the
+// whole config to the provider, which must never see another scheme's keys.
+func (k *Keyring) scoped(w keywrap.KeyWrapper, ec *config.EncryptConfig) *config.EncryptConfig {
+	name, ok := strings.CutPrefix(w.GetAnnotationID(), AnnotationKeys+"provider.")
+	if !ok {
+		return ec
+	}
+	own := map[string][][]byte{}
+	if v, ok := ec.Parameters[name]; ok {
+		own[name] = v
+	}
+	return &config.EncryptConfig{Parameters: own}
+}
+
+func (k *Keyring) scopedDecrypt(w keywrap.KeyWrapper, dc *config.DecryptConfig) *config.DecryptConfig {
+	name, ok := strings.CutPrefix(w.GetAnnotationID(), AnnotationKeys+"provider.")
+	if !ok {
+		return dc
+	}
+	if _, ok := dc.Parameters[name]; !ok {
+		return nil // this set of keys does not include the provider
+	}
+	return &config.DecryptConfig{Parameters: map[string][][]byte{name: dc.Parameters[name]}}
+}
+
 func (k *Keyring) wrapWith(w keywrap.KeyWrapper, ec *config.EncryptConfig, data []byte) ([]byte, error) {
 	if serialized(w) {
 		k.serial.Lock()
@@ -408,6 +533,9 @@ func (k *Keyring) unwrapWith(w keywrap.KeyWrapper, dc *config.DecryptConfig, b [
 	if serialized(w) {
 		k.serial.Lock()
 		defer k.serial.Unlock()
+	}
+	if dc = k.scopedDecrypt(w, dc); dc == nil {
+		return nil, errors.New("not a key of this provider")
 	}
 	return w.UnwrapKey(dc, b)
 }

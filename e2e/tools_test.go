@@ -15,7 +15,7 @@ import (
 
 // toolsDir holds the tools TestMain builds from the Go modules go.mod pins
 // (its tool directives): the conformance suite, distribution's registry
-// and crane.
+// and crane; and the tests' own key provider.
 var toolsDir string
 
 func TestMain(m *testing.M) {
@@ -27,7 +27,8 @@ func TestMain(m *testing.M) {
 	cmd := exec.Command("go", "build", "-o", dir+"/",
 		"github.com/opencontainers/distribution-spec/conformance",
 		"github.com/distribution/distribution/v3/cmd/registry",
-		"github.com/google/go-containerregistry/cmd/crane")
+		"github.com/google/go-containerregistry/cmd/crane",
+		"github.com/shroud-oci/shroud/internal/keyprovidertest/testprovider")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building the e2e tools: %v\n%s", err, out)
 		os.Exit(1)

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"testing"
 
+	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/shroud-oci/shroud/cache"
@@ -75,6 +76,7 @@ func (s Shroud) Host() string { return strings.TrimPrefix(s.URL, "http://") }
 type Option func(*options)
 
 type options struct {
+	providers  map[string]keyproviderconfig.KeyProviderAttrs
 	p11Modules []string
 	mirrors    map[string]Upstream
 	rules      []Rule
@@ -119,6 +121,11 @@ func WithMirror(origin string, up Upstream) Option {
 	}
 }
 
+// WithKeyProviders configures key providers.
+func WithKeyProviders(p map[string]keyproviderconfig.KeyProviderAttrs) Option {
+	return func(o *options) { o.providers = p }
+}
+
 // WithPKCS11Modules allows PKCS#11 modules.
 func WithPKCS11Modules(paths ...string) Option {
 	return func(o *options) { o.p11Modules = append(o.p11Modules, paths...) }
@@ -141,7 +148,7 @@ func Start(t testing.TB, up Upstream, opts ...Option) Shroud {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr, err := crypto.NewKeyring(id, o.keys, crypto.WithPKCS11(o.p11Modules, nil))
+	kr, err := crypto.NewKeyring(id, o.keys, crypto.WithPKCS11(o.p11Modules, nil), crypto.WithKeyProviders(o.providers))
 	if err != nil {
 		t.Fatal(err)
 	}
