@@ -289,3 +289,51 @@ func TestPolicy(t *testing.T) {
 		}
 	}
 }
+
+// An OpenPGP private key protected by a passphrase opens with
+// "file:passphrase", as skopeo's --decryption-key takes it, and not
+// without it.
+func TestPGPPassphrase(t *testing.T) {
+	dir := t.TempDir()
+	e, err := openpgp.NewEntity("dave", "", "dave@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pb bytes.Buffer
+	e.Serialize(&pb)
+	pubPath := filepath.Join(dir, "dave.pub.gpg")
+	os.WriteFile(pubPath, pb.Bytes(), 0o644)
+	if err := e.EncryptPrivateKeys([]byte("s3cret"), nil); err != nil {
+		t.Fatal(err)
+	}
+	var sb bytes.Buffer
+	w, _ := armor.Encode(&sb, openpgp.PrivateKeyType, nil)
+	e.SerializePrivateWithoutSigning(w, nil)
+	w.Close()
+	privPath := filepath.Join(dir, "dave.asc")
+	os.WriteFile(privPath, sb.Bytes(), 0o600)
+
+	kr, _ := testKeyring(t)
+	rec, err := ParseRecipient("pgp:" + pubPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := kr.Recipients([]Recipient{rec})
+	_, desc := shroudEncrypt(t, kr, []byte("layer"))
+	opts, _ := kr.Unwrap(desc.Annotations)
+	pub, _ := ParsePublicOptions(desc.Annotations)
+	ann, _ := kr.Wrap(opts, pub, rs)
+	only := map[string]string{AnnotationKeys + "pgp": ann[AnnotationKeys+"pgp"], AnnotationPubOpts: ann[AnnotationPubOpts]}
+
+	for spec, wantOK := range map[string]bool{privPath + ":s3cret": true, privPath + ":wrong": false} {
+		dk, err := ParseDecryptionKey(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		other, _ := testKeyring(t)
+		kr2, _ := NewKeyring(other.Identity(), []DecryptionKey{dk})
+		if _, err := kr2.Unwrap(only); (err == nil) != wantOK {
+			t.Errorf("%s: err = %v", spec, err)
+		}
+	}
+}
