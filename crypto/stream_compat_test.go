@@ -195,6 +195,46 @@ func TestDecryptTamperedHoldsBackTail(t *testing.T) {
 	}
 }
 
+// The chunked WriteTo paths (io.Copy) give the same bytes as Read, and a
+// tampered stream fails without its last bytes written.
+func TestWriteToPaths(t *testing.T) {
+	kr, _ := testKeyring(t)
+	for _, n := range []int{0, 1, 4095, 4096, 4097, chunkSize - 1, chunkSize, chunkSize + 1, 3*chunkSize + 12345} {
+		plain := randomBytes(t, n)
+		key, _ := NewLayerKey()
+		enc, _ := NewEncrypter(key)
+		var ct bytes.Buffer
+		if _, err := io.Copy(&ct, enc.Reader(bytes.NewReader(plain))); err != nil {
+			t.Fatal(err)
+		}
+		s := enc.Seal()
+		// Same as the in-place path.
+		want, _ := NewEncrypter(key)
+		cp := bytes.Clone(plain)
+		want.XOR(cp)
+		ws := want.Seal()
+		if !bytes.Equal(ct.Bytes(), cp) || s.PlainDigest != ws.PlainDigest || s.CipherDigest != ws.CipherDigest || !bytes.Equal(s.HMAC, ws.HMAC) {
+			t.Fatalf("n=%d: WriteTo encryption differs from XOR", n)
+		}
+		dr, _ := DecryptReader(bytes.NewReader(ct.Bytes()), key, s.HMAC, s.PlainDigest)
+		var out bytes.Buffer
+		if _, err := io.Copy(&out, dr); err != nil || !bytes.Equal(out.Bytes(), plain) {
+			t.Fatalf("n=%d: WriteTo decryption: %v", n, err)
+		}
+		if n == 0 {
+			continue
+		}
+		bad := bytes.Clone(ct.Bytes())
+		bad[n/2] ^= 1
+		dr, _ = DecryptReader(bytes.NewReader(bad), key, s.HMAC, s.PlainDigest)
+		out.Reset()
+		if _, err := io.Copy(&out, dr); !errors.Is(err, ErrIntegrity) || out.Len() >= n {
+			t.Fatalf("n=%d: tampered WriteTo: err %v after %d of %d bytes", n, err, out.Len(), n)
+		}
+	}
+	_ = kr
+}
+
 // Small reads (smaller than the held-back tail) still return every byte.
 func TestDecryptSmallReads(t *testing.T) {
 	kr, _ := testKeyring(t)

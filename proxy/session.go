@@ -95,6 +95,20 @@ func (g *gate) Read(p []byte) (int, error) {
 	return g.r.Read(p)
 }
 
+// WriteTo lets io.Copy in the HTTP transport use the encrypting reader's
+// chunked, two-core WriteTo.
+func (g *gate) WriteTo(w io.Writer) (int64, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, io.ErrClosedPipe
+	}
+	if wt, ok := g.r.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.Copy(w, struct{ io.Reader }{g.r})
+}
+
 func (g *gate) close() {
 	g.mu.Lock()
 	g.closed = true
