@@ -1,0 +1,45 @@
+// Command bench is shroud's end-to-end performance harness. In one run it
+// measures, alternating the alternatives over several rounds, pushes and
+// pulls of a large image with skopeo: straight to a distribution v3
+// registry (plain, and encrypted by skopeo itself) and through shroud;
+// it reports medians and ratios, shroud's peak memory for one big layer,
+// how often 16 concurrent pulls fetch each blob from the registry, and
+// the latency shroud adds to a manifest GET.
+//
+//	go run ./e2e/bench [-layers 4] [-layer-size 256MiB] [-rounds 3] [-big-layer 2GiB] [-json out.json]
+//
+// It needs skopeo and the Go toolchain; it builds shroud and distribution's
+// registry (pinned in go.mod) itself, and runs everything on 127.0.0.1.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+)
+
+func main() {
+	o := defaultOptions()
+	flag.IntVar(&o.Layers, "layers", o.Layers, "layers in the image")
+	flag.Var(sizeFlag{&o.LayerSize}, "layer-size", "bytes per layer (KiB, MiB, GiB suffixes)")
+	flag.IntVar(&o.Rounds, "rounds", o.Rounds, "rounds of A/B measurements (medians over them)")
+	flag.Var(sizeFlag{&o.BigLayer}, "big-layer", "the one layer of the memory measurement")
+	flag.IntVar(&o.Clients, "clients", o.Clients, "concurrent pulls")
+	flag.StringVar(&o.JSON, "json", "", "also write the results as JSON to this file")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := run(ctx, o, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	if o.JSON != "" {
+		if err := res.writeJSON(o.JSON); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+	}
+}
