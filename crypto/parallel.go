@@ -14,7 +14,46 @@ const chunkSize = 1 << 20
 
 // chunkPool holds the buffers of a WriteTo: no allocation per buffer in
 // steady state.
-var chunkPool = sync.Pool{New: func() any { b := make([]byte, 4*chunkSize); return &b }}
+var chunkPool = sync.Pool{New: func() any { b := make([]byte, 5*chunkSize); return &b }}
+
+// chunk is what a read-ahead hands over: up to chunkSize bytes of the
+// source, or the error that ended it.
+type chunk struct {
+	b   []byte
+	err error
+}
+
+// readAhead reads the source on a goroutine of its own into the free
+// buffers, so that reading the network overlaps the crypto. Each chunk's
+// buffer goes back to free when its consumer is done with it. Closing
+// stop ends the goroutine early.
+func readAhead(r io.Reader, free chan []byte, stop <-chan struct{}) <-chan chunk {
+	out := make(chan chunk, cap(free))
+	go func() {
+		defer close(out)
+		for {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-stop:
+				return
+			}
+			n, err := io.ReadFull(r, b)
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				err = io.EOF
+			}
+			select {
+			case out <- chunk{b[:n], err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return out
+}
 
 // hashWorker writes each chunk it is handed into a hash, on a goroutine of
 // its own, and says when it is done with it.
@@ -39,54 +78,75 @@ func (w *hashWorker) hash(b []byte) { w.in <- b }
 func (w *hashWorker) wait()         { <-w.done }
 func (w *hashWorker) stop()         { close(w.in); <-w.done }
 
-// WriteTo encrypts the rest of the source into w, in chunks: while the
-// caller runs AES and the HMAC, one worker hashes the plaintext and
-// another the ciphertext, and with two sets of buffers the workers go on
-// with one chunk while the caller reads and encrypts the next. io.Copy
-// uses it, so the push path runs on two cores. If w fails, the Encrypter
-// has taken in bytes w did not: the upload is then abandoned whole.
+// WriteTo encrypts the rest of the source into w, in chunks: a
+// read-ahead goroutine reads the next chunks while the caller runs AES and
+// the HMAC over this one, one worker hashes its plaintext and another its
+// ciphertext. io.Copy uses it, so the push path runs on two cores. If w
+// fails, the Encrypter has taken in bytes w did not: the upload is then
+// abandoned whole.
 func (er *encReader) WriteTo(w io.Writer) (int64, error) {
 	bp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bp)
 	buf := *bp
+	// Three source buffers (one being read, one being hashed, one
+	// waiting) and two destination buffers, alternating.
+	free := make(chan []byte, 3)
+	for i := 0; i < 3; i++ {
+		free <- buf[i*chunkSize : (i+1)*chunkSize]
+	}
+	dsts := [2][]byte{buf[3*chunkSize : 4*chunkSize], buf[4*chunkSize : 5*chunkSize]}
+	stop := make(chan struct{})
+	chunks := readAhead(er.r, free, stop)
 	e := er.e
 	plain, ciph := startHashWorker(e.plain), startHashWorker(e.cipher)
-	// pending counts the chunks each worker was given and has not
-	// finished; a set of buffers is reused only once both are done with
-	// the chunk that used it, two chunks ago.
-	pending := 0
+	// inflight are the source buffers the workers have not finished, in
+	// order (a ring of 2: a destination buffer is reused only once its
+	// chunk, two ago, is done).
+	var inflight [2][]byte
+	head, count := 0, 0
 	finish := func(keep int) {
-		for ; pending > keep; pending-- {
+		for ; count > keep; count-- {
 			plain.wait()
 			ciph.wait()
+			free <- inflight[head][:chunkSize]
+			head = (head + 1) % 2
 		}
 	}
-	defer func() { finish(0); plain.stop(); ciph.stop() }()
+	defer func() {
+		close(stop)
+		finish(0)
+		plain.stop()
+		ciph.stop()
+		for range chunks { // let the read-ahead goroutine end
+		}
+	}()
 	var total int64
 	for i := 0; ; i++ {
-		set := buf[(i%2)*2*chunkSize:]
-		src, dst := set[:chunkSize], set[chunkSize:2*chunkSize]
 		finish(1)
-		n, rerr := io.ReadFull(er.r, src)
-		if n > 0 {
-			plain.hash(src[:n])
-			e.stream.XORKeyStream(dst[:n], src[:n])
-			ciph.hash(dst[:n])
-			pending++
-			e.mac.Write(dst[:n])
+		c := <-chunks
+		if n := len(c.b); n > 0 {
+			dst := dsts[i%2][:n]
+			plain.hash(c.b)
+			e.stream.XORKeyStream(dst, c.b)
+			ciph.hash(dst)
+			inflight[(head+count)%2] = c.b
+			count++
+			e.mac.Write(dst)
 			e.size += int64(n)
-			m, werr := w.Write(dst[:n])
+			m, werr := w.Write(dst)
 			total += int64(m)
 			if werr != nil {
 				return total, werr
 			}
+		} else if c.err == nil {
+			free <- c.b[:chunkSize]
 		}
 		switch {
-		case rerr == nil:
-		case errors.Is(rerr, io.EOF), errors.Is(rerr, io.ErrUnexpectedEOF):
+		case c.err == nil:
+		case errors.Is(c.err, io.EOF):
 			return total, nil
 		default:
-			return total, rerr
+			return total, c.err
 		}
 	}
 }
@@ -101,9 +161,19 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 	}
 	bp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bp)
-	src, dst := (*bp)[:chunkSize], (*bp)[chunkSize:2*chunkSize]
+	free := make(chan []byte, 2)
+	free <- (*bp)[:chunkSize]
+	free <- (*bp)[chunkSize : 2*chunkSize]
+	dst := (*bp)[2*chunkSize : 3*chunkSize]
+	stop := make(chan struct{})
+	chunks := readAhead(d.r, free, stop)
 	mac := startHashWorker(d.mac)
-	defer mac.stop()
+	defer func() {
+		close(stop)
+		mac.stop()
+		for range chunks {
+		}
+	}()
 	var total int64
 	held := make([]byte, 0, holdBack)
 	write := func(b []byte) error {
@@ -112,10 +182,11 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 		return err
 	}
 	for {
-		n, rerr := io.ReadFull(d.r, src)
+		c := <-chunks
+		n, rerr := len(c.b), c.err
 		if n > 0 {
-			mac.hash(src[:n])
-			d.stream.XORKeyStream(dst[:n], src[:n])
+			mac.hash(c.b)
+			d.stream.XORKeyStream(dst[:n], c.b)
 			d.plain.Write(dst[:n])
 			mac.wait()
 			// Release what was held and all but the newest holdBack bytes.
@@ -137,10 +208,13 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 				held = append(held[:0], held[len(held)-holdBack:]...)
 			}
 		}
+		if rerr == nil || n > 0 {
+			free <- c.b[:chunkSize]
+		}
 		switch {
 		case rerr == nil:
 			continue
-		case errors.Is(rerr, io.EOF), errors.Is(rerr, io.ErrUnexpectedEOF):
+		case errors.Is(rerr, io.EOF):
 			if d.err = d.verify(); d.err != nil {
 				return total, d.err
 			}

@@ -236,10 +236,18 @@ func (h *Handler) openBlob(ctx context.Context, be *backend, repo string, b cach
 		resp.Body.Close()
 		return nil, err
 	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{r, resp.Body}, nil
+	return &blobReader{Reader: r, Closer: resp.Body}, nil
+}
+
+// blobReader is a decrypting reader with the upstream body to close; it
+// keeps the reader's WriteTo, so io.Copy runs it on two cores.
+type blobReader struct {
+	io.Reader
+	io.Closer
+}
+
+func (b *blobReader) WriteTo(w io.Writer) (int64, error) {
+	return b.Reader.(io.WriterTo).WriteTo(w)
 }
 
 // encryptLayer rewrites one layer descriptor to its encrypted form, with
