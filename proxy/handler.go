@@ -44,6 +44,10 @@ type Options struct {
 	// UploadTTL is how long an idle upload session is kept; zero means
 	// one hour.
 	UploadTTL time.Duration
+	// SpoolDir is where concurrent pulls of one blob share the upstream
+	// fetch (unlinked files, as large as the blob); empty means the
+	// system's temporary directory.
+	SpoolDir string
 	// MaxTagScan bounds the tags read to find a manifest by a digest the
 	// cache has forgotten; zero means 256.
 	MaxTagScan int
@@ -57,6 +61,7 @@ type Handler struct {
 	policy  *crypto.Policy
 	log     *slog.Logger
 	uploads *sessions
+	fetches *fetches
 	maxScan int
 	router  *mux.Router
 }
@@ -74,6 +79,7 @@ func New(o Options) (*Handler, error) {
 		mirrors: map[string]*backend{},
 		log:     o.Logger,
 		uploads: newSessions(o.UploadTTL),
+		fetches: newFetches(o.SpoolDir),
 		maxScan: o.MaxTagScan,
 	}
 	if h.log == nil {

@@ -57,24 +57,40 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if partial {
 		upRange = fmt.Sprintf("bytes=%d-%d", rng.start, rng.end)
 	}
-	resp, err := be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
-	if upstream.IsStatus(err, http.StatusNotFound) && h.ensureCipher(ctx, be, repo, b) {
-		resp, err = be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
+	get := func(ctx context.Context) (*http.Response, error) {
+		resp, err := be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
+		if upstream.IsStatus(err, http.StatusNotFound) && h.ensureCipher(ctx, be, repo, b) {
+			resp, err = be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
+		}
+		if upstream.IsStatus(err, http.StatusNotFound) {
+			return nil, apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
+		}
+		return resp, err
 	}
-	if upstream.IsStatus(err, http.StatusNotFound) {
-		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
+	if partial {
+		resp, err := get(ctx)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		return h.serveRange(ctx, w, resp, opts.Key, b, rng)
 	}
+	cipherText, err := h.fetches.open(ctx, fetchKey(be, repo, b.CipherDigest.String(), r), func(ctx context.Context) (io.ReadCloser, error) {
+		resp, err := get(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength != b.Size {
+			resp.Body.Close()
+			return nil, fmt.Errorf("upstream blob %s has %d bytes, the mapping says %d", b.CipherDigest, resp.ContentLength, b.Size)
+		}
+		return resp.Body, nil
+	})
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if partial {
-		return h.serveRange(ctx, w, resp, opts.Key, b, rng)
-	}
-	if resp.ContentLength >= 0 && resp.ContentLength != b.Size {
-		return fmt.Errorf("upstream blob %s has %d bytes, the mapping says %d", b.CipherDigest, resp.ContentLength, b.Size)
-	}
-	plain, err := crypto.DecryptReader(resp.Body, opts.Key, pub.HMAC, plainDigest)
+	defer cipherText.Close()
+	plain, err := crypto.DecryptReader(io.LimitReader(cipherText, b.Size), opts.Key, pub.HMAC, plainDigest)
 	if err != nil {
 		return err
 	}

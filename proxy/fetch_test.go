@@ -1,0 +1,90 @@
+package proxy_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/opencontainers/go-digest"
+	"go.uber.org/goleak"
+
+	"github.com/shroud-oci/shroud/internal/shroudtest"
+)
+
+// Concurrent pulls of one blob share the upstream fetch: eight clients
+// that arrive while a pull is under way cost the upstream two fetches,
+// every client gets the plaintext, a client with other credentials gets a
+// fetch of its own, and nothing is left running afterwards.
+func TestConcurrentPullsShareOneFetch(t *testing.T) {
+	before := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+		goleak.VerifyNone(t, before)
+	})
+	var blobGets atomic.Int32
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			blobGets.Add(1)
+			time.Sleep(300 * time.Millisecond) // a slow upstream: the pulls overlap
+		}
+		inner.ServeHTTP(w, r)
+	}))
+	t.Cleanup(up.Close)
+	s := shroudtest.Start(t, shroudtest.Upstream{Name: "ggcr", URL: up.URL})
+
+	b := make([]byte, 8<<20)
+	rand.Read(b)
+	d := digest.FromBytes(b)
+	call{t, s.URL}.do("POST", "/v2/conc/app/blobs/uploads/?digest="+d.String(), bytes.NewReader(b)).want(t, 201, "")
+	blobGets.Store(0)
+
+	pull := func(auth string) error {
+		req, _ := http.NewRequest("GET", s.URL+"/v2/conc/app/blobs/"+d.String(), nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		got, err := io.ReadAll(resp.Body)
+		if err != nil || !bytes.Equal(got, b) {
+			return io.ErrUnexpectedEOF
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 9)
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- pull("") }()
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); errs <- pull("Basic b3RoZXI6dXNlcg==") }()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("a concurrent pull failed: %v", err)
+		}
+	}
+	if n := blobGets.Load(); n != 3 {
+		t.Fatalf("9 concurrent pulls (8 with one credential) made %d upstream fetches, want 3: the first alone, one shared, one for the other credential", n)
+	}
+	// Later, alone: a fetch of its own, nothing left from the shared one.
+	if err := pull(""); err != nil {
+		t.Fatal(err)
+	}
+}
