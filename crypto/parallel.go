@@ -159,21 +159,14 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 	if d.tail != nil || d.verified || d.err != nil {
 		return io.Copy(w, struct{ io.Reader }{d}) // Read was used: go on with it
 	}
+	// No read-ahead here: measured end to end (BENCHMARKS.md), a third
+	// goroutine on the pull path costs more, on two cores shared with the
+	// client, than overlapping the upstream read buys.
 	bp := chunkPool.Get().(*[]byte)
 	defer chunkPool.Put(bp)
-	free := make(chan []byte, 2)
-	free <- (*bp)[:chunkSize]
-	free <- (*bp)[chunkSize : 2*chunkSize]
-	dst := (*bp)[2*chunkSize : 3*chunkSize]
-	stop := make(chan struct{})
-	chunks := readAhead(d.r, free, stop)
+	src, dst := (*bp)[:chunkSize], (*bp)[chunkSize:2*chunkSize]
 	mac := startHashWorker(d.mac)
-	defer func() {
-		close(stop)
-		mac.stop()
-		for range chunks {
-		}
-	}()
+	defer mac.stop()
 	var total int64
 	held := make([]byte, 0, holdBack)
 	write := func(b []byte) error {
@@ -182,11 +175,13 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 		return err
 	}
 	for {
-		c := <-chunks
-		n, rerr := len(c.b), c.err
+		n, rerr := io.ReadFull(d.r, src)
+		if errors.Is(rerr, io.ErrUnexpectedEOF) {
+			rerr = io.EOF
+		}
 		if n > 0 {
-			mac.hash(c.b)
-			d.stream.XORKeyStream(dst[:n], c.b)
+			mac.hash(src[:n])
+			d.stream.XORKeyStream(dst[:n], src[:n])
 			d.plain.Write(dst[:n])
 			mac.wait()
 			// Release what was held and all but the newest holdBack bytes.
@@ -207,9 +202,6 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 				}
 				held = append(held[:0], held[len(held)-holdBack:]...)
 			}
-		}
-		if rerr == nil || n > 0 {
-			free <- c.b[:chunkSize]
 		}
 		switch {
 		case rerr == nil:

@@ -24,22 +24,8 @@ func TestPKCS11SoftHSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := ParseRecipient("pkcs11:" + pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := kr.Recipients([]Recipient{rec})
-	if err != nil {
-		t.Fatalf("Recipients(pkcs11): %v", err)
-	}
-	plain := randomBytes(t, 20_000)
-	ct, desc := shroudEncrypt(t, kr, plain)
-	opts, _ := kr.Unwrap(desc.Annotations)
-	pubOpts, _ := ParsePublicOptions(desc.Annotations)
-	ann, err := kr.Wrap(opts, pubOpts, rs)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plain, ct, desc, opts := wrappedFor(t, kr, "pkcs11:"+pub)
+	ann := desc.Annotations
 	if ann[AnnotationKeys+"pkcs11"] == "" {
 		t.Fatalf("no pkcs11 wrapped key: %v", ann)
 	}

@@ -77,22 +77,9 @@ func TestKeyProviders(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rec, err := ParseRecipient("provider:" + keyprovidertest.Name + ":team-a")
-			if err != nil {
-				t.Fatal(err)
-			}
-			rs, err := kr.Recipients([]Recipient{rec})
-			if err != nil {
-				t.Fatal(err)
-			}
-			plain := randomBytes(t, 10_000)
-			ct, desc := shroudEncrypt(t, kr, plain)
-			opts, _ := kr.Unwrap(desc.Annotations)
-			pub, _ := ParsePublicOptions(desc.Annotations)
-			ann, err := kr.Wrap(opts, pub, rs)
-			if err != nil {
-				t.Fatal(err)
-			}
+			plain, ct, desc, opts := wrappedFor(t, kr, "provider:"+keyprovidertest.Name+":team-a")
+			ann := desc.Annotations
+			pub, _ := ParsePublicOptions(ann)
 			pkey := AnnotationKeys + "provider." + keyprovidertest.Name
 			only := map[string]string{pkey: ann[pkey], AnnotationPubOpts: ann[AnnotationPubOpts]}
 			if ann[pkey] == "" {

@@ -127,23 +127,7 @@ func TestSchemesInteropWithOcicrypt(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.spec[:strings.Index(c.spec, ":")]+"/"+filepath.Base(c.spec), func(t *testing.T) {
 			kr, _ := testKeyring(t)
-			r, err := ParseRecipient(c.spec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			rs, err := kr.Recipients([]Recipient{r})
-			if err != nil {
-				t.Fatal(err)
-			}
-			plain := randomBytes(t, 10_000)
-			ct, desc := shroudEncrypt(t, kr, plain)
-			opts, _ := kr.Unwrap(desc.Annotations)
-			pub, _ := ParsePublicOptions(desc.Annotations)
-			ann, err := kr.Wrap(opts, pub, rs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			desc.Annotations = ann
+			plain, ct, desc, opts := wrappedFor(t, kr, c.spec)
 
 			// ocicrypt with only the recipient's key.
 			var privs, pws, gpgs, gpgpws, x509s [][]byte
@@ -187,6 +171,29 @@ func TestSchemesInteropWithOcicrypt(t *testing.T) {
 			}
 		})
 	}
+}
+
+// wrappedFor encrypts a random layer with kr and wraps its key for the
+// recipient spec (and the identity): plaintext, ciphertext, the encrypted
+// descriptor with those annotations, and the layer's options.
+func wrappedFor(t *testing.T, kr *Keyring, spec string) ([]byte, []byte, ocispec.Descriptor, PrivateOptions) {
+	t.Helper()
+	r, err := ParseRecipient(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := kr.Recipients([]Recipient{r})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := randomBytes(t, 10_000)
+	ct, desc := shroudEncrypt(t, kr, plain)
+	opts, _ := kr.Unwrap(desc.Annotations)
+	pub, _ := ParsePublicOptions(desc.Annotations)
+	if desc.Annotations, err = kr.Wrap(opts, pub, rs); err != nil {
+		t.Fatal(err)
+	}
+	return plain, ct, desc, opts
 }
 
 // Rewrap adds recipients to a layer ocicrypt encrypted, keeping the ones it

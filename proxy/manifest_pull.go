@@ -55,12 +55,17 @@ func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeManifestHeaders(w, s.contentType, s.digest, int64(len(s.body)))
+	writeManifest(w, r, s.contentType, s.digest, s.body)
+	return nil
+}
+
+// writeManifest answers a manifest GET or HEAD.
+func writeManifest(w http.ResponseWriter, r *http.Request, contentType string, d digest.Digest, body []byte) {
+	writeManifestHeaders(w, contentType, d, int64(len(body)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {
-		w.Write(s.body)
+		w.Write(body)
 	}
-	return nil
 }
 
 // HeaderView, set to "upstream" on a manifest GET, asks for the manifest
@@ -78,11 +83,7 @@ func (h *Handler) getUpstreamManifest(w http.ResponseWriter, r *http.Request, be
 	if err != nil {
 		return err
 	}
-	writeManifestHeaders(w, um.ContentType, um.Digest, int64(len(um.Body)))
-	w.WriteHeader(http.StatusOK)
-	if r.Method != http.MethodHead {
-		w.Write(um.Body)
-	}
+	writeManifest(w, r, um.ContentType, um.Digest, um.Body)
 	return nil
 }
 
