@@ -2,14 +2,18 @@ package crypto
 
 import (
 	"bytes"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math/big"
 	"net"
 	"net/mail"
 	"os"
@@ -33,6 +37,7 @@ import (
 	p11wrap "github.com/containers/ocicrypt/keywrap/pkcs11"
 	"github.com/containers/ocicrypt/keywrap/pkcs7"
 	"github.com/containers/ocicrypt/utils"
+	"github.com/go-jose/go-jose/v4"
 	"gopkg.in/yaml.v3"
 )
 
@@ -328,16 +333,49 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 	return k, nil
 }
 
+// withKeyID returns a JWE recipient's public key as a JWK carrying its
+// thumbprint as "kid" (and the algorithm ocicrypt would pick), so that
+// every JWE recipient header names its key: what `shroud inspect` and
+// DENIED messages show. Other tools ignore the kid.
+func withKeyID(pub []byte) ([]byte, error) {
+	k, err := utils.ParsePublicKey(pub, "JWE")
+	if err != nil {
+		return nil, err
+	}
+	jwk, ok := k.(*jose.JSONWebKey)
+	if !ok {
+		jwk = &jose.JSONWebKey{Key: k}
+	}
+	if jwk.Algorithm == "" {
+		jwk.Algorithm = string(jose.RSA_OAEP)
+		if _, ec := jwk.Key.(*ecdsa.PublicKey); ec {
+			jwk.Algorithm = string(jose.ECDH_ES_A256KW)
+		}
+	}
+	if jwk.KeyID == "" {
+		jwk.KeyID = Fingerprint(jwk.Key)
+	}
+	return json.Marshal(jwk)
+}
+
 // Recipients compiles a set of recipients (plus the identity).
 func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
-	p := map[string][][]byte{"pubkeys": {k.identity.PublicPEM()}}
+	idJWK, err := withKeyID(k.identity.PublicPEM())
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	p := map[string][][]byte{"pubkeys": {idJWK}}
 	var ring []byte
 	set := &Recipients{}
 	for _, r := range rs {
 		set.specs = append(set.specs, r.Spec)
 		switch r.scheme {
 		case "jwe":
-			p["pubkeys"] = append(p["pubkeys"], r.data)
+			jwk, err := withKeyID(r.data)
+			if err != nil {
+				return nil, fmt.Errorf("recipient %q: %w", r.Spec, err)
+			}
+			p["pubkeys"] = append(p["pubkeys"], jwk)
 		case "pkcs7":
 			p["x509s"] = append(p["x509s"], r.data)
 		case "pgp":
@@ -644,6 +682,46 @@ func (k *Keyring) Describe(annotations map[string]string) []string {
 	return out
 }
 
+// describePKCS7 names the recipients of a CMS EnvelopedData by the issuer
+// and serial number of their certificates (what CMS records of them).
+func describePKCS7(b []byte) string {
+	type issuerAndSerial struct {
+		Issuer asn1.RawValue
+		Serial *big.Int
+	}
+	type recipientInfo struct {
+		Version                int
+		Recipient              issuerAndSerial
+		KeyEncryptionAlgorithm pkix.AlgorithmIdentifier
+		EncryptedKey           []byte
+	}
+	var ci struct {
+		ContentType asn1.ObjectIdentifier
+		Content     asn1.RawValue `asn1:"explicit,tag:0"`
+	}
+	var ed struct {
+		Version        int
+		RecipientInfos []recipientInfo `asn1:"set"`
+		Rest           asn1.RawValue
+	}
+	if _, err := asn1.Unmarshal(b, &ci); err != nil {
+		return "pkcs7"
+	}
+	if _, err := asn1.Unmarshal(ci.Content.Bytes, &ed); err != nil {
+		return "pkcs7"
+	}
+	var out []string
+	for _, ri := range ed.RecipientInfos {
+		var rdn pkix.RDNSequence
+		var name pkix.Name
+		if _, err := asn1.Unmarshal(ri.Recipient.Issuer.FullBytes, &rdn); err == nil {
+			name.FillFromRDNSequence(&rdn)
+		}
+		out = append(out, fmt.Sprintf("issuer %q serial %s", name.String(), ri.Recipient.Serial))
+	}
+	return "pkcs7 recipients [" + strings.Join(out, ", ") + "]"
+}
+
 func (k *Keyring) knows(annotation string) bool {
 	for _, w := range k.wrappers {
 		if w.GetAnnotationID() == annotation {
@@ -659,6 +737,8 @@ func describeWrapped(w keywrap.KeyWrapper, b64 string, b []byte) string {
 	scheme := strings.TrimPrefix(w.GetAnnotationID(), AnnotationKeys)
 	switch scheme {
 	case "jwe":
+	case "pkcs7":
+		return describePKCS7(b)
 	case "pgp":
 		ids, err := w.GetKeyIdsFromPacket(b64)
 		if err != nil || len(ids) == 0 {
@@ -700,7 +780,11 @@ func describeWrapped(w keywrap.KeyWrapper, b64 string, b []byte) string {
 			alg = protected["alg"]
 		}
 		d := fmt.Sprint(alg)
-		if kid, ok := h["kid"].(string); ok {
+		kid, ok := h["kid"].(string)
+		if !ok {
+			kid, ok = protected["kid"].(string)
+		}
+		if ok {
 			d += " kid " + kid
 		}
 		keys = append(keys, d)

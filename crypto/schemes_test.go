@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -153,6 +154,23 @@ func TestSchemesInteropWithOcicrypt(t *testing.T) {
 			}
 			if got, _ := io.ReadAll(rd); !bytes.Equal(got, plain) {
 				t.Fatal("ocicrypt decrypted other bytes")
+			}
+
+			// Who the key is wrapped for, by name.
+			desc2 := kr.Describe(desc.Annotations)
+			switch scheme := c.spec[:strings.Index(c.spec, ":")]; scheme {
+			case "jwe":
+				if len(desc2) != 1 || strings.Count(desc2[0], " kid ") != 2 || !strings.Contains(desc2[0], kr.Identity().Fingerprint()) {
+					t.Fatalf("Describe = %v, want both JWE recipients named by key id", desc2)
+				}
+			case "pkcs7":
+				if !slices.ContainsFunc(desc2, func(s string) bool { return strings.Contains(s, `issuer "CN=bob" serial 1`) }) {
+					t.Fatalf("Describe = %v, want the certificate's issuer and serial", desc2)
+				}
+			case "pgp":
+				if !slices.ContainsFunc(desc2, func(s string) bool { return strings.HasPrefix(s, "pgp key ids [") }) {
+					t.Fatalf("Describe = %v, want the OpenPGP key id", desc2)
+				}
 			}
 
 			// Another shroud holding only that key opens it.
