@@ -29,8 +29,9 @@ type Config struct {
 	// it when shroud is containerd's mirror: containerd sends ?ns=<origin
 	// host> with every request. An origin not listed uses Upstream.
 	Upstreams map[string]string `yaml:"upstreams"`
-	// DataDir holds shroud's identity key pair and the embedded
-	// registry's storage. Default "./shroud-data".
+	// DataDir holds shroud's identity key pair, the embedded registry's
+	// storage and the spool where concurrent pulls of one blob share an
+	// upstream fetch (unlinked files). Default "./shroud-data".
 	DataDir string `yaml:"data-dir"`
 	// Identity is the private key file of shroud's own key pair. Empty
 	// means DataDir/identity.pem, generated on first start.

@@ -4,18 +4,12 @@ import (
 	"bytes"
 	"crypto/rand"
 	"io"
-	"log"
 	"net/http"
-	"net/http/httptest"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/opencontainers/go-digest"
-	"go.uber.org/goleak"
 
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 )
@@ -25,22 +19,10 @@ import (
 // every client gets the plaintext, a client with other credentials gets a
 // fetch of its own, and nothing is left running afterwards.
 func TestConcurrentPullsShareOneFetch(t *testing.T) {
-	before := goleak.IgnoreCurrent()
-	t.Cleanup(func() {
-		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
-		goleak.VerifyNone(t, before)
-	})
-	var blobGets atomic.Int32
-	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/sha256:") {
-			blobGets.Add(1)
-			time.Sleep(300 * time.Millisecond) // a slow upstream: the pulls overlap
-		}
-		inner.ServeHTTP(w, r)
-	}))
-	t.Cleanup(up.Close)
-	s := shroudtest.Start(t, shroudtest.Upstream{Name: "ggcr", URL: up.URL})
+	noLeaks(t)
+	up, counts := countingUpstream(t, 300*time.Millisecond) // a slow upstream: the pulls overlap
+	blobGets := &counts.gets
+	s := shroudtest.Start(t, up)
 
 	b := make([]byte, 8<<20)
 	rand.Read(b)

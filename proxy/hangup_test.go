@@ -19,28 +19,47 @@ import (
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 )
 
-// The client hangs up in the middle of a pull: shroud cancels its upstream
-// request, and no goroutine is left behind.
-func TestClientHangsUpMidPull(t *testing.T) {
+// noLeaks fails the test if goroutines started during it outlive it (its
+// servers are closed first: cleanups run last-registered first).
+func noLeaks(t *testing.T) {
 	before := goleak.IgnoreCurrent()
 	t.Cleanup(func() {
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 		goleak.VerifyNone(t, before)
 	})
+}
 
-	var blobGets, cancelled atomic.Int32
+// blobCounter is go-containerregistry's registry counting blob GETs, and
+// those whose request was cancelled before it answered in full.
+type blobCounter struct {
+	gets, cancelled atomic.Int32
+}
+
+// countingUpstream starts it; delay holds each blob GET back first.
+func countingUpstream(t *testing.T, delay time.Duration) (shroudtest.Upstream, *blobCounter) {
+	c := &blobCounter{}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		isBlobGet := r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/sha256:")
+		if isBlobGet {
+			c.gets.Add(1)
+			time.Sleep(delay)
+		}
 		inner.ServeHTTP(w, r)
-		if r.Method == "GET" && strings.Contains(r.URL.Path, "/blobs/sha256:") {
-			blobGets.Add(1)
-			if r.Context().Err() != nil {
-				cancelled.Add(1)
-			}
+		if isBlobGet && r.Context().Err() != nil {
+			c.cancelled.Add(1)
 		}
 	}))
 	t.Cleanup(up.Close)
-	s := shroudtest.Start(t, shroudtest.Upstream{Name: "ggcr", URL: up.URL})
+	return shroudtest.Upstream{Name: "ggcr", URL: up.URL}, c
+}
+
+// The client hangs up in the middle of a pull: shroud cancels its upstream
+// request, and no goroutine is left behind.
+func TestClientHangsUpMidPull(t *testing.T) {
+	noLeaks(t)
+	up, counts := countingUpstream(t, 0)
+	s := shroudtest.Start(t, up)
 
 	b := make([]byte, 64<<20)
 	rand.Read(b)
@@ -58,10 +77,10 @@ func TestClientHangsUpMidPull(t *testing.T) {
 	resp.Body.Close() // hang up with 63 MiB still to come
 
 	deadline := time.Now().Add(10 * time.Second)
-	for cancelled.Load() == 0 && time.Now().Before(deadline) {
+	for counts.cancelled.Load() == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if cancelled.Load() != 1 || blobGets.Load() != 1 {
-		t.Fatalf("upstream blob GETs %d, cancelled %d; want the one GET cancelled", blobGets.Load(), cancelled.Load())
+	if counts.cancelled.Load() != 1 || counts.gets.Load() != 1 {
+		t.Fatalf("upstream blob GETs %d, cancelled %d; want the one GET cancelled", counts.gets.Load(), counts.cancelled.Load())
 	}
 }
