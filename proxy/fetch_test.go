@@ -62,8 +62,11 @@ func TestConcurrentPullsShareOneFetch(t *testing.T) {
 			t.Fatalf("a concurrent pull failed: %v", err)
 		}
 	}
-	if n := blobGets.Load(); n != 3 {
-		t.Fatalf("9 concurrent pulls (8 with one credential) made %d upstream fetches, want 3: the first alone, one shared, one for the other credential", n)
+	// 3: the first alone, one shared by the 7 that overlapped it, one for
+	// the other credential; 4 if a loaded machine let a pull arrive after
+	// the shared fetch ended.
+	if n := blobGets.Load(); n < 3 || n > 4 {
+		t.Fatalf("9 concurrent pulls (8 with one credential) made %d upstream fetches, want 3 (4 at most)", n)
 	}
 	// Later, alone: a fetch of its own, nothing left from the shared one.
 	if err := pull(""); err != nil {
