@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -129,11 +130,17 @@ func (h *Handler) routes() *mux.Router {
 	return r
 }
 
-// ServeHTTP implements http.Handler.
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// ServeHTTP implements http.Handler. Every request is logged once it is
+// answered (status, bytes, duration), at info level.
+func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	id := newID(8)
 	log := h.log.With("request_id", id, "method", r.Method, "path", r.URL.Path)
 	r = r.WithContext(context.WithValue(r.Context(), loggerKey{}, log))
+	w := &accessLog{ResponseWriter: rw, status: http.StatusOK}
+	start := time.Now()
+	defer func() {
+		log.Info("request", "status", w.status, "bytes", w.bytes, "duration", time.Since(start))
+	}()
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
 	w.Header().Set("X-Request-Id", id)
 	if m := repoPath.FindStringSubmatch(r.URL.Path); m != nil {
@@ -154,6 +161,35 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // repoPath finds the repository of a request under /v2/.
 var repoPath = regexp.MustCompile(`^/v2/(` + namePattern + `)/(?:manifests|blobs|tags|referrers)/`)
+
+// accessLog records what a response carried, for the request's log line.
+type accessLog struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (a *accessLog) WriteHeader(status int) {
+	a.status = status
+	a.ResponseWriter.WriteHeader(status)
+}
+
+func (a *accessLog) Write(b []byte) (int, error) {
+	n, err := a.ResponseWriter.Write(b)
+	a.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the connection's own ReadFrom for io.Copy.
+func (a *accessLog) ReadFrom(r io.Reader) (int64, error) {
+	n, err := io.Copy(a.ResponseWriter, r)
+	a.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController (the reverse proxy's flushes) reach
+// the connection's writer.
+func (a *accessLog) Unwrap() http.ResponseWriter { return a.ResponseWriter }
 
 type loggerKey struct{}
 
