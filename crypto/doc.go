@@ -14,5 +14,11 @@
 //     (mediatype.go).
 //
 // The wire format is ocicrypt's exactly; stream_compat_test.go proves both
-// directions against the ocicrypt library.
+// directions against the ocicrypt library. Where ocicrypt's wrappers are
+// unsafe to use as they are, the Keyring guards them: a key provider is
+// sent its own parameters only (ocicrypt would send it the whole decrypt
+// config, private keys included); the PKCS#7 and PKCS#11 wrappers, which
+// set a package variable and process environment variables, run one at a
+// time; JWE recipients carry their JWK thumbprint as "kid". Policy
+// (policy.go) is an ordered list of repository globs.
 package crypto

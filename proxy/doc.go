@@ -22,4 +22,21 @@
 //   - A manifest asked for by its upstream (encrypted) digest is served as
 //     the upstream holds it: a client always gets the bytes of the digest it
 //     asked for.
+//   - HEAD of a blob mounts its ciphertext from another repository (the
+//     design's dedup), except into a repository the client deleted it from:
+//     deleted blobs and manifests are remembered per repository (bounded,
+//     in process), so a delete sticks as the distribution spec requires.
+//   - A manifest sealed by a shroud with another identity is served
+//     decrypted, like one encrypted by another tool, when shroud holds a key
+//     to its layers; DENIED only when none opens.
+//   - Configs, layers a policy leaves in plaintext and layers that arrived
+//     already encrypted are stored upstream as the client sent them, by
+//     streaming shroud's own ciphertext back through decryption.
+//   - sha512 blobs are verified after the commit by decrypting them back:
+//     the upload stream hashes sha256 only, what nearly every client sends.
+//   - Range is answered by shroud (suffix and open ranges; 416 as
+//     distribution answers), whatever the upstream supports.
+//   - Concurrent pulls of one blob with one Authorization share an upstream
+//     fetch (fetch.go); a lone pull streams straight from the upstream.
+//   - A repository no policy rule matches is denied.
 package proxy
