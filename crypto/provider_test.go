@@ -2,22 +2,13 @@ package crypto
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"io"
-	"math/big"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
 	pb "github.com/containers/ocicrypt/utils/keyprovider"
@@ -25,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/shroud-oci/shroud/internal/keyprovidertest"
+	"github.com/shroud-oci/shroud/internal/testkeys"
 )
 
 // buildProvider builds the tests' key provider command.
@@ -41,16 +33,11 @@ func buildProvider(t *testing.T) string {
 // address and the CA file that verifies it.
 func grpcProvider(t *testing.T) (addr, caFile string) {
 	t.Helper()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "provider"},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	caFile = filepath.Join(t.TempDir(), "ca.pem")
-	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
+	caFile, keyFile := testkeys.Cert(t, t.TempDir(), "provider", true)
+	cert, err := tls.LoadX509KeyPair(caFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{cert}})))
 	pb.RegisterKeyProviderServiceServer(s, keyprovidertest.Server{})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

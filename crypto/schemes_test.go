@@ -7,18 +7,15 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/ProtonMail/go-crypto/openpgp/armor"
@@ -26,44 +23,8 @@ import (
 	"github.com/containers/ocicrypt/config"
 	"github.com/go-jose/go-jose/v4"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/shroud-oci/shroud/internal/testkeys"
 )
-
-// testPGP writes an OpenPGP key pair (armored) and returns the public and
-// private key files and the key id.
-func testPGP(t *testing.T, dir, name string) (pub, priv string, id uint64) {
-	t.Helper()
-	e, err := openpgp.NewEntity(name, "test", name+"@example.com", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pb, sb bytes.Buffer
-	w, _ := armor.Encode(&pb, openpgp.PublicKeyType, nil)
-	e.Serialize(w)
-	w.Close()
-	w, _ = armor.Encode(&sb, openpgp.PrivateKeyType, nil)
-	e.SerializePrivate(w, nil)
-	w.Close()
-	pub, priv = filepath.Join(dir, name+".pub.asc"), filepath.Join(dir, name+".asc")
-	os.WriteFile(pub, pb.Bytes(), 0o644)
-	os.WriteFile(priv, sb.Bytes(), 0o600)
-	return pub, priv, e.Subkeys[0].PublicKey.KeyId // the encryption subkey
-}
-
-// testCert writes a self-signed certificate and its key.
-func testCert(t *testing.T, dir, name string) (cert, key string) {
-	t.Helper()
-	k, _ := rsa.GenerateKey(rand.Reader, 2048)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageKeyEncipherment}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, key = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
-	os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
-	os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600)
-	return cert, key
-}
 
 // jweKeyFiles writes a public key in one of the forms jwe: takes.
 func jweKeyFiles(t *testing.T, dir string) map[string][2]string {
@@ -117,9 +78,9 @@ func TestSchemesInteropWithOcicrypt(t *testing.T) {
 		cases = append(cases, tc{"jwe:" + f[0], []string{f[1]}})
 		_ = name
 	}
-	pgpPub, pgpPriv, _ := testPGP(t, dir, "alice")
+	pgpPub, pgpPriv, _ := testkeys.PGP(t, dir, "alice", true)
 	cases = append(cases, tc{"pgp:" + pgpPub, []string{pgpPriv}})
-	cert, key := testCert(t, dir, "bob")
+	cert, key := testkeys.Cert(t, dir, "bob", false)
 	cases = append(cases, tc{"pkcs7:" + cert, []string{key, cert}})
 
 	if _, err := ParseRecipient("jwe:" + filepath.Join(dir, "ec-jwk-noalg.pub")); err == nil {
@@ -227,7 +188,7 @@ func TestRewrap(t *testing.T) {
 	}
 	ct, _ := io.ReadAll(r)
 	ann, _ := fin()
-	pgpPub, pgpPriv, pgpID := testPGP(t, dir, "carol")
+	pgpPub, pgpPriv, pgpID := testkeys.PGP(t, dir, "carol", true)
 	rec, err := ParseRecipient("pgp:" + pgpPub)
 	if err != nil {
 		t.Fatal(err)

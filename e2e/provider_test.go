@@ -1,12 +1,6 @@
 package e2e
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +13,7 @@ import (
 
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
+	"github.com/shroud-oci/shroud/internal/testkeys"
 )
 
 // startGRPCProvider runs the test provider as a gRPC service with TLS and
@@ -26,15 +21,7 @@ import (
 func startGRPCProvider(t *testing.T) (addr, ca string) {
 	t.Helper()
 	dir := t.TempDir()
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kms"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	ca = pemFile(t, filepath.Join(dir, "cert.pem"), "CERTIFICATE", der)
-	kd, _ := x509.MarshalPKCS8PrivateKey(k)
-	key := pemFile(t, filepath.Join(dir, "key.pem"), "PRIVATE KEY", kd)
+	ca, key := testkeys.Cert(t, dir, "kms", true)
 	addr = freeAddr(t)
 	cmd := exec.Command(tool("testprovider"), "--grpc", addr, "--tls-cert", ca, "--tls-key", key)
 	if err := cmd.Start(); err != nil {

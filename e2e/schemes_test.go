@@ -1,13 +1,11 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"math/big"
@@ -17,14 +15,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/ProtonMail/go-crypto/openpgp"
-	"github.com/ProtonMail/go-crypto/openpgp/armor"
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
+	"github.com/shroud-oci/shroud/internal/testkeys"
 )
 
 // scheme is one recipient form: the spec shroud and skopeo take, and the
@@ -76,22 +72,10 @@ func schemes(t *testing.T) []scheme {
 	jpriv, _ := x509.MarshalPKCS8PrivateKey(jk)
 	out = append(out, scheme{name: "jwe-jwk", recipient: "jwe:" + filepath.Join(dir, "rsa.pub.jwk"),
 		decryption: []string{pemFile(t, filepath.Join(dir, "jwk.pem"), "PRIVATE KEY", jpriv)}})
-	// OpenPGP, armored, and a GNUPGHOME holding the public key for
-	// skopeo's own pgp encryption.
-	e, err := openpgp.NewEntity("alice", "e2e", "alice@example.com", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The public key armored, the private key binary: skopeo 1.9 only
-	// recognizes a binary OpenPGP private key (shroud takes both).
-	var pb, sb bytes.Buffer
-	w, _ := armor.Encode(&pb, openpgp.PublicKeyType, nil)
-	e.Serialize(w)
-	w.Close()
-	e.SerializePrivate(&sb, nil)
-	pgpPub, pgpPriv := filepath.Join(dir, "alice.pub.asc"), filepath.Join(dir, "alice.gpg")
-	os.WriteFile(pgpPub, pb.Bytes(), 0o644)
-	os.WriteFile(pgpPriv, sb.Bytes(), 0o600)
+	// OpenPGP: the public key armored, the private key binary (skopeo 1.9
+	// only recognizes a binary OpenPGP private key; shroud takes both), and
+	// a GNUPGHOME holding the public key for skopeo's own pgp encryption.
+	pgpPub, pgpPriv, _ := testkeys.PGP(t, dir, "alice", false)
 	home := filepath.Join(dir, "gnupg")
 	os.MkdirAll(home, 0o700)
 	imp := exec.Command("gpg", "--batch", "--import", pgpPub)
@@ -101,12 +85,7 @@ func schemes(t *testing.T) []scheme {
 	}
 	out = append(out, scheme{name: "pgp", recipient: "pgp:" + pgpPub, decryption: []string{pgpPriv}, gnupgHome: home})
 	// PKCS#7 to an X.509 certificate; decryption takes key and certificate.
-	k, _ := rsa.GenerateKey(rand.Reader, 2048)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "bob"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), KeyUsage: x509.KeyUsageKeyEncipherment}
-	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	cert := pemFile(t, filepath.Join(dir, "bob.crt"), "CERTIFICATE", der)
-	key := pemFile(t, filepath.Join(dir, "bob.key"), "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(k))
+	cert, key := testkeys.Cert(t, dir, "bob", false)
 	out = append(out, scheme{name: "pkcs7", recipient: "pkcs7:" + cert, decryption: []string{key, cert}})
 	return out
 }
