@@ -36,7 +36,6 @@ type Manifest struct {
 type Store interface {
 	Blob(ctx context.Context, plainDigest digest.Digest) (Blob, bool, error)
 	PutBlob(ctx context.Context, b Blob) error
-	DeleteBlob(ctx context.Context, plainDigest digest.Digest) error
 
 	// Manifest looks a manifest up by the digest the client sees.
 	Manifest(ctx context.Context, repo string, plainDigest digest.Digest) (Manifest, bool, error)

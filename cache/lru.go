@@ -58,12 +58,6 @@ func (l *LRU) PutBlob(_ context.Context, b Blob) error {
 	return nil
 }
 
-// DeleteBlob implements Store.
-func (l *LRU) DeleteBlob(_ context.Context, d digest.Digest) error {
-	l.blobs.Remove(d)
-	return nil
-}
-
 // Manifest implements Store.
 func (l *LRU) Manifest(_ context.Context, repo string, d digest.Digest) (Manifest, bool, error) {
 	m, ok := l.byPlain.Get(key(repo, d))
