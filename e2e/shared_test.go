@@ -44,8 +44,10 @@ func startShared() (stop func(), err error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cfg := filepath.Join(dir, "config.yml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\nhttp:\n  addr: %s\n  secret: e2e\n", filepath.Join(dir, "storage"), addr)), 0o600)
+	cfg, err := writeRegistryConfig(dir, addr, "")
+	if err != nil {
+		return nil, err
+	}
 	cmd := exec.Command(tool("registry"), "serve", cfg)
 	if err := cmd.Start(); err != nil {
 		return nil, err

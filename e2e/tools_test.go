@@ -78,6 +78,16 @@ func summarize(lines ...string) {
 // same format) storing under dir and listening on addr.
 func registryConfig(t *testing.T, dir, addr, extra string) string {
 	t.Helper()
+	p, err := writeRegistryConfig(dir, addr, extra)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// writeRegistryConfig writes registryConfig's file outside a test (for
+// TestMain's shared registry).
+func writeRegistryConfig(dir, addr, extra string) (string, error) {
 	p := filepath.Join(dir, "config.yml")
 	cfg := fmt.Sprintf(`version: 0.1
 log:
@@ -96,10 +106,7 @@ http:
   addr: %s
   secret: e2e-secret
 %s`, filepath.Join(dir, "storage"), addr, extra)
-	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return p, os.WriteFile(p, []byte(cfg), 0o600)
 }
 
 // registryProcess is a registry binary serving on a fixed address, which
