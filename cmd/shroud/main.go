@@ -1,0 +1,55 @@
+// Command shroud is a registry reverse proxy that encrypts container image
+// layers on push and decrypts them on pull.
+//
+//	shroud serve [--config FILE] [--listen ADDR] [--upstream URL] [--data-dir DIR]
+//	             [--identity FILE] [--recipient SPEC]... [--decryption-key FILE]...
+//	shroud keygen --out DIR [--type ec|rsa] [--name NAME]
+//	shroud inspect [--output text|json] [--insecure] [--decryption-key FILE]... REF
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage: shroud <command> [flags]
+
+commands:
+  serve    run the proxy (shroud serve --help for its flags)
+  keygen   write a key pair: shroud keygen --out DIR [--type ec|rsa] [--name NAME]
+  inspect  show how an image is encrypted and who can open it:
+           shroud inspect [--output json] [--insecure] [--decryption-key FILE]... REF
+`
+
+// run is main without the process: it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "keygen":
+		return keygen(args[1:], stdout, stderr)
+	case "inspect":
+		return inspect(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "shroud: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/config"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/embedded"
+	"github.com/shroud-oci/shroud/proxy"
+	"github.com/shroud-oci/shroud/proxy/upstream"
+)
+
+// shutdownTimeout bounds how long in-flight requests get at shutdown.
+const shutdownTimeout = 30 * time.Second
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// parseServe reads the flags over the config file (flags win).
+func parseServe(args []string, stderr io.Writer) (config.Config, error) {
+	fs := flag.NewFlagSet("shroud serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	d := config.Default()
+	var (
+		cfgPath                   = fs.String("config", "", "YAML config file; its keys are these flags' names")
+		listen                    = fs.String("listen", d.Listen, "address to serve the registry API on")
+		up                        = fs.String("upstream", "", "upstream registry URL (http:// or https://); empty runs an embedded registry")
+		dataDir                   = fs.String("data-dir", d.DataDir, "directory for the identity key pair and the embedded registry")
+		identity                  = fs.String("identity", "", "shroud's private key file (default <data-dir>/identity.pem, generated on first start)")
+		logLevel                  = fs.String("log-level", d.LogLevel, "debug, info, warn or error")
+		cacheEntries              = fs.Int("cache-entries", d.CacheEntries, "entries in each mapping cache table")
+		uploadTTL                 = fs.Duration("upload-ttl", d.UploadTTL, "how long an idle upload session is kept")
+		recipients, decryptionKey listFlag
+		mirrors                   listFlag
+	)
+	fs.Var(&mirrors, "mirror", "repeatable: ORIGIN=URL, the upstream for the origin registry containerd names with ?ns=ORIGIN (config key upstreams)")
+	fs.Var(&recipients, "recipient", "recipient of every layer, repeatable: jwe:<public key file>")
+	fs.Var(&decryptionKey, "decryption-key", "extra private key file[:password] to unwrap layers with, repeatable")
+	if err := fs.Parse(args); err != nil {
+		return config.Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config.Config{}, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	c := d
+	if *cfgPath != "" {
+		var err error
+		if c, err = config.Load(*cfgPath); err != nil {
+			return config.Config{}, err
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "listen":
+			c.Listen = *listen
+		case "upstream":
+			c.Upstream = *up
+		case "data-dir":
+			c.DataDir = *dataDir
+		case "identity":
+			c.Identity = *identity
+		case "log-level":
+			c.LogLevel = *logLevel
+		case "cache-entries":
+			c.CacheEntries = *cacheEntries
+		case "upload-ttl":
+			c.UploadTTL = *uploadTTL
+		case "recipient":
+			c.Recipients = recipients
+		case "decryption-key":
+			c.DecryptionKeys = decryptionKey
+		}
+	})
+	for _, m := range mirrors {
+		origin, u, ok := strings.Cut(m, "=")
+		if !ok {
+			return config.Config{}, fmt.Errorf("--mirror %q: want ORIGIN=URL", m)
+		}
+		if c.Upstreams == nil {
+			c.Upstreams = map[string]string{}
+		}
+		c.Upstreams[origin] = u
+	}
+	return c, c.Validate()
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) int {
+	cfg, err := parseServe(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "shroud serve: %v\n", err)
+		return 2
+	}
+	level, _ := cfg.Level()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := runServer(ctx, cfg, log); err != nil {
+		log.Error("shroud stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// keyring loads the identity (creating it on first start) and the
+// decryption keys. Any key that does not parse is an error.
+func keyring(cfg config.Config, log *slog.Logger) (*crypto.Keyring, error) {
+	var id *crypto.Identity
+	var err error
+	if cfg.Identity != "" {
+		id, err = crypto.LoadIdentity(cfg.Identity)
+	} else {
+		var created bool
+		id, created, err = crypto.LoadOrCreateIdentity(cfg.DataDir)
+		if created {
+			log.Info("generated a new identity key pair: back it up, it opens every image shroud encrypts",
+				"private", id.Path(), "public", filepath.Join(cfg.DataDir, crypto.IdentityPublicFile))
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	var keys []crypto.DecryptionKey
+	for _, spec := range cfg.DecryptionKeys {
+		k, err := crypto.ParseDecryptionKey(spec)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	providers, err := keyProviders(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return crypto.NewKeyring(id, keys,
+		crypto.WithPKCS11(cfg.PKCS11.AllowedModulePaths, cfg.PKCS11.ModuleDirectories),
+		crypto.WithKeyProviders(providers))
+}
+
+// keyProviders merges the providers of $OCICRYPT_KEYPROVIDER_CONFIG (read
+// as ocicrypt reads it) with those of shroud's config, which win.
+func keyProviders(cfg config.Config) (map[string]keyproviderconfig.KeyProviderAttrs, error) {
+	out := map[string]keyproviderconfig.KeyProviderAttrs{}
+	oc, err := keyproviderconfig.GetConfiguration()
+	if err != nil {
+		return nil, err
+	}
+	if oc != nil {
+		maps.Copy(out, oc.KeyProviderConfig)
+	}
+	for name, p := range cfg.KeyProviders {
+		a := keyproviderconfig.KeyProviderAttrs{Grpc: p.Grpc}
+		if p.Cmd != nil {
+			a.Command = &keyproviderconfig.Command{Path: p.Cmd.Path, Args: p.Cmd.Args}
+		}
+		if t := p.GrpcTLS; t != nil {
+			a.GrpcTLS = &keyproviderconfig.GrpcTLS{RootCAFile: t.RootCAFile, CertFile: t.CertFile, KeyFile: t.KeyFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+		}
+		out[name] = a
+	}
+	return out, nil
+}
+
+// policy compiles the policy rules and, for the recipient flags (or when
+// there is no policy), the last rule: encrypt "**".
+func policy(cfg config.Config, keys *crypto.Keyring) (*crypto.Policy, error) {
+	rules := cfg.Policy
+	if len(rules) == 0 || len(cfg.Recipients) > 0 {
+		rules = append(rules, config.Rule{Repositories: "**", Action: "encrypt", Recipients: cfg.Recipients})
+	}
+	var compiled []crypto.Rule
+	for i, r := range rules {
+		c := crypto.Rule{Pattern: r.Repositories, Action: crypto.Action(r.Action), Layers: r.Layers, Platforms: r.Platforms}
+		if c.Action == crypto.Encrypt {
+			var rs []crypto.Recipient
+			for _, spec := range r.Recipients {
+				rec, err := crypto.ParseRecipient(spec)
+				if err != nil {
+					return nil, fmt.Errorf("policy rule %d (%s): %w", i, r.Repositories, err)
+				}
+				rs = append(rs, rec)
+			}
+			set, err := keys.Recipients(rs)
+			if err != nil {
+				return nil, fmt.Errorf("policy rule %d (%s): %w", i, r.Repositories, err)
+			}
+			c.Recipients = set
+		}
+		compiled = append(compiled, c)
+	}
+	return crypto.NewPolicy(compiled)
+}
+
+func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	keys, err := keyring(cfg, log)
+	if err != nil {
+		return err
+	}
+	pol, err := policy(cfg, keys)
+	if err != nil {
+		return err
+	}
+	upURL := cfg.Upstream
+	if upURL == "" {
+		reg, err := embedded.Start(ctx, filepath.Join(cfg.DataDir, "registry"))
+		if err != nil {
+			return err
+		}
+		defer reg.Close(context.WithoutCancel(ctx))
+		upURL = reg.URL
+		log.Info("no upstream configured: running an embedded registry", "url", reg.URL, "storage", reg.Dir)
+	}
+	hc := &http.Client{Transport: upstreamTransport()}
+	def, err := newBackend(upURL, hc, cfg.CacheEntries)
+	if err != nil {
+		return err
+	}
+	mirrors := map[string]proxy.Backend{}
+	for origin, u := range cfg.Upstreams {
+		if mirrors[origin], err = newBackend(u, hc, cfg.CacheEntries); err != nil {
+			return err
+		}
+	}
+	spool := filepath.Join(cfg.DataDir, "spool")
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		return err
+	}
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	log.Info("shroud is serving", "listen", ln.Addr().String(), "upstream", upURL, "mirrors", len(mirrors), "policy_rules", len(pol.Rules()))
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	defer cancel()
+	return srv.Shutdown(sctx)
+}
+
+// newBackend is an upstream client with a cache of its own.
+func newBackend(url string, hc *http.Client, entries int) (proxy.Backend, error) {
+	up, err := upstream.New(url, hc)
+	if err != nil {
+		return proxy.Backend{}, err
+	}
+	store, err := cache.NewLRU(entries)
+	if err != nil {
+		return proxy.Backend{}, err
+	}
+	return proxy.Backend{Upstream: up, Cache: store}, nil
+}
+
+// upstreamTransport is the HTTP transport to the upstream: bounded dial
+// and header waits, no bound on a stream's length.
+func upstreamTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 32
+	t.ResponseHeaderTimeout = 5 * time.Minute
+	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	return t
+}
