@@ -107,6 +107,8 @@ func (h *Handler) routes() *mux.Router {
 	r.UseEncodedPath()
 	name := "/v2/{name:" + namePattern + "}"
 	e := h.errorHandler
+	r.Handle(livePath, e(h.healthz)).Methods("GET", "HEAD")
+	r.Handle(readyPath, e(h.readyz)).Methods("GET", "HEAD")
 	r.Handle("/v2/", e(h.ping)).Methods("GET", "HEAD")
 	r.Handle("/v2/_catalog", e(h.catalog)).Methods("GET")
 	r.Handle(name+"/tags/list", e(h.tags)).Methods("GET")
@@ -131,15 +133,19 @@ func (h *Handler) routes() *mux.Router {
 }
 
 // ServeHTTP implements http.Handler. Every request is logged once it is
-// answered (status, bytes, duration), at info level.
+// answered (status, bytes, duration), at info level; probes at debug.
 func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	id := newID(8)
 	log := h.log.With("request_id", id, "method", r.Method, "path", r.URL.Path)
 	r = r.WithContext(context.WithValue(r.Context(), loggerKey{}, log))
 	w := &accessLog{ResponseWriter: rw, status: http.StatusOK}
 	start := time.Now()
+	level := slog.LevelInfo
+	if r.URL.Path == livePath || r.URL.Path == readyPath {
+		level = slog.LevelDebug
+	}
 	defer func() {
-		log.Info("request", "status", w.status, "bytes", w.bytes, "duration", time.Since(start))
+		log.Log(r.Context(), level, "request", "status", w.status, "bytes", w.bytes, "duration", time.Since(start))
 	}()
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
 	w.Header().Set("X-Request-Id", id)

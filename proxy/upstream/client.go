@@ -123,6 +123,17 @@ func (c *Client) Do(ctx context.Context, method, path string, q url.Values, head
 	return c.do(ctx, request{method: method, url: c.URL(path, q), header: header, want: allStatuses})
 }
 
+// Ping asks the upstream's /v2/ without credentials: a registry answers
+// 200, or 401 when it wants them.
+func (c *Client) Ping(ctx context.Context) error {
+	resp, err := c.do(ctx, request{method: http.MethodGet, url: c.URL("/v2/", nil), want: []int{http.StatusOK, http.StatusUnauthorized}})
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	return nil
+}
+
 var allStatuses = func() []int {
 	s := make([]int, 0, 500)
 	for i := 100; i < 600; i++ {
