@@ -62,6 +62,14 @@ type Config struct {
 	CacheEntries int `yaml:"cache-entries"`
 	// UploadTTL is how long an idle upload session is kept. Default 1h.
 	UploadTTL time.Duration `yaml:"upload-ttl"`
+	// TLSCert and TLSKey are the PEM certificate (chain) and private key
+	// shroud serves HTTPS with; both or neither. Empty: plain HTTP. The
+	// files are read again when they change (a rotated Kubernetes secret).
+	TLSCert string `yaml:"tls-cert"`
+	TLSKey  string `yaml:"tls-key"`
+	// UpstreamCA is a PEM file of CA certificates trusted for https://
+	// upstreams besides the system's roots (a private registry's CA).
+	UpstreamCA string `yaml:"upstream-ca"`
 }
 
 // KeyProvider is a key provider, as ocicrypt's key-provider config has it:
@@ -173,6 +181,9 @@ func (c Config) Validate() error {
 	}
 	if c.CacheEntries < 0 {
 		errs = append(errs, fmt.Errorf("cache-entries %d is negative", c.CacheEntries))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("tls-cert and tls-key go together: give both or neither"))
 	}
 	if c.UploadTTL < 0 {
 		errs = append(errs, fmt.Errorf("upload-ttl %s is negative", c.UploadTTL))

@@ -87,6 +87,7 @@ func TestValidate(t *testing.T) {
 		func(c *Config) { c.DataDir = "" },
 		func(c *Config) { c.LogLevel = "loud" },
 		func(c *Config) { c.Upstreams = map[string]string{"docker.io": "nope"} },
+		func(c *Config) { c.TLSCert = "cert.pem" }, // no key
 	} {
 		c := Default()
 		bad(&c)

@@ -36,8 +36,16 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// startShroud runs `shroud serve` and waits until GET /v2/ answers 200.
+// startShroud runs `shroud serve` and waits until its liveness probe
+// answers 200.
 func startShroud(t *testing.T, bin string, args ...string) (addr string, cmd *exec.Cmd, logs *syncBuffer) {
+	t.Helper()
+	return startShroudWith(t, bin, "http", http.DefaultClient, args...)
+}
+
+// startShroudWith is startShroud for a shroud serving scheme (https when
+// args give it a certificate), asked with client.
+func startShroudWith(t *testing.T, bin, scheme string, client *http.Client, args ...string) (addr string, cmd *exec.Cmd, logs *syncBuffer) {
 	t.Helper()
 	addr = freeAddr(t)
 	logs = &syncBuffer{}
@@ -50,7 +58,7 @@ func startShroud(t *testing.T, bin string, args ...string) (addr string, cmd *ex
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for ctx.Err() == nil {
-		if resp, err := http.Get("http://" + addr + "/v2/"); err == nil {
+		if resp, err := client.Get(scheme + "://" + addr + "/healthz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
 				return addr, cmd, logs
@@ -58,7 +66,7 @@ func startShroud(t *testing.T, bin string, args ...string) (addr string, cmd *ex
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Fatalf("shroud did not answer /v2/ within 30s:\n%s", logs)
+	t.Fatalf("shroud did not answer /healthz within 30s:\n%s", logs)
 	return
 }
 
@@ -72,6 +80,17 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
+}
+
+// waitFor waits up to 10 s for the log to hold text (a process's output
+// arrives through a pipe, after what it caused).
+func (s *syncBuffer) waitFor(text string) bool {
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(s.String(), text) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *syncBuffer) String() string {
@@ -157,6 +176,9 @@ func TestServeRejectsBadInput(t *testing.T) {
 		{[]string{"--decryption-key", garbage}, garbage},
 		{[]string{"--upstream", "localhost:5000"}, "upstream"},
 		{[]string{"--config", cfg}, "listn"},
+		{[]string{"--tls-cert", garbage}, "tls-key"},
+		{[]string{"--tls-cert", garbage, "--tls-key", garbage}, garbage},
+		{[]string{"--upstream-ca", garbage}, garbage},
 	} {
 		args := append([]string{"serve", "--listen", freeAddr(t), "--data-dir", filepath.Join(dir, "d")}, tc.args...)
 		out, err := exec.Command(bin, args...).CombinedOutput()

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -48,6 +50,9 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		logLevel                  = fs.String("log-level", d.LogLevel, "debug, info, warn or error")
 		cacheEntries              = fs.Int("cache-entries", d.CacheEntries, "entries in each mapping cache table")
 		uploadTTL                 = fs.Duration("upload-ttl", d.UploadTTL, "how long an idle upload session is kept")
+		tlsCert                   = fs.String("tls-cert", "", "PEM certificate (chain) to serve HTTPS with; needs --tls-key")
+		tlsKey                    = fs.String("tls-key", "", "PEM private key of --tls-cert")
+		upstreamCA                = fs.String("upstream-ca", "", "PEM file of CA certificates trusted for https:// upstreams, besides the system's")
 		recipients, decryptionKey listFlag
 		mirrors                   listFlag
 	)
@@ -83,6 +88,12 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.CacheEntries = *cacheEntries
 		case "upload-ttl":
 			c.UploadTTL = *uploadTTL
+		case "tls-cert":
+			c.TLSCert = *tlsCert
+		case "tls-key":
+			c.TLSKey = *tlsKey
+		case "upstream-ca":
+			c.UpstreamCA = *upstreamCA
 		case "recipient":
 			c.Recipients = recipients
 		case "decryption-key":
@@ -228,7 +239,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		upURL = reg.URL
 		log.Info("no upstream configured: running an embedded registry", "url", reg.URL, "storage", reg.Dir)
 	}
-	hc := &http.Client{Transport: upstreamTransport()}
+	roots, err := upstreamRoots(cfg.UpstreamCA)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := serverTLS(cfg.TLSCert, cfg.TLSKey, log)
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Transport: upstreamTransport(roots)}
 	def, err := newBackend(upURL, hc, cfg.CacheEntries)
 	if err != nil {
 		return err
@@ -251,10 +270,16 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	log.Info("shroud is serving", "listen", ln.Addr().String(), "upstream", upURL, "mirrors", len(mirrors), "policy_rules", len(pol.Rules()))
+	srv := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	log.Info("shroud is serving", "listen", ln.Addr().String(), "tls", tlsCfg != nil, "upstream", upURL, "mirrors", len(mirrors), "policy_rules", len(pol.Rules()))
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if tlsCfg != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err
@@ -281,8 +306,9 @@ func newBackend(url string, hc *http.Client, entries int) (proxy.Backend, error)
 
 // upstreamTransport is the HTTP transport to the upstream: bounded dial
 // and header waits, no bound on a stream's length.
-func upstreamTransport() *http.Transport {
+func upstreamTransport(roots *x509.CertPool) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	t.MaxIdleConnsPerHost = 32
 	t.ResponseHeaderTimeout = 5 * time.Minute
 	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
