@@ -36,26 +36,7 @@ func TestPagination(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := call{t, s.URL}
-	collect := func(path, field string) []string {
-		var got []string
-		for path != "" {
-			a := c.do("GET", path, nil)
-			a.want(t, 200, "")
-			var page map[string][]string
-			json.Unmarshal(a.body, &page)
-			got = append(got, page[field]...)
-			link := a.header.Get("Link")
-			if strings.Contains(link, up.Host()) {
-				t.Fatalf("Link %q points at the upstream", link)
-			}
-			path = ""
-			if i, j := strings.Index(link, "<"), strings.Index(link, ">"); i >= 0 && j > i {
-				path = link[i+1 : j]
-			}
-		}
-		return got
-	}
+	collect := func(path, field string) []string { return collectPages(t, call{t, s.URL}, path, field, up.Host()) }
 	if got := collect("/v2/pages/app/tags/list?n=2", "tags"); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("paginated tags %v, want %v", got, want)
 	}
@@ -64,6 +45,30 @@ func TestPagination(t *testing.T) {
 	if fmt.Sprint(got) != "[pages/app pages/other pages/third]" {
 		t.Fatalf("paginated catalog %v", got)
 	}
+}
+
+// collectPages follows a paginated list (tags or catalog) from path
+// through its Link headers, which must point at shroud, and returns the
+// names of field on every page.
+func collectPages(t *testing.T, c call, path, field, upstreamHost string) []string {
+	t.Helper()
+	var got []string
+	for path != "" {
+		a := c.do("GET", path, nil)
+		a.want(t, 200, "")
+		var page map[string][]string
+		json.Unmarshal(a.body, &page)
+		got = append(got, page[field]...)
+		link := a.header.Get("Link")
+		if strings.Contains(link, upstreamHost) {
+			t.Fatalf("Link %q points at the upstream", link)
+		}
+		path = ""
+		if i, j := strings.Index(link, "<"), strings.Index(link, ">"); i >= 0 && j > i {
+			path = link[i+1 : j]
+		}
+	}
+	return got
 }
 
 // Deletes by digest reach the upstream's encrypted manifest and ciphertext.

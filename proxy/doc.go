@@ -3,7 +3,8 @@
 // It encrypts blobs as they are uploaded (push.go), rewrites manifests to
 // their ocicrypt form on the way up (manifest_push.go) and restores them on
 // the way down (manifest_pull.go), and decrypts blobs as they are downloaded
-// (pull.go). Catalog, tags and the ping pass through (passthrough.go).
+// (pull.go). Tags and the ping pass through, the catalog filtered by the
+// policy (passthrough.go); /healthz and /readyz answer probes (health.go).
 // Handlers return errors; errors.go writes them once as OCI error JSON.
 //
 // Decisions where the design is silent:
@@ -38,5 +39,7 @@
 //     distribution answers), whatever the upstream supports.
 //   - Concurrent pulls of one blob with one Authorization share an upstream
 //     fetch (fetch.go); a lone pull streams straight from the upstream.
-//   - A repository no policy rule matches is denied.
+//   - A repository no policy rule matches is denied, and so are left out
+//     of the catalog, with those a deny rule matches: a page may then hold
+//     fewer names than n asked for, its Link leading on.
 package proxy

@@ -1,12 +1,14 @@
 package proxy
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
 
+	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/proxy/upstream"
 
 	"github.com/gorilla/mux"
@@ -18,8 +20,40 @@ func (h *Handler) ping(w http.ResponseWriter, r *http.Request) error {
 	return h.forward(w, r, "/v2/", nil)
 }
 
+// maxCatalogPage bounds the catalog page read from the upstream (a page of
+// the default 100 names is a few KiB; distribution caps n at 1000).
+const maxCatalogPage = 16 << 20
+
+// catalog answers the upstream's catalog without the repositories the
+// policy denies: their names are not for clients to learn either. A page
+// may so hold fewer names than n; its Link still leads to the next.
 func (h *Handler) catalog(w http.ResponseWriter, r *http.Request) error {
-	return h.forward(w, r, "/v2/_catalog", r.URL.Query())
+	be := h.backend(r)
+	resp, err := be.cl.Do(r.Context(), r.Method, "/v2/_catalog", r.URL.Query(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return passResponse(w, r, resp, be.cl.Base())
+	}
+	var page struct {
+		Repositories []string `json:"repositories"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, maxCatalogPage)).Decode(&page); err != nil {
+		return &apiError{status: http.StatusBadGateway, code: codeUnknown, message: "the upstream's catalog does not parse", cause: err}
+	}
+	visible := make([]string, 0, len(page.Repositories))
+	for _, name := range page.Repositories {
+		if rule := h.policy.Match(name); rule != nil && rule.Action != crypto.Deny {
+			visible = append(visible, name)
+		}
+	}
+	if link := resp.Header.Get("Link"); link != "" {
+		w.Header().Set("Link", rewriteLink(be.cl.Base(), link))
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(map[string][]string{"repositories": visible})
 }
 
 func (h *Handler) tags(w http.ResponseWriter, r *http.Request) error {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -143,6 +144,24 @@ func TestPolicyActions(t *testing.T) {
 					t.Fatalf("%s: layer encrypted=%v, want %v", arch, !wantEnc, wantEnc)
 				}
 			}
+		}
+	})
+	t.Run("catalog", func(t *testing.T) {
+		// Repositories shroud denies exist upstream (pushed around it) but
+		// are not listed through it, whole or page by page.
+		for _, repo := range []string{"forbidden/app:1", "unmatched/app:1"} {
+			if err := remote.Write(ref(t, up.Host(), repo), img); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := "[amd64-only/app partial/app public/app]"
+		var whole map[string][]string
+		json.Unmarshal(call{t, s.URL}.do("GET", "/v2/_catalog", nil).body, &whole)
+		if got := fmt.Sprint(whole["repositories"]); got != want {
+			t.Fatalf("catalog %s, want %s", got, want)
+		}
+		if got := fmt.Sprint(collectPages(t, call{t, s.URL}, "/v2/_catalog?n=1", "repositories", up.Host())); got != want {
+			t.Fatalf("paginated catalog %s, want %s", got, want)
 		}
 	})
 }
