@@ -112,7 +112,7 @@ func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer u.mu.Unlock()
+	defer h.unlockUpload(u)
 	if err := h.appendBody(r.Context(), h.backendNamed(u.ns, r), u, r); err != nil {
 		return err
 	}
@@ -126,7 +126,7 @@ func (h *Handler) finishUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer u.mu.Unlock()
+	defer h.unlockUpload(u)
 	return h.complete(w, r, h.backendNamed(u.ns, r), u, r.URL.Query().Get("digest"))
 }
 
@@ -256,7 +256,7 @@ func (h *Handler) uploadStatus(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer u.mu.Unlock()
+	defer h.unlockUpload(u)
 	writeUploadState(w, u, http.StatusNoContent)
 	return nil
 }
@@ -267,7 +267,7 @@ func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer u.mu.Unlock()
+	defer h.unlockUpload(u)
 	h.uploads.remove(u.id)
 	// Nothing was recorded; an upstream that cannot cancel (some cannot)
 	// expires the session on its own.
@@ -285,10 +285,17 @@ func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
 	}
 	u.mu.Lock()
 	if u.failed != nil {
-		u.mu.Unlock()
+		h.unlockUpload(u)
 		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s: %v; start a new upload", v["uuid"], u.failed)
 	}
 	return u, nil
+}
+
+// unlockUpload ends a request's work on its session, whose idle time
+// starts now.
+func (h *Handler) unlockUpload(u *upload) {
+	u.mu.Unlock()
+	h.uploads.done(u)
 }
 
 // lockChunk locks the request's session and checks that the chunk the
@@ -299,7 +306,7 @@ func (h *Handler) lockChunk(r *http.Request) (*upload, error) {
 		return nil, err
 	}
 	if err := checkContentRange(r, u); err != nil {
-		u.mu.Unlock()
+		h.unlockUpload(u)
 		return nil, err
 	}
 	return u, nil

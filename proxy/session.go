@@ -19,7 +19,11 @@ type upload struct {
 	location string // the upstream session's current location
 	enc      *crypto.Encrypter
 	failed   error // set when the session can no longer complete
-	expires  time.Time
+	// busy counts the requests holding the session (guarded by
+	// sessions.mu); a busy session does not expire, an idle one expires
+	// a TTL after its last request ended.
+	busy    int
+	expires time.Time
 }
 
 // offset is the number of bytes the session holds.
@@ -48,16 +52,25 @@ func (s *sessions) add(u *upload) {
 	s.m[u.id] = u
 }
 
-// get returns the session id of repo, or nil. The caller holds no lock.
+// get returns the session id of repo, or nil, for a request to work on;
+// the request calls done when it ends.
 func (s *sessions) get(id, repo string) *upload {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u := s.m[id]
-	if u == nil || u.repo != repo || s.now().After(u.expires) {
+	if u == nil || u.repo != repo || (u.busy == 0 && s.now().After(u.expires)) {
 		return nil
 	}
-	u.expires = s.now().Add(s.ttl)
+	u.busy++
 	return u
+}
+
+// done ends a request's hold on a session got from get.
+func (s *sessions) done(u *upload) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	u.busy--
+	u.expires = s.now().Add(s.ttl)
 }
 
 func (s *sessions) remove(id string) {
@@ -66,12 +79,14 @@ func (s *sessions) remove(id string) {
 	delete(s.m, id)
 }
 
-// sweepLocked drops expired sessions. Their upstream sessions expire on
-// the upstream's own schedule.
+// sweepLocked drops expired sessions; one a request still works on (a
+// PATCH streaming for longer than the TTL) is not expired. The upstream
+// sessions of those dropped expire on the upstream's own schedule: shroud
+// does not keep the client's credentials to cancel them.
 func (s *sessions) sweepLocked() {
 	now := s.now()
 	for id, u := range s.m {
-		if now.After(u.expires) {
+		if u.busy == 0 && now.After(u.expires) {
 			delete(s.m, id)
 		}
 	}
