@@ -70,6 +70,12 @@ type Config struct {
 	// UpstreamCA is a PEM file of CA certificates trusted for https://
 	// upstreams besides the system's roots (a private registry's CA).
 	UpstreamCA string `yaml:"upstream-ca"`
+	// UpstreamAuthFile is a Docker config.json (a Kubernetes
+	// dockerconfigjson secret) whose "auths" shroud reads upstreams with,
+	// by host, when a client sends no credentials of its own: containerd
+	// asks a mirror anonymously. Only reads (GET, HEAD): writes always
+	// need the client's own credentials.
+	UpstreamAuthFile string `yaml:"upstream-auth-file"`
 }
 
 // KeyProvider is a key provider, as ocicrypt's key-provider config has it:

@@ -179,6 +179,7 @@ func TestServeRejectsBadInput(t *testing.T) {
 		{[]string{"--tls-cert", garbage}, "tls-key"},
 		{[]string{"--tls-cert", garbage, "--tls-key", garbage}, garbage},
 		{[]string{"--upstream-ca", garbage}, garbage},
+		{[]string{"--upstream-auth-file", garbage}, garbage},
 	} {
 		args := append([]string{"serve", "--listen", freeAddr(t), "--data-dir", filepath.Join(dir, "d")}, tc.args...)
 		out, err := exec.Command(bin, args...).CombinedOutput()

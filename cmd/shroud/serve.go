@@ -53,6 +53,7 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		tlsCert                   = fs.String("tls-cert", "", "PEM certificate (chain) to serve HTTPS with; needs --tls-key")
 		tlsKey                    = fs.String("tls-key", "", "PEM private key of --tls-cert")
 		upstreamCA                = fs.String("upstream-ca", "", "PEM file of CA certificates trusted for https:// upstreams, besides the system's")
+		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
 		recipients, decryptionKey listFlag
 		mirrors                   listFlag
 	)
@@ -94,6 +95,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.TLSKey = *tlsKey
 		case "upstream-ca":
 			c.UpstreamCA = *upstreamCA
+		case "upstream-auth-file":
+			c.UpstreamAuthFile = *upstreamAuth
 		case "recipient":
 			c.Recipients = recipients
 		case "decryption-key":
@@ -247,14 +250,23 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	hc := &http.Client{Transport: upstreamTransport(roots)}
-	def, err := newBackend(upURL, hc, cfg.CacheEntries)
+	var auths upstream.AuthFile
+	if cfg.UpstreamAuthFile != "" {
+		if auths, err = upstream.LoadAuthFile(cfg.UpstreamAuthFile); err != nil {
+			return err
+		}
+	}
+	tr := upstreamTransport(roots)
+	newBackend := func(url string) (proxy.Backend, error) {
+		return backendFor(url, tr, auths, cfg.CacheEntries, log)
+	}
+	def, err := newBackend(upURL)
 	if err != nil {
 		return err
 	}
 	mirrors := map[string]proxy.Backend{}
 	for origin, u := range cfg.Upstreams {
-		if mirrors[origin], err = newBackend(u, hc, cfg.CacheEntries); err != nil {
+		if mirrors[origin], err = newBackend(u); err != nil {
 			return err
 		}
 	}
@@ -291,9 +303,17 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return srv.Shutdown(sctx)
 }
 
-// newBackend is an upstream client with a cache of its own.
-func newBackend(url string, hc *http.Client, entries int) (proxy.Backend, error) {
-	up, err := upstream.New(url, hc)
+// backendFor is an upstream client with a cache of its own, reading
+// with shroud's credentials for it when auths has some.
+func backendFor(url string, tr http.RoundTripper, auths upstream.AuthFile, entries int, log *slog.Logger) (proxy.Backend, error) {
+	if a, ok := auths.For(url); ok {
+		var err error
+		if tr, err = upstream.WithCredentials(tr, url, a); err != nil {
+			return proxy.Backend{}, err
+		}
+		log.Info("reads of clients without credentials use shroud's for this upstream", "upstream", url)
+	}
+	up, err := upstream.New(url, &http.Client{Transport: tr})
 	if err != nil {
 		return proxy.Backend{}, err
 	}
