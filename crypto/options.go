@@ -92,6 +92,18 @@ func ParsePublicOptions(annotations map[string]string) (PublicOptions, error) {
 	return PublicOptions{HMAC: p.Hmac}, nil
 }
 
+// HasWrappedKeys says whether a layer's annotations carry a wrapped layer
+// key of any scheme, which every ocicrypt-encrypted layer does: a layer
+// whose media type says +encrypted without one is not encrypted.
+func HasWrappedKeys(a map[string]string) bool {
+	for k, v := range a {
+		if strings.HasPrefix(k, AnnotationKeys) && v != "" {
+			return true
+		}
+	}
+	return false
+}
+
 // EncAnnotations returns the ocicrypt annotations of a (the enc.* ones).
 func EncAnnotations(a map[string]string) map[string]string {
 	out := map[string]string{}

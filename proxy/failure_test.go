@@ -15,12 +15,16 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 )
 
@@ -181,6 +185,37 @@ func TestManifestWithUnknownLayer(t *testing.T) {
 			c.do("PUT", "/v2/x/app/manifests/1", bytes.NewReader(body), "Content-Type", ocispec.MediaTypeImageManifest).want(t, 400, "MANIFEST_BLOB_UNKNOWN")
 		})
 	}
+}
+
+// A layer whose media type says +encrypted but which carries no wrapped
+// key is plaintext under an encrypted name: the manifest is refused, and
+// the plaintext (pushed around shroud, as such a client would) is not
+// named upstream by any manifest.
+func TestFakeEncryptedLayerIsRefused(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	s := shroudtest.Start(t, up)
+	c := call{t, s.URL}
+	cfg := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+	cd := digest.FromBytes(cfg)
+	c.do("POST", "/v2/edge/app/blobs/uploads/?digest="+cd.String(), bytes.NewReader(cfg)).want(t, 201, "")
+	plain := []byte("plaintext layer, not encrypted at all")
+	pd := digest.FromBytes(plain)
+	repo := must[name.Repository](t)(name.NewRepository(up.Host() + "/edge/app"))
+	if err := remote.WriteLayer(repo, static.NewLayer(plain, types.OCILayer)); err != nil {
+		t.Fatal(err)
+	}
+	m := ocispec.Manifest{MediaType: ocispec.MediaTypeImageManifest,
+		Config: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cd, Size: int64(len(cfg))},
+		Layers: []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayerGzip + "+encrypted", Digest: pd, Size: int64(len(plain)),
+			Annotations: map[string]string{crypto.AnnotationPubOpts: "e30="}}}}
+	m.SchemaVersion = 2
+	body, _ := json.Marshal(m)
+	a := c.do("PUT", "/v2/edge/app/manifests/1", bytes.NewReader(body), "Content-Type", ocispec.MediaTypeImageManifest)
+	a.want(t, 400, "MANIFEST_INVALID")
+	if !strings.Contains(string(a.body), "no wrapped key") {
+		t.Fatalf("the refusal does not say why: %s", a.body)
+	}
+	call{t, up.URL}.do("GET", "/v2/edge/app/manifests/1", nil).want(t, 404, "MANIFEST_UNKNOWN")
 }
 
 // An image shroud cannot decrypt is DENIED, naming why: sealed to another

@@ -255,7 +255,12 @@ func (b *blobReader) WriteTo(w io.Writer) (int64, error) {
 func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, rule *crypto.Rule) error {
 	if crypto.IsEncryptedMediaType(d.MediaType) {
 		// Encrypted before it reached shroud: stored as it came, and if
-		// shroud can open it, the rule's recipients are added to it.
+		// shroud can open it, the rule's recipients are added to it. A
+		// media type alone does not make a layer encrypted: without a
+		// wrapped key it would be plaintext leaving under that name.
+		if !crypto.HasWrappedKeys(d.Annotations) {
+			return apiErr(http.StatusBadRequest, codeManifestInvalid, "layer %s has media type %s but no wrapped key (%s* annotation): it is not encrypted", d.Digest, d.MediaType, crypto.AnnotationKeys)
+		}
 		if err := h.storeAsPushed(ctx, be, repo, *d, "encrypted layer"); err != nil {
 			return err
 		}
