@@ -22,13 +22,13 @@ import (
 
 // tokenServer is a registry token service (the Bearer flow of Docker Hub,
 // Harbor, GitLab): it grants one user the scopes asked for, anyone else
-// nothing, and remembers the scopes it granted.
+// nothing, and remembers the scopes it granted and to which client.
 type tokenServer struct {
 	URL      string
 	certFile string // the bundle the registry verifies tokens against
 
 	mu      sync.Mutex
-	granted []string // "user scope"
+	granted []grant
 }
 
 func startTokenServer(t *testing.T, user, password string) *tokenServer {
@@ -64,7 +64,7 @@ func startTokenServer(t *testing.T, user, password string) *tokenServer {
 			}
 			grants = append(grants, access{Type: parts[0], Name: parts[1], Actions: strings.Split(parts[2], ",")})
 			ts.mu.Lock()
-			ts.granted = append(ts.granted, u+" "+scope)
+			ts.granted = append(ts.granted, grant{userAgent: r.UserAgent(), user: u, scope: scope})
 			ts.mu.Unlock()
 		}
 		now := time.Now()
@@ -94,8 +94,11 @@ func (ts *tokenServer) registryConfig() string {
 	return "auth:\n  token:\n    realm: " + ts.URL + "\n    service: e2e-registry\n    issuer: e2e-issuer\n    rootcertbundle: " + ts.certFile + "\n"
 }
 
-func (ts *tokenServer) grants() []string {
+// grant is a token the server issued.
+type grant struct{ userAgent, user, scope string }
+
+func (ts *tokenServer) grants() []grant {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	return append([]string(nil), ts.granted...)
+	return append([]grant(nil), ts.granted...)
 }
