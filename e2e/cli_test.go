@@ -124,6 +124,12 @@ func TestServeEmbeddedQuickStart(t *testing.T) {
 	if want, _ := img.RawManifest(); !bytes.Equal(raw, want) {
 		t.Fatal("round trip through the shroud binary changed the manifest")
 	}
+	// The log records what left: the image, the rule, its layers encrypted.
+	wantDigest, _ := img.Digest()
+	if !logs.waitFor(`msg="manifest stored" request_id=`) || !strings.Contains(logs.String(), "plain_digest="+wantDigest.String()) ||
+		!strings.Contains(logs.String(), `rule="policy rule 0 (encrypt \"**\")" layers=2 encrypted_layers=2`) {
+		t.Fatalf("no record of the stored manifest in the log:\n%s", logs)
+	}
 	// The embedded registry's storage holds no plaintext layer.
 	ls, _ := img.Layers()
 	filepath.WalkDir(filepath.Join(data, "registry"), func(p string, d os.DirEntry, err error) error {

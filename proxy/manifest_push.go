@@ -90,7 +90,16 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 		Repository: repo, PlainDigest: plainDigest, ContentType: contentType, Size: int64(len(body)),
 		UpstreamDigest: upDigest, UpstreamMediaType: m.mediaType, UpstreamSize: int64(len(out)),
 	})
-	logger(ctx).Debug("manifest stored", "repository", repo, "reference", ref, "plain_digest", plainDigest, "upstream_digest", upDigest)
+	encrypted := 0
+	for _, l := range m.layers {
+		if crypto.IsEncryptedMediaType(l.MediaType) {
+			encrypted++
+		}
+	}
+	// The edge's record of what left: which image, under which rule, how
+	// many of its layers encrypted.
+	logger(ctx).Info("manifest stored", "repository", repo, "reference", ref, "plain_digest", plainDigest,
+		"upstream_digest", upDigest, "rule", rule.String(), "layers", len(m.layers), "encrypted_layers", encrypted)
 	w.Header().Set("Location", "/v2/"+repo+"/manifests/"+plainDigest.String())
 	w.Header().Set("Docker-Content-Digest", plainDigest.String())
 	w.Header().Set("Content-Length", "0")
