@@ -60,6 +60,9 @@ type Config struct {
 	// CacheEntries bounds each table of the in-process mapping cache.
 	// Default 100000.
 	CacheEntries int `yaml:"cache-entries"`
+	// MetricsListen is the address shroud serves Prometheus metrics on,
+	// at /metrics, apart from the registry API. Empty: none.
+	MetricsListen string `yaml:"metrics-listen"`
 	// UploadTTL is how long an idle upload session is kept. Default 1h.
 	UploadTTL time.Duration `yaml:"upload-ttl"`
 	// TLSCert and TLSKey are the PEM certificate (chain) and private key
@@ -187,6 +190,11 @@ func (c Config) Validate() error {
 	}
 	if c.CacheEntries < 0 {
 		errs = append(errs, fmt.Errorf("cache-entries %d is negative", c.CacheEntries))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("metrics-listen %q: %w", c.MetricsListen, err))
+		}
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together: give both or neither"))

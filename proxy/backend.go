@@ -34,9 +34,10 @@ type backend struct {
 	// passthrough relays requests for repositories a policy rule leaves
 	// alone.
 	passthrough http.Handler
+	metrics     *metrics
 }
 
-func newBackend(name string, b Backend) (*backend, error) {
+func newBackend(name string, b Backend, m *metrics) (*backend, error) {
 	if b.Upstream == nil || b.Cache == nil {
 		return nil, fmt.Errorf("proxy: upstream %q needs a client and a cache", name)
 	}
@@ -44,7 +45,7 @@ func newBackend(name string, b Backend) (*backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	return &backend{name: name, cl: b.Upstream, cache: b.Cache, deleted: d, passthrough: reverseProxy(b.Upstream)}, nil
+	return &backend{name: name, cl: b.Upstream, cache: b.Cache, deleted: d, passthrough: reverseProxy(b.Upstream), metrics: m}, nil
 }
 
 // backend returns the backend a request is for: containerd names the
@@ -69,8 +70,9 @@ func (b *backend) blob(ctx context.Context, plainDigest digest.Digest) (cache.Bl
 	bl, ok, err := b.cache.Blob(ctx, plainDigest)
 	if err != nil {
 		logger(ctx).Warn("cache lookup failed", "plain_digest", plainDigest, "err", err)
-		return cache.Blob{}, false
+		ok = false
 	}
+	b.metrics.cacheLookup(ctx, "blob", ok)
 	return bl, ok
 }
 
@@ -84,8 +86,9 @@ func (b *backend) manifestMapping(ctx context.Context, repo string, d digest.Dig
 	m, ok, err := b.cache.Manifest(ctx, repo, d)
 	if err != nil {
 		logger(ctx).Warn("cache lookup failed", "plain_digest", d, "err", err)
-		return cache.Manifest{}, false
+		ok = false
 	}
+	b.metrics.cacheLookup(ctx, "manifest", ok)
 	return m, ok
 }
 

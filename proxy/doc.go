@@ -5,6 +5,7 @@
 // the way down (manifest_pull.go), and decrypts blobs as they are downloaded
 // (pull.go). Tags and the ping pass through, the catalog filtered by the
 // policy (passthrough.go); /healthz and /readyz answer probes (health.go).
+// What happens is counted with the OpenTelemetry Meter given (metrics.go).
 // Handlers return errors; errors.go writes them once as OCI error JSON.
 //
 // Decisions where the design is silent:

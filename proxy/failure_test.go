@@ -28,6 +28,21 @@ import (
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 )
 
+// tamper flips one byte in the middle of the ciphertext of the first layer
+// of repoTag in the upstream's storage and returns the tampered bytes.
+func tamper(t *testing.T, up shroudtest.Upstream, repoTag string) []byte {
+	t.Helper()
+	upImg := must[v1.Image](t)(remote.Image(ref(t, up.Host(), repoTag)))
+	cipherDigest := must[v1.Hash](t)(must[[]v1.Layer](t)(upImg.Layers())[0].Digest())
+	path := up.Dir + "/docker/registry/v2/blobs/sha256/" + cipherDigest.Hex[:2] + "/" + cipherDigest.Hex + "/data"
+	b := must[[]byte](t)(os.ReadFile(path))
+	b[len(b)/2] ^= 0x01
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // One flipped byte of a ciphertext blob in the upstream's storage makes the
 // pull through shroud fail at the client; it never completes as a success.
 func TestTamperedBlobFailsThePull(t *testing.T) {
@@ -38,14 +53,7 @@ func TestTamperedBlobFailsThePull(t *testing.T) {
 	if err := remote.Write(r, img); err != nil {
 		t.Fatal(err)
 	}
-	upImg := must[v1.Image](t)(remote.Image(ref(t, up.Host(), "tamper/app:1")))
-	cipherDigest := must[v1.Hash](t)(must[[]v1.Layer](t)(upImg.Layers())[0].Digest())
-	path := up.Dir + "/docker/registry/v2/blobs/sha256/" + cipherDigest.Hex[:2] + "/" + cipherDigest.Hex + "/data"
-	b := must[[]byte](t)(os.ReadFile(path))
-	b[len(b)/2] ^= 0x01
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	b := tamper(t, up, "tamper/app:1")
 	plainDigest := must[v1.Hash](t)(must[[]v1.Layer](t)(img.Layers())[0].Digest())
 
 	// Raw: the connection is cut before the last byte.

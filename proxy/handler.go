@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -52,6 +53,8 @@ type Options struct {
 	// MaxTagScan bounds the tags read to find a manifest by a digest the
 	// cache has forgotten; zero means 256.
 	MaxTagScan int
+	// Meter records shroud's metrics (metrics.go); nil records none.
+	Meter metric.Meter
 }
 
 // Handler serves the OCI distribution API in front of an upstream registry.
@@ -64,6 +67,7 @@ type Handler struct {
 	uploads *sessions
 	fetches *fetches
 	maxScan int
+	metrics *metrics
 	router  *mux.Router
 }
 
@@ -74,14 +78,19 @@ func New(o Options) (*Handler, error) {
 	if o.Upstream == nil || o.Keyring == nil || o.Cache == nil || o.Policy == nil {
 		return nil, errors.New("proxy: Upstream, Cache, Keyring and Policy are required")
 	}
+	m, err := newMetrics(o.Meter)
+	if err != nil {
+		return nil, err
+	}
 	h := &Handler{
 		keys:    o.Keyring,
 		policy:  o.Policy,
 		mirrors: map[string]*backend{},
 		log:     o.Logger,
-		uploads: newSessions(o.UploadTTL),
+		uploads: newSessions(o.UploadTTL, m.uploads),
 		fetches: newFetches(o.SpoolDir),
 		maxScan: o.MaxTagScan,
+		metrics: m,
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -89,12 +98,11 @@ func New(o Options) (*Handler, error) {
 	if h.maxScan <= 0 {
 		h.maxScan = 256
 	}
-	var err error
-	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}); err != nil {
+	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}, m); err != nil {
 		return nil, err
 	}
 	for ns, b := range o.Mirrors {
-		if h.mirrors[ns], err = newBackend(ns, b); err != nil {
+		if h.mirrors[ns], err = newBackend(ns, b, m); err != nil {
 			return nil, err
 		}
 	}
@@ -145,16 +153,20 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		level = slog.LevelDebug
 	}
 	defer func() {
-		log.Log(r.Context(), level, "request", "status", w.status, "bytes", w.bytes, "duration", time.Since(start))
+		d := time.Since(start)
+		log.Log(r.Context(), level, "request", "status", w.status, "bytes", w.bytes, "duration", d)
+		h.metrics.request(r.Context(), r, w.status, d)
 	}()
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
 	w.Header().Set("X-Request-Id", id)
 	if m := repoPath.FindStringSubmatch(r.URL.Path); m != nil {
 		switch rule := h.policy.Match(m[1]); {
 		case rule == nil:
+			h.metrics.denied.Add(r.Context(), 1)
 			writeAPIError(w, r, apiErr(http.StatusForbidden, codeDenied, "no policy rule matches repository %s", m[1]))
 			return
 		case rule.Action == crypto.Deny:
+			h.metrics.denied.Add(r.Context(), 1)
 			writeAPIError(w, r, apiErr(http.StatusForbidden, codeDenied, "repository %s is denied by %s", m[1], rule))
 			return
 		case rule.Action == crypto.Passthrough:

@@ -12,6 +12,8 @@ import (
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -96,6 +98,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 			encrypted++
 		}
 	}
+	h.metrics.manifests.Add(ctx, 1, metric.WithAttributes(attribute.String("shroud.rule", rule.String())))
 	// The edge's record of what left: which image, under which rule, how
 	// many of its layers encrypted.
 	logger(ctx).Info("manifest stored", "repository", repo, "reference", ref, "plain_digest", plainDigest,

@@ -75,7 +75,9 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		defer resp.Body.Close()
 		return h.serveRange(ctx, w, resp, opts.Key, b, rng)
 	}
+	h.metrics.blobPulls.Add(ctx, 1)
 	cipherText, err := h.fetches.open(ctx, fetchKey(be, repo, b.CipherDigest.String(), r), func(ctx context.Context) (io.ReadCloser, error) {
+		h.metrics.upstreamFetches.Add(ctx, 1)
 		resp, err := get(ctx)
 		if err != nil {
 			return nil, err
@@ -104,7 +106,12 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 // an error can only be told by aborting the connection, so that the client
 // never takes a blob that failed its integrity check for complete.
 func (h *Handler) stream(ctx context.Context, w io.Writer, plain io.Reader, b cache.Blob) {
-	if _, err := io.Copy(w, plain); err != nil {
+	n, err := io.Copy(w, plain)
+	h.metrics.blobBytes.Add(ctx, n, decryptDirection)
+	if err != nil {
+		if errors.Is(err, crypto.ErrIntegrity) {
+			h.metrics.integrityFailures.Add(ctx, 1)
+		}
 		if ctx.Err() == nil || errors.Is(err, crypto.ErrIntegrity) {
 			logger(ctx).Error("blob stream aborted", "plain_digest", b.PlainDigest, "cipher_digest", b.CipherDigest, "err", err)
 		}
@@ -175,7 +182,9 @@ func (h *Handler) serveRange(ctx context.Context, w http.ResponseWriter, resp *h
 	w.Header().Set("Docker-Content-Digest", b.PlainDigest.String())
 	w.Header().Set("Accept-Ranges", "bytes")
 	w.WriteHeader(http.StatusPartialContent)
-	if copied, err := io.Copy(w, plain); err != nil || copied != n {
+	copied, err := io.Copy(w, plain)
+	h.metrics.blobBytes.Add(ctx, copied, decryptDirection)
+	if err != nil || copied != n {
 		logger(ctx).Error("range stream aborted", "plain_digest", b.PlainDigest, "copied", copied, "want", n, "err", err)
 		panic(http.ErrAbortHandler)
 	}

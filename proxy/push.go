@@ -219,6 +219,7 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 	}
 	be.deleted.Remove(repoKey(u.repo, want))
 	be.putBlob(ctx, b)
+	h.metrics.blobBytes.Add(ctx, s.Size, encryptDirection)
 	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", want, "cipher_digest", s.CipherDigest, "size", s.Size)
 	return b, nil
 }

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"context"
 	"io"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shroud-oci/shroud/crypto"
 )
@@ -31,17 +34,18 @@ func (u *upload) offset() int64 { return u.enc.Size() }
 
 // sessions holds upload sessions in memory, keyed by an unguessable id.
 type sessions struct {
-	mu  sync.Mutex
-	m   map[string]*upload
-	ttl time.Duration
-	now func() time.Time
+	mu    sync.Mutex
+	m     map[string]*upload
+	ttl   time.Duration
+	now   func() time.Time
+	gauge metric.Int64UpDownCounter // sessions open
 }
 
-func newSessions(ttl time.Duration) *sessions {
+func newSessions(ttl time.Duration, gauge metric.Int64UpDownCounter) *sessions {
 	if ttl <= 0 {
 		ttl = time.Hour
 	}
-	return &sessions{m: map[string]*upload{}, ttl: ttl, now: time.Now}
+	return &sessions{m: map[string]*upload{}, ttl: ttl, now: time.Now, gauge: gauge}
 }
 
 func (s *sessions) add(u *upload) {
@@ -50,6 +54,7 @@ func (s *sessions) add(u *upload) {
 	s.sweepLocked()
 	u.expires = s.now().Add(s.ttl)
 	s.m[u.id] = u
+	s.gauge.Add(context.Background(), 1)
 }
 
 // get returns the session id of repo, or nil, for a request to work on;
@@ -76,7 +81,14 @@ func (s *sessions) done(u *upload) {
 func (s *sessions) remove(id string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	delete(s.m, id)
+	s.dropLocked(id)
+}
+
+func (s *sessions) dropLocked(id string) {
+	if _, ok := s.m[id]; ok {
+		delete(s.m, id)
+		s.gauge.Add(context.Background(), -1)
+	}
 }
 
 // sweepLocked drops expired sessions; one a request still works on (a
@@ -87,7 +99,7 @@ func (s *sessions) sweepLocked() {
 	now := s.now()
 	for id, u := range s.m {
 		if u.busy == 0 && now.After(u.expires) {
-			delete(s.m, id)
+			s.dropLocked(id)
 		}
 	}
 }

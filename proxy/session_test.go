@@ -3,6 +3,8 @@ package proxy
 import (
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/metric/noop"
 )
 
 // An idle upload session expires a TTL after its last request ended; one
@@ -11,7 +13,7 @@ import (
 func TestSessionExpiry(t *testing.T) {
 	const ttl = time.Hour
 	now := time.Unix(1_000_000, 0)
-	s := newSessions(ttl)
+	s := newSessions(ttl, noop.Int64UpDownCounter{})
 	s.now = func() time.Time { return now }
 
 	idle := &upload{id: "idle", repo: "r"}

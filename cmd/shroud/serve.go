@@ -19,6 +19,8 @@ import (
 
 	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
 
+	"go.opentelemetry.io/otel/metric"
+
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/config"
 	"github.com/shroud-oci/shroud/crypto"
@@ -53,6 +55,7 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		tlsCert                   = fs.String("tls-cert", "", "PEM certificate (chain) to serve HTTPS with; needs --tls-key")
 		tlsKey                    = fs.String("tls-key", "", "PEM private key of --tls-cert")
 		upstreamCA                = fs.String("upstream-ca", "", "PEM file of CA certificates trusted for https:// upstreams, besides the system's")
+		metricsListen             = fs.String("metrics-listen", "", "address to serve Prometheus metrics on, at /metrics (empty: none)")
 		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
 		recipients, decryptionKey listFlag
 		mirrors                   listFlag
@@ -95,6 +98,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.TLSKey = *tlsKey
 		case "upstream-ca":
 			c.UpstreamCA = *upstreamCA
+		case "metrics-listen":
+			c.MetricsListen = *metricsListen
 		case "upstream-auth-file":
 			c.UpstreamAuthFile = *upstreamAuth
 		case "recipient":
@@ -274,33 +279,66 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := os.MkdirAll(spool, 0o700); err != nil {
 		return err
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
-	log.Info("shroud is serving", "listen", ln.Addr().String(), "tls", tlsCfg != nil, "upstream", upURL, "mirrors", len(mirrors), "policy_rules", len(pol.Rules()))
-	errc := make(chan error, 1)
-	go func() {
-		if tlsCfg != nil {
-			errc <- srv.ServeTLS(ln, "", "")
-			return
+	var meter metric.Meter
+	var metricsHandler http.Handler
+	if cfg.MetricsListen != "" {
+		if meter, metricsHandler, err = prometheusMetrics(); err != nil {
+			return err
 		}
-		errc <- srv.Serve(ln)
-	}()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
 	}
-	log.Info("shutting down")
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter})
+	if err != nil {
+		return err
+	}
+	api := listener{srv: &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
+	if api.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return err
+	}
+	servers := []listener{api}
+	if metricsHandler != nil {
+		m := listener{srv: metricsServer(metricsHandler)}
+		if m.ln, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			api.ln.Close()
+			return err
+		}
+		servers = append(servers, m)
+		log.Info("serving metrics", "listen", m.ln.Addr().String(), "path", "/metrics")
+	}
+	log.Info("shroud is serving", "listen", api.ln.Addr().String(), "tls", tlsCfg != nil, "upstream", upURL, "mirrors", len(mirrors), "policy_rules", len(pol.Rules()))
+	return serveAll(ctx, log, servers)
+}
+
+// listener is a server and the listener it serves on.
+type listener struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// serveAll serves every listener until one fails or ctx is done, then
+// shuts them all down, giving requests in flight shutdownTimeout.
+func serveAll(ctx context.Context, log *slog.Logger, ls []listener) error {
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func() {
+			if l.srv.TLSConfig != nil {
+				errc <- l.srv.ServeTLS(l.ln, "", "")
+				return
+			}
+			errc <- l.srv.Serve(l.ln)
+		}()
+	}
+	var err error
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		log.Info("shutting down")
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
-	return srv.Shutdown(sctx)
+	for _, l := range ls {
+		err = errors.Join(err, l.srv.Shutdown(sctx))
+	}
+	return err
 }
 
 // backendFor is an upstream client with a cache of its own, reading

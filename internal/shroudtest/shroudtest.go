@@ -17,6 +17,7 @@ import (
 
 	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
 	"github.com/google/go-containerregistry/pkg/registry"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -83,6 +84,7 @@ type options struct {
 	recipients []crypto.Recipient
 	keys       []crypto.DecryptionKey
 	handler    func(http.Handler) http.Handler
+	meter      metric.Meter
 }
 
 // WithRecipients adds recipients to every layer.
@@ -134,6 +136,11 @@ func WithPKCS11Modules(paths ...string) Option {
 // WithMiddleware wraps shroud's handler (to count or break requests).
 func WithMiddleware(f func(http.Handler) http.Handler) Option {
 	return func(o *options) { o.handler = f }
+}
+
+// WithMeter has shroud record its metrics with m.
+func WithMeter(m metric.Meter) Option {
+	return func(o *options) { o.meter = m }
 }
 
 // Start runs shroud in front of up with a fresh identity.
@@ -205,7 +212,7 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 	if os.Getenv("SHROUD_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log})
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter})
 	if err != nil {
 		t.Fatal(err)
 	}
