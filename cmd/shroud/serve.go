@@ -18,7 +18,6 @@ import (
 	"time"
 
 	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
-
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shroud-oci/shroud/cache"
@@ -247,33 +246,13 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		upURL = reg.URL
 		log.Info("no upstream configured: running an embedded registry", "url", reg.URL, "storage", reg.Dir)
 	}
-	roots, err := upstreamRoots(cfg.UpstreamCA)
-	if err != nil {
-		return err
-	}
 	tlsCfg, err := serverTLS(cfg.TLSCert, cfg.TLSKey, log)
 	if err != nil {
 		return err
 	}
-	var auths upstream.AuthFile
-	if cfg.UpstreamAuthFile != "" {
-		if auths, err = upstream.LoadAuthFile(cfg.UpstreamAuthFile); err != nil {
-			return err
-		}
-	}
-	tr := upstreamTransport(roots)
-	newBackend := func(url string) (proxy.Backend, error) {
-		return backendFor(url, tr, auths, cfg.CacheEntries, log)
-	}
-	def, err := newBackend(upURL)
+	def, mirrors, err := backends(cfg, upURL, log)
 	if err != nil {
 		return err
-	}
-	mirrors := map[string]proxy.Backend{}
-	for origin, u := range cfg.Upstreams {
-		if mirrors[origin], err = newBackend(u); err != nil {
-			return err
-		}
 	}
 	spool := filepath.Join(cfg.DataDir, "spool")
 	if err := os.MkdirAll(spool, 0o700); err != nil {
@@ -339,6 +318,34 @@ func serveAll(ctx context.Context, log *slog.Logger, ls []listener) error {
 		err = errors.Join(err, l.srv.Shutdown(sctx))
 	}
 	return err
+}
+
+// backends are the default upstream (at upURL) and the mirrors' ones,
+// each with a cache of its own, over one transport that trusts
+// --upstream-ca and reads with --upstream-auth-file's credentials.
+func backends(cfg config.Config, upURL string, log *slog.Logger) (proxy.Backend, map[string]proxy.Backend, error) {
+	roots, err := upstreamRoots(cfg.UpstreamCA)
+	if err != nil {
+		return proxy.Backend{}, nil, err
+	}
+	var auths upstream.AuthFile
+	if cfg.UpstreamAuthFile != "" {
+		if auths, err = upstream.LoadAuthFile(cfg.UpstreamAuthFile); err != nil {
+			return proxy.Backend{}, nil, err
+		}
+	}
+	tr := upstreamTransport(roots)
+	def, err := backendFor(upURL, tr, auths, cfg.CacheEntries, log)
+	if err != nil {
+		return proxy.Backend{}, nil, err
+	}
+	mirrors := map[string]proxy.Backend{}
+	for origin, u := range cfg.Upstreams {
+		if mirrors[origin], err = backendFor(u, tr, auths, cfg.CacheEntries, log); err != nil {
+			return proxy.Backend{}, nil, err
+		}
+	}
+	return def, mirrors, nil
 }
 
 // backendFor is an upstream client with a cache of its own, reading
