@@ -124,6 +124,24 @@ type Rule struct {
 	// Platforms ("os/arch[/variant]") an encrypt rule encrypts images of;
 	// empty: all. Images of other platforms are stored in plaintext.
 	Platforms []string `yaml:"platforms"`
+	// AcceptFrom (encrypt rules): repository globs whose images, sealed by
+	// shroud for those repositories and copied here straight at the
+	// upstream (a promotion), this rule's repositories may open. By
+	// default a repository opens only what was sealed for it; a source a
+	// deny rule covers is never accepted.
+	AcceptFrom []string `yaml:"accept-from"`
+	// AcceptForeign (encrypt rules): open with shroud's identity layers no
+	// valid seal of shroud's vouches for (images another tool encrypted to
+	// shroud's public key, or an older shroud sealed). Default false:
+	// anyone can encrypt to a public key.
+	AcceptForeign bool `yaml:"accept-foreign"`
+	// DecryptionKeys (encrypt rules): the decryption-key files (or
+	// provider:<name>) that may open images encrypted elsewhere in this
+	// rule's repositories; empty: every configured decryption key.
+	DecryptionKeys []string `yaml:"decryption-keys"`
+	// VerifyRanges (encrypt rules): answer a Range request with the whole
+	// blob, verified, instead of an unverified decrypted range.
+	VerifyRanges bool `yaml:"verify-ranges"`
 }
 
 // Default returns the configuration with every default filled in.
@@ -172,8 +190,8 @@ func (c Config) Validate() error {
 		switch r.Action {
 		case "encrypt":
 		case "passthrough", "deny":
-			if len(r.Recipients)+len(r.Layers)+len(r.Platforms) > 0 {
-				errs = append(errs, fmt.Errorf("policy rule %d (%s): recipients, layers and platforms belong to encrypt rules", i, r.Repositories))
+			if len(r.Recipients)+len(r.Layers)+len(r.Platforms)+len(r.AcceptFrom)+len(r.DecryptionKeys) > 0 || r.AcceptForeign || r.VerifyRanges {
+				errs = append(errs, fmt.Errorf("policy rule %d (%s): recipients, layers, platforms, accept-from, accept-foreign, decryption-keys and verify-ranges belong to encrypt rules", i, r.Repositories))
 			}
 		default:
 			errs = append(errs, fmt.Errorf("policy rule %d (%s): action %q: want encrypt, passthrough or deny", i, r.Repositories, r.Action))

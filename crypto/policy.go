@@ -39,8 +39,27 @@ type Rule struct {
 	// ("os/arch" or "os/arch/variant"); empty means every image. Images
 	// of other platforms are stored in plaintext.
 	Platforms []string
+	// AcceptFrom lets an Encrypt rule open images shroud sealed for other
+	// repositories (globs), as a promotion by a straight upstream copy
+	// makes them: by default a request for repository R opens only what
+	// was sealed for R. A source repository a Deny rule matches is never
+	// accepted, wherever its bytes were copied.
+	AcceptFrom []string
+	// AcceptForeign lets an Encrypt rule open, with shroud's identity,
+	// layers no valid seal of shroud's vouches for: images another tool
+	// encrypted to shroud's public key, or sealed by an older shroud.
+	// Anyone can encrypt to a public key, so this trusts the upstream.
+	AcceptForeign bool
+	// DecryptionKeys, when set, are the only configured decryption keys
+	// (by path, or "provider:<name>") that open layers for the rule's
+	// repositories; empty means every configured decryption key.
+	DecryptionKeys []string
+	// VerifyRanges answers a Range request with the whole blob, verified
+	// (200), instead of an unverified decrypted range (206).
+	VerifyRanges bool
 
-	re *regexp.Regexp
+	re         *regexp.Regexp
+	acceptFrom []*regexp.Regexp
 }
 
 // String names the rule in messages.
@@ -64,8 +83,9 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 				return nil, fmt.Errorf("%s: no recipients", &r)
 			}
 		case Passthrough, Deny:
-			if len(r.Layers) > 0 || len(r.Platforms) > 0 || (r.Recipients != nil && len(r.Recipients.specs) > 0) {
-				return nil, fmt.Errorf("%s: layers, platforms and recipients belong to encrypt rules", &r)
+			if len(r.Layers) > 0 || len(r.Platforms) > 0 || (r.Recipients != nil && len(r.Recipients.specs) > 0) ||
+				len(r.AcceptFrom) > 0 || r.AcceptForeign || len(r.DecryptionKeys) > 0 || r.VerifyRanges {
+				return nil, fmt.Errorf("%s: layers, platforms, recipients, accept-from, accept-foreign, decryption-keys and verify-ranges belong to encrypt rules", &r)
 			}
 		default:
 			return nil, fmt.Errorf("policy rule %d: unknown action %q (want encrypt, passthrough or deny)", i, r.Action)
@@ -75,6 +95,13 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 			return nil, fmt.Errorf("%s: %w", &r, err)
 		}
 		r.re = re
+		for _, g := range r.AcceptFrom {
+			are, err := globRegexp(g)
+			if err != nil {
+				return nil, fmt.Errorf("%s: accept-from: %w", &r, err)
+			}
+			r.acceptFrom = append(r.acceptFrom, are)
+		}
 		p.rules = append(p.rules, &r)
 	}
 	return p, nil
@@ -89,6 +116,46 @@ func (p *Policy) Match(repo string) *Rule {
 		}
 	}
 	return nil
+}
+
+// AcceptsSealedFor says whether a request for repo may open what shroud
+// sealed for repository sealedFor: always for repo itself; for another
+// repository only when repo's rule accepts it (AcceptFrom) and no Deny
+// rule (nor the absence of a rule) covers sealedFor, so that a deny holds
+// wherever the bytes are copied.
+func (p *Policy) AcceptsSealedFor(repo, sealedFor string) bool {
+	if repo == sealedFor {
+		return true
+	}
+	r := p.Match(repo)
+	if r == nil || r.Action != Encrypt {
+		return false
+	}
+	src := p.Match(sealedFor)
+	if src == nil || src.Action == Deny {
+		return false
+	}
+	for _, re := range r.acceptFrom {
+		if re.MatchString(sealedFor) {
+			return true
+		}
+	}
+	return false
+}
+
+// OpensWith says whether an Encrypt rule lets decryption key name (a
+// crypto.DecryptionKey's Path, or "provider:<name>") open layers no seal
+// of shroud's vouches for.
+func (r *Rule) OpensWith(name string) bool {
+	if len(r.DecryptionKeys) == 0 {
+		return true
+	}
+	for _, k := range r.DecryptionKeys {
+		if k == name {
+			return true
+		}
+	}
+	return false
 }
 
 // Rules lists the rules in order.

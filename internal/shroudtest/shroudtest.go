@@ -100,6 +100,12 @@ type Rule struct {
 	Recipients []crypto.Recipient
 	Layers     []int
 	Platforms  []string
+	// AcceptFrom, AcceptForeign, DecryptionKeys and VerifyRanges are
+	// crypto.Rule's.
+	AcceptFrom     []string
+	AcceptForeign  bool
+	DecryptionKeys []string
+	VerifyRanges   bool
 }
 
 // WithPolicy sets the policy's rules (before the "**" rule of
@@ -189,7 +195,8 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 	}
 	var compiled []crypto.Rule
 	for _, r := range rules {
-		c := crypto.Rule{Pattern: r.Pattern, Action: r.Action, Layers: r.Layers, Platforms: r.Platforms}
+		c := crypto.Rule{Pattern: r.Pattern, Action: r.Action, Layers: r.Layers, Platforms: r.Platforms,
+			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges}
 		if r.Action == crypto.Encrypt {
 			rs, err := kr.Recipients(r.Recipients)
 			if err != nil {
