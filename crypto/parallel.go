@@ -7,14 +7,24 @@ import (
 	"sync"
 )
 
-// chunkSize is how much a WriteTo processes at a time; chunks are hashed
-// on worker goroutines while the caller runs AES over them, so a stream
-// uses a second core where there is one.
+// chunkSize is how much an encrypting WriteTo processes at a time; chunks
+// are hashed on worker goroutines while the caller runs AES over them, so
+// a stream uses a second core where there is one.
 const chunkSize = 1 << 20
 
-// chunkPool holds the buffers of a WriteTo: no allocation per buffer in
-// steady state.
+// chunkPool holds the buffers of an encrypting WriteTo: no allocation per
+// buffer in steady state.
 var chunkPool = sync.Pool{New: func() any { b := make([]byte, 5*chunkSize); return &b }}
+
+// decChunkSize is how much a decrypting WriteTo processes at a time. It is
+// smaller than chunkSize because a pull holds one such buffer for as long
+// as its client is slow to take it; larger buffers buy no throughput.
+const decChunkSize = 256 << 10
+
+// decPool holds single chunk buffers of decrypting WriteTos, each taken
+// for one chunk and given back as soon as it is done with, so that a pull
+// stalled on its client holds one chunk, not every buffer it used.
+var decPool = sync.Pool{New: func() any { b := make([]byte, decChunkSize); return &b }}
 
 // chunk is what a read-ahead hands over: up to chunkSize bytes of the
 // source, or the error that ended it.
@@ -162,9 +172,6 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 	// No read-ahead here: measured end to end (BENCHMARKS.md), a third
 	// goroutine on the pull path costs more, on two cores shared with the
 	// client, than overlapping the upstream read buys.
-	bp := chunkPool.Get().(*[]byte)
-	defer chunkPool.Put(bp)
-	src, dst := (*bp)[:chunkSize], (*bp)[chunkSize:2*chunkSize]
 	mac := startHashWorker(d.mac)
 	defer mac.stop()
 	var total int64
@@ -175,33 +182,29 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 		return err
 	}
 	for {
+		srcp := decPool.Get().(*[]byte)
+		src := *srcp
 		n, rerr := io.ReadFull(d.r, src)
 		if errors.Is(rerr, io.ErrUnexpectedEOF) {
 			rerr = io.EOF
 		}
 		if n > 0 {
+			dstp := decPool.Get().(*[]byte)
+			dst := *dstp
 			mac.hash(src[:n])
 			d.stream.XORKeyStream(dst[:n], src[:n])
 			d.plain.Write(dst[:n])
 			mac.wait()
-			// Release what was held and all but the newest holdBack bytes.
-			keep := min(n, holdBack)
-			if len(held)+n-keep > 0 {
-				if err := write(held); err != nil {
-					return total, err
-				}
-				held = held[:0]
-				if err := write(dst[:n-keep]); err != nil {
-					return total, err
-				}
+			// The ciphertext is done with: it is not held while the
+			// writes below wait on a slow client.
+			decPool.Put(srcp)
+			err := release(write, &held, dst[:n])
+			decPool.Put(dstp)
+			if err != nil {
+				return total, err
 			}
-			held = append(held, dst[n-keep:n]...)
-			if len(held) > holdBack { // only when n < holdBack: keep the newest
-				if err := write(held[:len(held)-holdBack]); err != nil {
-					return total, err
-				}
-				held = append(held[:0], held[len(held)-holdBack:]...)
-			}
+		} else {
+			decPool.Put(srcp)
 		}
 		switch {
 		case rerr == nil:
@@ -217,4 +220,33 @@ func (d *decReader) WriteTo(w io.Writer) (int64, error) {
 			return total, rerr
 		}
 	}
+}
+
+// release writes all of held and plain but their newest holdBack bytes,
+// which it keeps in held: whatever the chunks' sizes, the last holdBack
+// bytes of the stream are written only once it is verified.
+func release(write func([]byte) error, held *[]byte, plain []byte) error {
+	h := *held
+	out := len(h) + len(plain) - holdBack // bytes that may go out now
+	switch {
+	case out <= 0:
+		*held = append(h, plain...)
+		return nil
+	case out < len(h):
+		if err := write(h[:out]); err != nil {
+			return err
+		}
+		*held = append(append(h[:0], h[out:]...), plain...)
+		return nil
+	}
+	if len(h) > 0 {
+		if err := write(h); err != nil {
+			return err
+		}
+	}
+	if err := write(plain[:out-len(h)]); err != nil {
+		return err
+	}
+	*held = append(h[:0], plain[out-len(h):]...)
+	return nil
 }
