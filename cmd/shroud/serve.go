@@ -371,12 +371,15 @@ func backendFor(url string, tr http.RoundTripper, auths upstream.AuthFile, entri
 }
 
 // upstreamTransport is the HTTP transport to the upstream: bounded dial
-// and header waits, no bound on a stream's length.
+// and header waits, no bound on a stream's length, and the dial guard
+// against redirects to internal addresses (upstream.GuardedDialContext).
 func upstreamTransport(roots *x509.CertPool) *http.Transport {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	t.MaxIdleConnsPerHost = 32
 	t.ResponseHeaderTimeout = 5 * time.Minute
-	t.DialContext = (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext
+	// The connections of a blob redirect the upstream sends elsewhere go
+	// only to the public addresses the guard resolved itself.
+	t.DialContext = upstream.GuardedDialContext(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
 	return t
 }

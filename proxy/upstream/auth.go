@@ -105,7 +105,7 @@ type lazyTransport struct {
 func WithCredentials(base http.RoundTripper, baseURL string, auth authn.Authenticator) (http.RoundTripper, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
-		return nil, fmt.Errorf("upstream URL %q: %w", baseURL, err)
+		return nil, fmt.Errorf("upstream URL %q: %w", redactString(baseURL), redactErr(err))
 	}
 	var opts []name.Option
 	if u.Scheme == "http" {
@@ -113,7 +113,7 @@ func WithCredentials(base http.RoundTripper, baseURL string, auth authn.Authenti
 	}
 	reg, err := name.NewRegistry(u.Host, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("upstream URL %q: %w", baseURL, err)
+		return nil, fmt.Errorf("upstream URL %q: %w", redactString(baseURL), redactErr(err))
 	}
 	c, err := lru.New[string, *lazyTransport](scopedTransports)
 	if err != nil {

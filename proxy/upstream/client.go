@@ -33,29 +33,42 @@ var ManifestAccept = strings.Join([]string{
 // New. A Client is safe for concurrent use; WithAuthorization returns a copy
 // for one client request.
 type Client struct {
-	base *url.URL
-	hc   *http.Client
-	auth string
+	base     *url.URL
+	hostPort string // base's host:port, as hostPort gives it
+	hc       *http.Client
+	auth     string
+	policy   addrPolicy // what a followed redirect may reach
 }
 
 // New returns a client for the registry at base ("http://host:port" or
-// "https://..."). A nil hc means http.DefaultClient.
+// "https://..."). A nil hc means http.DefaultClient. The client uses a
+// copy of hc whose CheckRedirect is its own: only blob downloads follow
+// redirects, at most a few hops, to the upstream's own origin or to a
+// host with public addresses only (install GuardedDialContext in the
+// transport to hold that at connection time too); any other redirect is
+// an error wrapping ErrRedirectRefused.
 func New(base string, hc *http.Client) (*Client, error) {
 	u, err := url.Parse(base)
 	if err != nil {
-		return nil, fmt.Errorf("upstream URL %q: %w", base, err)
+		return nil, fmt.Errorf("upstream URL %q: %w", redactString(base), redactErr(err))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("upstream URL %q: want http://host[:port] or https://host[:port]", base)
+		return nil, fmt.Errorf("upstream URL %q: want http://host[:port] or https://host[:port]", redactURL(u))
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	return &Client{base: u, hc: hc}, nil
+	c := &Client{base: u, hostPort: hostPort(u)}
+	own := *hc
+	own.CheckRedirect = checkRedirect
+	c.hc = &own
+	return c, nil
 }
 
-// HTTPClient returns the HTTP client the upstream is reached with.
+// HTTPClient returns the HTTP client the upstream is reached with: a copy
+// of New's, with the Client's redirect policy (a request not made by the
+// Client follows no redirect).
 func (c *Client) HTTPClient() *http.Client { return c.hc }
 
 // Base returns the upstream's base URL.
@@ -85,14 +98,20 @@ type request struct {
 	body   io.Reader
 	length int64 // -1: unknown (chunked)
 	want   []int
+	// blobRead lets redirects be followed (blob GET and HEAD only; the
+	// redirect check verifies the path too).
+	blobRead bool
 }
 
 // do sends r and returns the response if its status is wanted; otherwise
-// the body is read and closed and a *StatusError returned.
+// the body is read and closed and a *StatusError returned. A redirect not
+// followed, whatever r wants, is a *TransportError wrapping
+// ErrRedirectRefused: its body is never an answer.
 func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
+	ctx = context.WithValue(ctx, markKey{}, &hopMark{client: c, blobRead: r.blobRead})
 	req, err := http.NewRequestWithContext(ctx, r.method, r.url, r.body)
 	if err != nil {
-		return nil, fmt.Errorf("upstream request: %w", err)
+		return nil, fmt.Errorf("upstream request: %w", redactErr(err))
 	}
 	if r.body != nil {
 		req.ContentLength = r.length
@@ -109,7 +128,12 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 	req.Header.Set("User-Agent", "shroud")
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return nil, &TransportError{Method: r.method, Path: req.URL.Path, Err: err}
+		return nil, &TransportError{Method: r.method, Path: req.URL.Path, Err: redactErr(err)}
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		drain(resp)
+		return nil, &TransportError{Method: r.method, Path: req.URL.Path,
+			Err: fmt.Errorf("%w: %d not followed", ErrRedirectRefused, resp.StatusCode)}
 	}
 	if !slices.Contains(r.want, resp.StatusCode) {
 		return nil, statusError(resp)
@@ -118,7 +142,8 @@ func (c *Client) do(ctx context.Context, r request) (*http.Response, error) {
 }
 
 // Do forwards a request as it is (catalog, tags list, referrers, /v2/) and
-// returns the response whatever its status.
+// returns the response whatever its status, but for a redirect: that is
+// not followed, and is an error.
 func (c *Client) Do(ctx context.Context, method, path string, q url.Values, header http.Header) (*http.Response, error) {
 	return c.do(ctx, request{method: method, url: c.URL(path, q), header: header, want: allStatuses})
 }
@@ -147,14 +172,38 @@ func drain(resp *http.Response) {
 	resp.Body.Close()
 }
 
-// location resolves a response's Location header.
-func location(resp *http.Response) (string, error) {
+// location resolves a response's Location header, which must be on the
+// upstream's origin: the client's Authorization goes there next.
+func (c *Client) location(resp *http.Response) (string, error) {
 	u, err := resp.Location()
 	if err != nil {
 		return "", fmt.Errorf("upstream %s %s: %d without a usable Location: %w",
-			resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, err)
+			resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, redactErr(err))
+	}
+	if !c.onOrigin(u) {
+		return "", fmt.Errorf("upstream %s %s: %d with Location %s: %w",
+			resp.Request.Method, resp.Request.URL.Path, resp.StatusCode, redactURL(u), ErrForeignLocation)
 	}
 	return u.String(), nil
+}
+
+// onOrigin says whether u is an absolute URL on the upstream's scheme,
+// host and port, without userinfo.
+func (c *Client) onOrigin(u *url.URL) bool {
+	return u.Scheme == c.base.Scheme && u.Host != "" && u.User == nil && hostPort(u) == c.hostPort
+}
+
+// sessionURL parses an upload session location and checks that it is on
+// the upstream's origin.
+func (c *Client) sessionURL(loc string) (*url.URL, error) {
+	u, err := url.Parse(loc)
+	if err != nil {
+		return nil, fmt.Errorf("upload location: %w", redactErr(err))
+	}
+	if !c.onOrigin(u) {
+		return nil, fmt.Errorf("upload location %s: %w", redactURL(u), ErrForeignLocation)
+	}
+	return u, nil
 }
 
 func blobPath(repo string, d digest.Digest) string { return "/v2/" + repo + "/blobs/" + d.String() }
@@ -163,7 +212,7 @@ func manifestPath(repo, ref string) string { return "/v2/" + repo + "/manifests/
 
 // HeadBlob says whether the repository holds the blob, and its size.
 func (c *Client) HeadBlob(ctx context.Context, repo string, d digest.Digest) (size int64, exists bool, err error) {
-	resp, err := c.do(ctx, request{method: http.MethodHead, url: c.URL(blobPath(repo, d), nil), want: []int{200, 404}})
+	resp, err := c.do(ctx, request{method: http.MethodHead, url: c.URL(blobPath(repo, d), nil), want: []int{200, 404}, blobRead: true})
 	if err != nil {
 		return 0, false, err
 	}
@@ -178,7 +227,7 @@ func (c *Client) GetBlob(ctx context.Context, repo string, d digest.Digest, rang
 	if rangeHeader != "" {
 		h.Set("Range", rangeHeader)
 	}
-	return c.do(ctx, request{method: http.MethodGet, url: c.URL(blobPath(repo, d), nil), header: h, want: []int{200, 206}})
+	return c.do(ctx, request{method: http.MethodGet, url: c.URL(blobPath(repo, d), nil), header: h, want: []int{200, 206}, blobRead: true})
 }
 
 // DeleteBlob deletes a blob from a repository.
@@ -198,7 +247,7 @@ func (c *Client) StartUpload(ctx context.Context, repo string) (string, error) {
 		return "", err
 	}
 	drain(resp)
-	return location(resp)
+	return c.location(resp)
 }
 
 // Mount asks for a cross-repository mount of d from repository from. If the
@@ -214,7 +263,7 @@ func (c *Client) Mount(ctx context.Context, repo string, d digest.Digest, from s
 	if resp.StatusCode == 201 {
 		return true, "", nil
 	}
-	loc, err = location(resp)
+	loc, err = c.location(resp)
 	return false, loc, err
 }
 
@@ -223,6 +272,9 @@ func (c *Client) Mount(ctx context.Context, repo string, d digest.Digest, from s
 // next location. A chunk of known length says where it goes with
 // Content-Range, which some registries require after the first chunk.
 func (c *Client) PatchUpload(ctx context.Context, loc string, body io.Reader, offset, length int64) (string, error) {
+	if _, err := c.sessionURL(loc); err != nil {
+		return "", err
+	}
 	h := http.Header{"Content-Type": {"application/octet-stream"}}
 	if length > 0 {
 		h.Set("Content-Range", fmt.Sprintf("%d-%d", offset, offset+length-1))
@@ -232,14 +284,14 @@ func (c *Client) PatchUpload(ctx context.Context, loc string, body io.Reader, of
 		return "", err
 	}
 	drain(resp)
-	return location(resp)
+	return c.location(resp)
 }
 
 // CommitUpload completes the session at loc as blob d.
 func (c *Client) CommitUpload(ctx context.Context, loc string, d digest.Digest) error {
-	u, err := url.Parse(loc)
+	u, err := c.sessionURL(loc)
 	if err != nil {
-		return fmt.Errorf("upload location: %w", err)
+		return err
 	}
 	q := u.Query()
 	q.Set("digest", d.String())
@@ -254,6 +306,9 @@ func (c *Client) CommitUpload(ctx context.Context, loc string, d digest.Digest) 
 
 // CancelUpload deletes the session at loc.
 func (c *Client) CancelUpload(ctx context.Context, loc string) error {
+	if _, err := c.sessionURL(loc); err != nil {
+		return err
+	}
 	resp, err := c.do(ctx, request{method: http.MethodDelete, url: loc, want: []int{200, 202, 204, 404}})
 	if err != nil {
 		return err

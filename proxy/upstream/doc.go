@@ -7,4 +7,12 @@
 // carrying status, headers and (bounded) body, so that the proxy can hand
 // 401 challenges and OCI error codes back unchanged; a failure to reach the
 // upstream at all is a *TransportError.
+//
+// The upstream is hostile. Only blob downloads follow redirects, for a few
+// hops, to the upstream's own origin or to hosts with public addresses
+// only, without the client's credentials; GuardedDialContext holds that
+// at connection time. Any other redirect is a *TransportError wrapping
+// ErrRedirectRefused, never an answer. Upload locations must stay on the
+// upstream's origin (ErrForeignLocation). Error text never holds a URL's
+// query (where distribution keeps an upload's sealed state) or userinfo.
 package upstream
