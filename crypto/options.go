@@ -1,6 +1,7 @@
 package crypto
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -17,6 +18,15 @@ const (
 	AnnotationKeys    = AnnotationPrefix + "keys."
 	AnnotationPubOpts = AnnotationPrefix + "pubopts"
 )
+
+// HMACSize is the length of a layer's HMAC (HMAC-SHA256).
+const HMACSize = sha256.Size
+
+// MaxPrivateOptionsSize bounds what unwrapping a layer key may yield:
+// ocicrypt's private options are a few hundred bytes, and an unwrap that
+// would yield more (a compressed OpenPGP message, a key provider's
+// answer) fails without reading further.
+const MaxPrivateOptionsSize = 64 << 10
 
 // PrivateOptions is what ocicrypt wraps for each recipient of a layer: the
 // symmetric key, the nonce and the plaintext digest.
@@ -72,7 +82,8 @@ func (o PublicOptions) Annotation() (string, error) {
 }
 
 // ParsePublicOptions reads org.opencontainers.image.enc.pubopts from a
-// layer's annotations. A missing annotation means ocicrypt's default cipher.
+// layer's annotations: ocicrypt's cipher (or none named, its default) and
+// an HMAC of HMACSize bytes. A missing annotation is an error.
 func ParsePublicOptions(annotations map[string]string) (PublicOptions, error) {
 	v, ok := annotations[AnnotationPubOpts]
 	if !ok {
@@ -87,7 +98,10 @@ func ParsePublicOptions(annotations map[string]string) (PublicOptions, error) {
 		return PublicOptions{}, fmt.Errorf("parse %s: %w", AnnotationPubOpts, err)
 	}
 	if p.CipherType != "" && p.CipherType != blockcipher.AES256CTR {
-		return PublicOptions{}, fmt.Errorf("unsupported layer cipher %q", p.CipherType)
+		return PublicOptions{}, fmt.Errorf("%s: unsupported layer cipher %q", AnnotationPubOpts, p.CipherType)
+	}
+	if len(p.Hmac) != HMACSize {
+		return PublicOptions{}, fmt.Errorf("%s: a %d-byte HMAC, not HMAC-SHA256's %d bytes", AnnotationPubOpts, len(p.Hmac), HMACSize)
 	}
 	return PublicOptions{HMAC: p.Hmac}, nil
 }

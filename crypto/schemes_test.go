@@ -194,7 +194,7 @@ func TestRewrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs, _ := kr.Recipients([]Recipient{rec})
-	out, err := kr.Rewrap(ann, rs)
+	out, err := kr.Rewrap(ann, rs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -276,7 +276,7 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 		if err := h.storeAsPushed(ctx, be, repo, *d, "encrypted layer"); err != nil {
 			return err
 		}
-		ann, err := h.keys.Rewrap(d.Annotations, rule.Recipients)
+		ann, err := h.keys.Rewrap(d.Annotations, rule.Recipients, nil)
 		switch {
 		case errors.Is(err, crypto.ErrNoKey):
 			logger(ctx).Info("kept an encrypted layer shroud cannot open as it is", "layer", d.Digest, "err", err)
