@@ -14,9 +14,20 @@ type Blob struct {
 	// Annotations are the ocicrypt annotations of the layer: the wrapped
 	// private options (for shroud's identity at least) and the pubopts.
 	Annotations map[string]string
-	// Repository is one upstream repository known to hold CipherDigest,
-	// the source of a cross-repository mount.
+	// Repository is the repository the mapping is for: a mapping answers
+	// for that repository only (a hostile upstream that poisons one
+	// repository's mappings reaches no other).
 	Repository string
+	// Bound says that shroud vouches for the pairing of PlainDigest,
+	// CipherDigest and the HMAC in Annotations: shroud encrypted the blob
+	// itself, or a seal signed with its identity names the pairing. Only
+	// bound mappings answer a HEAD, source a cross-repository mount or are
+	// sealed into a manifest; an unbound one (a layer another tool
+	// encrypted) serves pulls only, verified to its plaintext digest.
+	Bound bool
+	// Layer says a manifest names the blob as a layer: such a blob is
+	// never stored in plaintext as a manifest's config.
+	Layer bool
 }
 
 // Manifest maps a manifest as the client sees it to the one upstream.
@@ -34,8 +45,15 @@ type Manifest struct {
 // Store is what the proxy needs from a cache tier. A miss is (zero, false,
 // nil); an error is a failing tier, which callers treat as a miss.
 type Store interface {
-	Blob(ctx context.Context, plainDigest digest.Digest) (Blob, bool, error)
+	// Blob looks a blob up by repository and plaintext digest.
+	Blob(ctx context.Context, repo string, plainDigest digest.Digest) (Blob, bool, error)
+	// PutBlob records b for b.Repository; a bound b also becomes the
+	// Origin of its plaintext digest.
 	PutBlob(ctx context.Context, b Blob) error
+	// Origin returns a bound mapping of a plaintext digest in any
+	// repository: where a cross-repository mount of its ciphertext can
+	// come from.
+	Origin(ctx context.Context, plainDigest digest.Digest) (Blob, bool, error)
 
 	// Manifest looks a manifest up by the digest the client sees.
 	Manifest(ctx context.Context, repo string, plainDigest digest.Digest) (Manifest, bool, error)

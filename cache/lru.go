@@ -14,7 +14,8 @@ const DefaultEntries = 100_000
 
 // LRU is an in-process Store bounded by entry count.
 type LRU struct {
-	blobs      *lru.Cache[digest.Digest, Blob]
+	blobs      *lru.Cache[string, Blob]
+	origins    *lru.Cache[digest.Digest, Blob]
 	byPlain    *lru.Cache[string, Manifest]
 	byUpstream *lru.Cache[string, Manifest]
 }
@@ -27,7 +28,11 @@ func NewLRU(entries int) (*LRU, error) {
 	if entries <= 0 {
 		entries = DefaultEntries
 	}
-	b, err := lru.New[digest.Digest, Blob](entries)
+	b, err := lru.New[string, Blob](entries)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	o, err := lru.New[digest.Digest, Blob](entries)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
@@ -39,14 +44,14 @@ func NewLRU(entries int) (*LRU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	return &LRU{blobs: b, byPlain: p, byUpstream: u}, nil
+	return &LRU{blobs: b, origins: o, byPlain: p, byUpstream: u}, nil
 }
 
 func key(repo string, d digest.Digest) string { return repo + "@" + d.String() }
 
 // Blob implements Store.
-func (l *LRU) Blob(_ context.Context, d digest.Digest) (Blob, bool, error) {
-	b, ok := l.blobs.Get(d)
+func (l *LRU) Blob(_ context.Context, repo string, d digest.Digest) (Blob, bool, error) {
+	b, ok := l.blobs.Get(key(repo, d))
 	b.Annotations = maps.Clone(b.Annotations)
 	return b, ok, nil
 }
@@ -54,8 +59,18 @@ func (l *LRU) Blob(_ context.Context, d digest.Digest) (Blob, bool, error) {
 // PutBlob implements Store.
 func (l *LRU) PutBlob(_ context.Context, b Blob) error {
 	b.Annotations = maps.Clone(b.Annotations)
-	l.blobs.Add(b.PlainDigest, b)
+	l.blobs.Add(key(b.Repository, b.PlainDigest), b)
+	if b.Bound {
+		l.origins.Add(b.PlainDigest, b)
+	}
 	return nil
+}
+
+// Origin implements Store.
+func (l *LRU) Origin(_ context.Context, d digest.Digest) (Blob, bool, error) {
+	b, ok := l.origins.Get(d)
+	b.Annotations = maps.Clone(b.Annotations)
+	return b, ok, nil
 }
 
 // Manifest implements Store.

@@ -297,37 +297,6 @@ func TestUnwrapWithoutKeyNamesRecipients(t *testing.T) {
 	}
 }
 
-func TestSealOpen(t *testing.T) {
-	kr, _ := testKeyring(t)
-	body := []byte(`{"schemaVersion":2}` + "\n")
-	s, err := kr.Identity().Seal("application/vnd.oci.image.manifest.v1+json", body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains([]byte(s), []byte("schemaVersion")) {
-		t.Fatal("sealed manifest contains plaintext")
-	}
-	ct, got, err := kr.Identity().Open(s)
-	if err != nil || !bytes.Equal(got, body) || ct != "application/vnd.oci.image.manifest.v1+json" {
-		t.Fatalf("Open = %q %q %v", ct, got, err)
-	}
-	other, _ := testKeyring(t)
-	if _, _, err := other.Identity().Open(s); err == nil {
-		t.Fatal("another identity opened the sealed manifest")
-	}
-	// A 3.9 MB manifest of repetitive annotations seals small and opens
-	// whole (go-jose's own zip would refuse to inflate it).
-	large := append([]byte(`{"annotations":{"a":"`), bytes.Repeat([]byte("A"), 3_900_000)...)
-	large = append(large, `"}}`...)
-	s, err = kr.Identity().Seal("application/json", large)
-	if err != nil || len(s) > 100_000 {
-		t.Fatalf("Seal(3.9 MB) = %d chars, %v", len(s), err)
-	}
-	if _, got, err := kr.Identity().Open(s); err != nil || !bytes.Equal(got, large) {
-		t.Fatalf("Open(large) = %d bytes, %v", len(got), err)
-	}
-}
-
 func TestParseRecipientErrors(t *testing.T) {
 	dir := t.TempDir()
 	garbage := filepath.Join(dir, "garbage.pem")

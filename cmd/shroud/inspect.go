@@ -32,10 +32,12 @@ type inspection struct {
 }
 
 type imageReport struct {
-	Platform       string        `json:"platform,omitempty"`
-	PlainDigest    string        `json:"plainDigest,omitempty"`
-	UpstreamDigest string        `json:"upstreamDigest"`
-	Layers         []layerReport `json:"layers"`
+	Platform       string `json:"platform,omitempty"`
+	PlainDigest    string `json:"plainDigest,omitempty"`
+	UpstreamDigest string `json:"upstreamDigest"`
+	// SealedFor is the repository shroud sealed the manifest for.
+	SealedFor string        `json:"sealedFor,omitempty"`
+	Layers    []layerReport `json:"layers"`
 }
 
 type layerReport struct {
@@ -187,9 +189,10 @@ func inspectImage(raw []byte, upDigest string, kr *crypto.Keyring) (imageReport,
 	img := imageReport{UpstreamDigest: upDigest}
 	var orig ocispec.Manifest
 	if sealed := m.Annotations[crypto.AnnotationOriginal]; sealed != "" {
-		if _, body, err := kr.Identity().Open(sealed); err == nil {
-			img.PlainDigest = digest.FromBytes(body).String()
-			json.Unmarshal(body, &orig)
+		if seal, err := kr.Identity().Open(sealed); err == nil {
+			img.PlainDigest = digest.FromBytes(seal.Manifest).String()
+			img.SealedFor = seal.Repository
+			json.Unmarshal(seal.Manifest, &orig)
 		}
 	}
 	for i, l := range m.Layers {
