@@ -65,6 +65,17 @@ type Config struct {
 	MetricsListen string `yaml:"metrics-listen"`
 	// UploadTTL is how long an idle upload session is kept. Default 1h.
 	UploadTTL time.Duration `yaml:"upload-ttl"`
+	// StallTimeout is how long a response (a blob pull) or a request body
+	// (an upload) may make no progress before shroud cuts it; it bounds
+	// no stream's length. 0: none. Default 2m.
+	StallTimeout time.Duration `yaml:"stall-timeout"`
+	// IdleTimeout is how long a client connection is kept open with no
+	// request on it. 0: for ever. Default 2m.
+	IdleTimeout time.Duration `yaml:"idle-timeout"`
+	// MaxStreams bounds the blob streams (blob GETs, upload requests with
+	// a body) served at once; beyond it a client is answered 429
+	// TOOMANYREQUESTS with a Retry-After. 0: no bound. Default 256.
+	MaxStreams int `yaml:"max-streams"`
 	// TLSCert and TLSKey are the PEM certificate (chain) and private key
 	// shroud serves HTTPS with; both or neither. Empty: plain HTTP. The
 	// files are read again when they change (a rotated Kubernetes secret).
@@ -152,6 +163,9 @@ func Default() Config {
 		LogLevel:     "info",
 		CacheEntries: 100_000,
 		UploadTTL:    time.Hour,
+		StallTimeout: 2 * time.Minute,
+		IdleTimeout:  2 * time.Minute,
+		MaxStreams:   256,
 	}
 }
 
@@ -219,6 +233,15 @@ func (c Config) Validate() error {
 	}
 	if c.UploadTTL < 0 {
 		errs = append(errs, fmt.Errorf("upload-ttl %s is negative", c.UploadTTL))
+	}
+	if c.StallTimeout < 0 {
+		errs = append(errs, fmt.Errorf("stall-timeout %s is negative (0 turns it off)", c.StallTimeout))
+	}
+	if c.IdleTimeout < 0 {
+		errs = append(errs, fmt.Errorf("idle-timeout %s is negative (0 turns it off)", c.IdleTimeout))
+	}
+	if c.MaxStreams < 0 {
+		errs = append(errs, fmt.Errorf("max-streams %d is negative (0 turns the bound off)", c.MaxStreams))
 	}
 	return errors.Join(errs...)
 }

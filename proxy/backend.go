@@ -2,8 +2,13 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
@@ -35,6 +40,12 @@ type backend struct {
 	// alone.
 	passthrough http.Handler
 	metrics     *metrics
+	// auth is a hash of the request's Authorization: what tells clients
+	// apart where shroud remembers something per client.
+	auth string
+	// principal names who the request's credentials say the client is
+	// (principalOf), what an upload session is bound to.
+	principal string
 }
 
 func newBackend(name string, b Backend, m *metrics) (*backend, error) {
@@ -62,18 +73,67 @@ func (h *Handler) backendNamed(ns string, r *http.Request) *backend {
 	}
 	bb := *b
 	bb.cl = b.cl.WithAuthorization(r.Header.Get("Authorization"))
+	bb.auth = authHash(r.Header.Get("Authorization"))
+	bb.principal = principalOf(r.Header.Get("Authorization"))
 	return &bb
 }
 
-// blob looks a plaintext digest up in the cache; a failing cache is a miss.
-func (b *backend) blob(ctx context.Context, plainDigest digest.Digest) (cache.Blob, bool) {
-	bl, ok, err := b.cache.Blob(ctx, plainDigest)
+// authHash names a client by its Authorization header, for comparisons:
+// never logged, never sent.
+func authHash(authorization string) string {
+	h := sha256.Sum256([]byte("shroud client\x00" + authorization))
+	return hex.EncodeToString(h[:16])
+}
+
+// principalOf names the client an Authorization header speaks for, so
+// that an upload session stays with the client that opened it across a
+// token refresh: the user of Basic credentials, the issuer and subject of
+// a bearer JWT, else the header itself; all hashed. The upstream still
+// authorizes every request that reaches it: a forged token naming another
+// subject gets this far and no further.
+func principalOf(authorization string) string {
+	scheme, cred, _ := strings.Cut(authorization, " ")
+	who := "header\x00" + authorization
+	switch strings.ToLower(scheme) {
+	case "basic":
+		if b, err := base64.StdEncoding.DecodeString(cred); err == nil {
+			user, _, _ := strings.Cut(string(b), ":")
+			who = "basic\x00" + user
+		}
+	case "bearer":
+		if parts := strings.Split(cred, "."); len(parts) == 3 {
+			var claims struct {
+				Iss string `json:"iss"`
+				Sub string `json:"sub"`
+			}
+			if b, err := base64.RawURLEncoding.DecodeString(parts[1]); err == nil && json.Unmarshal(b, &claims) == nil && claims.Sub != "" {
+				who = "jwt\x00" + claims.Iss + "\x00" + claims.Sub
+			}
+		}
+	}
+	return authHash(who)
+}
+
+// blob looks up repo's mapping of a plaintext digest; a failing cache is a
+// miss.
+func (b *backend) blob(ctx context.Context, repo string, plainDigest digest.Digest) (cache.Blob, bool) {
+	bl, ok, err := b.cache.Blob(ctx, repo, plainDigest)
 	if err != nil {
 		logger(ctx).Warn("cache lookup failed", "plain_digest", plainDigest, "err", err)
 		ok = false
 	}
 	b.metrics.cacheLookup(ctx, "blob", ok)
 	return bl, ok
+}
+
+// origin looks up a bound mapping of a plaintext digest in any repository.
+func (b *backend) origin(ctx context.Context, plainDigest digest.Digest) (cache.Blob, bool) {
+	bl, ok, err := b.cache.Origin(ctx, plainDigest)
+	if err != nil {
+		logger(ctx).Warn("cache lookup failed", "plain_digest", plainDigest, "err", err)
+		ok = false
+	}
+	return bl, ok && bl.Bound
 }
 
 func (b *backend) putBlob(ctx context.Context, bl cache.Blob) {

@@ -28,9 +28,54 @@
 //     design's dedup), except into a repository the client deleted it from:
 //     deleted blobs and manifests are remembered per repository (bounded,
 //     in process), so a delete sticks as the distribution spec requires.
-//   - A manifest sealed by a shroud with another identity is served
-//     decrypted, like one encrypted by another tool, when shroud holds a key
-//     to its layers; DENIED only when none opens.
+//
+// Decisions that keep a hostile upstream (DESIGN §10) from steering shroud:
+//   - The seal (crypto.Seal) is signed by shroud's identity, then encrypted
+//     to it, and names the upstream and repository it was written for and
+//     every layer's pairing (plaintext digest, ciphertext digest, size,
+//     HMAC). A manifest is served from its seal only when the signature
+//     verifies, the seal is for this upstream and repository (or the
+//     rule's accept-from names its repository and no deny rule covers
+//     that), and every sealed layer is found in the manifest by its
+//     ciphertext digest (never by position) with the sealed HMAC and size
+//     and a wrapped key that unwraps to the sealed plaintext digest.
+//     Anything else is treated as foreign.
+//   - A foreign manifest (no seal, a forged or first-format seal, one for
+//     another repository) opens only with the decryption keys its rule
+//     allows; shroud's identity opens it only under accept-foreign, since
+//     anyone can encrypt to a public key and a copy of shroud's ciphertext
+//     without its seal must not open elsewhere.
+//   - Blob mappings are per repository. Only a mapping shroud vouches for
+//     (it encrypted the blob, or a verified seal names it: cache.Blob.Bound)
+//     answers a HEAD, sources a cross-repository mount, is decrypted into a
+//     config or sealed into a new manifest; a foreign one serves pulls of
+//     its repository only, verified to its plaintext digest.
+//   - What a mapping tells (existence, size, a 416 range) is said only
+//     after the upstream, asked with the client's credentials, showed the
+//     client may see the ciphertext.
+//   - A manifest PUT is validated (descriptor count, wrapped keys of layers
+//     that claim +encrypted) and authorized (an upstream upload session is
+//     opened with the client's credentials and cancelled) before any work;
+//     identical repeated descriptors are worked on once.
+//   - The config is read from the client's own bytes (shroud's ciphertext
+//     of the upload, or the upstream's copy checked against the digest),
+//     never from the upstream unverified: platform rules decide on it, and a
+//     config that names no platform is encrypted. A config is refused when a
+//     manifest of the repository names the blob as a layer, when it is a
+//     gzip, zstd or tar archive, or when an image config does not parse.
+//   - Inline data is dropped from every descriptor shroud rewrites.
+//   - A Range covering the whole blob is verified like a GET; other ranges
+//     are decrypted unverified (the client's digest check over the whole
+//     covers them), or, under a rule's verify-ranges, answered with the
+//     whole verified blob.
+//   - Restored manifests are remembered by upstream digest (bounded, ten
+//     minutes), an index restores at most 1024 distinct children, referrers
+//     one level deep (at most 1024), and a digest a tag scan did not find is
+//     not scanned for again for a minute per client.
+//   - A request path that is not in its clean form (dot or empty segments,
+//     encoded dots or slashes) is NAME_INVALID before the policy decides.
+//   - Cancelling an upload is cancelled upstream first, with the client's
+//     credentials: holding the session's URL is not enough.
 //   - Configs, layers a policy leaves in plaintext and layers that arrived
 //     already encrypted are stored upstream as the client sent them, by
 //     streaming shroud's own ciphertext back through decryption.

@@ -25,6 +25,7 @@ const (
 	codeNameInvalid         = "NAME_INVALID"
 	codeSizeInvalid         = "SIZE_INVALID"
 	codeDenied              = "DENIED"
+	codeTooManyRequests     = "TOOMANYREQUESTS"
 	codeUnsupported         = "UNSUPPORTED"
 	codeUnavailable         = "UNAVAILABLE"
 	codeUnknown             = "UNKNOWN"

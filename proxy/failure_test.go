@@ -238,7 +238,7 @@ func TestUndecryptableIsDenied(t *testing.T) {
 	}
 	ans := call{t, b.URL}.do("GET", "/v2/denied/app/manifests/1", nil)
 	ans.want(t, 403, "DENIED")
-	if !strings.Contains(string(ans.body), "another shroud identity") {
+	if !strings.Contains(string(ans.body), "not sealed by this shroud") {
 		t.Fatalf("DENIED does not say why: %s", ans.body)
 	}
 	_, err := remote.Image(ref(t, b.Host(), "denied/app:1"))

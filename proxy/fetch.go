@@ -2,9 +2,8 @@ package proxy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -34,8 +33,7 @@ func newFetches(dir string) *fetches { return &fetches{m: map[string]*fetch{}, d
 // fetchKey names what can be shared: one upstream, repository and blob,
 // fetched with one Authorization.
 func fetchKey(be *backend, repo, cipherDigest string, r *http.Request) string {
-	h := sha256.Sum256([]byte(r.Header.Get("Authorization")))
-	return be.name + "\x00" + repo + "\x00" + cipherDigest + "\x00" + hex.EncodeToString(h[:8])
+	return be.name + "\x00" + repo + "\x00" + cipherDigest + "\x00" + authHash(r.Header.Get("Authorization"))
 }
 
 // opener opens the upstream ciphertext.
@@ -57,8 +55,13 @@ type fetch struct {
 	cancel  context.CancelFunc
 }
 
-// open returns the ciphertext of the blob key names for one pull.
-func (fs *fetches) open(ctx context.Context, key string, open opener) (io.ReadCloser, error) {
+// errOversize is an upstream that sent a blob longer than its mapping says.
+var errOversize = errors.New("the upstream sent more bytes than the blob has")
+
+// open returns the ciphertext of the blob key names, of size bytes, for
+// one pull. A shared fetch spools size bytes at most: an upstream that
+// sends more fails it.
+func (fs *fetches) open(ctx context.Context, key string, size int64, open opener) (io.ReadCloser, error) {
 	fs.mu.Lock()
 	f := fs.m[key]
 	switch {
@@ -86,7 +89,7 @@ func (fs *fetches) open(ctx context.Context, key string, open opener) (io.ReadCl
 		fs.m[key] = f
 		f.readers = 1
 		fs.mu.Unlock()
-		go f.run(fctx, open)
+		go f.run(fctx, size, open)
 	default:
 		f.mu.Lock()
 		f.readers++
@@ -135,8 +138,8 @@ func (fs *fetches) leave(key string, f *fetch) {
 	}()
 }
 
-// run copies the upstream ciphertext into the spool.
-func (f *fetch) run(ctx context.Context, open opener) {
+// run copies the upstream ciphertext, size bytes, into the spool.
+func (f *fetch) run(ctx context.Context, size int64, open opener) {
 	err := func() error {
 		rc, err := open(ctx)
 		if err != nil {
@@ -150,6 +153,11 @@ func (f *fetch) run(ctx context.Context, open opener) {
 		buf := make([]byte, chunkBytes)
 		for {
 			n, rerr := rc.Read(buf)
+			if int64(n) > size-f.written {
+				// Written up to the size, so that readers behind get
+				// the blob; nothing past it.
+				n, rerr = int(size-f.written), fmt.Errorf("%w: more than %d", errOversize, size)
+			}
 			if n > 0 {
 				if _, err := f.spool.WriteAt(buf[:n], f.written); err != nil {
 					return err

@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -55,6 +57,16 @@ type Options struct {
 	MaxTagScan int
 	// Meter records shroud's metrics (metrics.go); nil records none.
 	Meter metric.Meter
+	// StallTimeout is how long a response or a request body may go
+	// without progress before it is cut; zero means two minutes, negative
+	// none. It bounds no stream's length: a multi-GiB pull that keeps
+	// moving runs as long as it needs (limits.go).
+	StallTimeout time.Duration
+	// MaxStreams bounds the blob streams served at once (blob GETs and
+	// upload requests with a body); one more is answered 429
+	// TOOMANYREQUESTS with a Retry-After, not queued. Zero means 256,
+	// negative no bound.
+	MaxStreams int
 }
 
 // Handler serves the OCI distribution API in front of an upstream registry.
@@ -69,6 +81,11 @@ type Handler struct {
 	maxScan int
 	metrics *metrics
 	router  *mux.Router
+	limits  *limits
+	// restored remembers restored manifests by upstream digest, misses
+	// the digests a tag scan did not find.
+	restored *restoredCache
+	misses   *misses
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -83,14 +100,17 @@ func New(o Options) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{
-		keys:    o.Keyring,
-		policy:  o.Policy,
-		mirrors: map[string]*backend{},
-		log:     o.Logger,
-		uploads: newSessions(o.UploadTTL, m.uploads),
-		fetches: newFetches(o.SpoolDir),
-		maxScan: o.MaxTagScan,
-		metrics: m,
+		keys:     o.Keyring,
+		policy:   o.Policy,
+		mirrors:  map[string]*backend{},
+		log:      o.Logger,
+		uploads:  newSessions(o.UploadTTL, m.uploads),
+		fetches:  newFetches(o.SpoolDir),
+		maxScan:  o.MaxTagScan,
+		metrics:  m,
+		limits:   newLimits(o.MaxStreams, o.StallTimeout),
+		restored: newRestoredCache(),
+		misses:   newMisses(),
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -159,6 +179,12 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	}()
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")
 	w.Header().Set("X-Request-Id", id)
+	if err := checkPath(r.URL); err != nil {
+		// The policy decides on the path as it is: one a registry
+		// would normalise to another repository must not reach it.
+		writeAPIError(w, r, err)
+		return
+	}
 	if m := repoPath.FindStringSubmatch(r.URL.Path); m != nil {
 		switch rule := h.policy.Match(m[1]); {
 		case rule == nil:
@@ -170,11 +196,30 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			writeAPIError(w, r, apiErr(http.StatusForbidden, codeDenied, "repository %s is denied by %s", m[1], rule))
 			return
 		case rule.Action == crypto.Passthrough:
-			h.backend(r).passthrough.ServeHTTP(w, r)
+			h.limits.serve(w, r, h.backend(r).passthrough)
 			return
 		}
 	}
-	h.router.ServeHTTP(w, r)
+	h.limits.serve(w, r, h.router)
+}
+
+// checkPath refuses a request path that is not in its clean form: dot
+// segments, empty segments, encoded dots, slashes or backslashes. Paths of
+// the distribution API never have them.
+func checkPath(u *url.URL) *apiError {
+	p := u.EscapedPath()
+	lower := strings.ToLower(p)
+	bad := strings.Contains(lower, "%2e") || strings.Contains(lower, "%2f") || strings.Contains(lower, "%5c") || strings.ContainsRune(p, '\\')
+	segs := strings.Split(strings.TrimSuffix(strings.TrimPrefix(p, "/"), "/"), "/")
+	for i, seg := range segs {
+		if seg == "." || seg == ".." || (seg == "" && i > 0) {
+			bad = true
+		}
+	}
+	if bad {
+		return apiErr(http.StatusBadRequest, codeNameInvalid, "the request path is not in its clean form")
+	}
+	return nil
 }
 
 // repoPath finds the repository of a request under /v2/.

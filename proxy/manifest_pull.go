@@ -2,16 +2,19 @@ package proxy
 
 import (
 	"context"
+	"crypto/hmac"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -157,7 +160,21 @@ func (h *Handler) restoreByUpstream(ctx context.Context, be *backend, repo strin
 
 // scanTags looks for a manifest the cache has forgotten (after a restart,
 // or evicted) among the repository's tags and the indexes they name.
+// A digest not found is remembered per client for a while (missTTL), so
+// that asking for it again costs no scan.
 func (h *Handler) scanTags(ctx context.Context, be *backend, repo string, d digest.Digest) (served, bool, error) {
+	miss := missKey(be, repo, d)
+	if h.misses.lru.Contains(miss) {
+		return served{}, false, nil
+	}
+	s, ok, err := h.scanTagsOnce(ctx, be, repo, d)
+	if err == nil && !ok {
+		h.misses.lru.Add(miss, struct{}{})
+	}
+	return s, ok, err
+}
+
+func (h *Handler) scanTagsOnce(ctx context.Context, be *backend, repo string, d digest.Digest) (served, bool, error) {
 	resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/tags/list", url.Values{"n": {strconv.Itoa(h.maxScan)}}, nil)
 	if err != nil {
 		return served{}, false, err
@@ -194,24 +211,56 @@ func (h *Handler) scanTags(ctx context.Context, be *backend, repo string, d dige
 }
 
 // restore turns an upstream manifest into what the client should see: the
-// sealed original bytes for manifests shroud wrote; a decrypted manifest
-// for images encrypted elsewhere; anything else as it is.
+// sealed original bytes for manifests shroud wrote for this repository; a
+// decrypted manifest for images encrypted elsewhere, opened only with the
+// keys the repository's rule allows; anything else as it is. Results are
+// remembered by upstream digest (restored.go), so a manifest named many
+// times (an index repeating a child, referrers) costs its work once.
 func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upstream.Manifest, depth int) (served, error) {
+	key := restoredKey(be, repo, um.Digest, depth > 0)
+	if e, ok := h.restored.get(key); ok {
+		for _, b := range e.blobs {
+			be.putBlob(ctx, b)
+		}
+		for _, m := range e.manifests {
+			be.putManifestMapping(ctx, m)
+		}
+		return e.served, nil
+	}
+	rec := &restoration{}
+	s, err := h.restoreOnce(ctx, be, repo, um, depth, rec)
+	if err != nil {
+		return served{}, err
+	}
+	for _, b := range rec.blobs {
+		be.putBlob(ctx, b)
+	}
+	for _, m := range rec.manifests {
+		be.putManifestMapping(ctx, m)
+	}
+	rec.served = s
+	h.restored.add(key, rec)
+	return s, nil
+}
+
+func (h *Handler) restoreOnce(ctx context.Context, be *backend, repo string, um upstream.Manifest, depth int, rec *restoration) (served, error) {
 	asIs := served{body: um.Body, contentType: um.ContentType, digest: um.Digest}
 	m, err := parseManifest(um.Body, um.ContentType)
 	if err != nil {
 		return asIs, nil // not a manifest shroud rewrites (schema 1, say)
 	}
-	var foreignSeal error
+	var notSealed error
 	if sealed := m.annotations[crypto.AnnotationOriginal]; sealed != "" {
-		s, err := h.openSealed(ctx, be, repo, um, m, sealed)
-		if !errors.Is(err, errForeignSeal) {
+		s, err := h.openSealed(ctx, be, repo, um, m, sealed, rec)
+		if !errors.Is(err, errNotSealedHere) {
 			return s, err
 		}
-		// Sealed by a shroud with another identity: the layers may still
-		// open with a key shroud holds, and the manifest is then served
-		// decrypted, as one encrypted by any other tool.
-		foreignSeal = err
+		// Not a seal this shroud wrote for this repository and upstream
+		// (or one the rule accepts): nothing in it is trusted. The layers
+		// may still open with a key the rule allows, and the manifest is
+		// then served decrypted, as one encrypted by any other tool.
+		logger(ctx).Info("manifest not sealed for this repository: treated as encrypted elsewhere", "repository", repo, "upstream_digest", um.Digest, "err", err)
+		notSealed = err
 		m.annotations = crypto.WithoutEncAnnotations(m.annotations)
 		delete(m.annotations, crypto.AnnotationOriginal)
 	}
@@ -220,31 +269,40 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 		if depth > 0 {
 			return asIs, nil
 		}
+		if err := checkFanOut(m.manifests); err != nil {
+			return served{}, err
+		}
+		children := map[digest.Digest]served{}
 		for i := range m.manifests {
 			c := &m.manifests[i]
-			cm, err := be.cl.GetManifest(ctx, repo, c.Digest.String())
-			if err != nil {
-				return served{}, fmt.Errorf("index child %s: %w", c.Digest, err)
-			}
-			cs, err := h.restore(ctx, be, repo, cm, depth+1)
-			if err != nil {
-				return served{}, err
+			cs, ok := children[c.Digest]
+			if !ok {
+				cm, err := be.cl.GetManifest(ctx, repo, c.Digest.String())
+				if err != nil {
+					return served{}, fmt.Errorf("index child %s: %w", c.Digest, err)
+				}
+				if cs, err = h.restore(ctx, be, repo, cm, depth+1); err != nil {
+					return served{}, err
+				}
+				children[c.Digest] = cs
 			}
 			if !cs.is(c.Digest) {
 				c.Digest, c.Size, c.MediaType = c.Digest.Algorithm().FromBytes(cs.body), int64(len(cs.body)), cs.contentType
+				c.Data = nil
 				changed = true
 			}
 		}
 	} else {
+		allow := h.unsealedKeys(repo)
 		for i := range m.layers {
 			l := &m.layers[i]
 			if !crypto.IsEncryptedMediaType(l.MediaType) {
 				continue
 			}
-			opts, err := h.keys.Unwrap(l.Annotations)
+			opts, _, err := h.keys.UnwrapWith(l.Annotations, allow)
 			if err != nil {
-				if foreignSeal != nil {
-					err = fmt.Errorf("%w; %w", foreignSeal, err)
+				if notSealed != nil {
+					err = fmt.Errorf("%w; %w", notSealed, err)
 				}
 				return served{}, fmt.Errorf("layer %s of %s: %w", l.Digest, repo, err)
 			}
@@ -254,8 +312,10 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 			if opts.PlainDigest == "" {
 				return served{}, fmt.Errorf("layer %s: its private options carry no plaintext digest", l.Digest)
 			}
-			be.putBlob(ctx, cache.Blob{PlainDigest: opts.PlainDigest, CipherDigest: l.Digest, Size: l.Size,
-				Annotations: crypto.EncAnnotations(l.Annotations), Repository: repo})
+			// Not bound: serves pulls of this repository only, each
+			// verified to the plaintext digest at its end.
+			rec.blobs = append(rec.blobs, cache.Blob{PlainDigest: opts.PlainDigest, CipherDigest: l.Digest, Size: l.Size,
+				Annotations: crypto.EncAnnotations(l.Annotations), Repository: repo, Layer: true})
 			l.MediaType = crypto.PlainMediaType(l.MediaType)
 			l.Digest = opts.PlainDigest
 			l.Annotations = crypto.WithoutEncAnnotations(l.Annotations)
@@ -270,45 +330,102 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 		return served{}, err
 	}
 	s := served{body: body, contentType: m.mediaType, digest: digest.FromBytes(body)}
-	be.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: s.contentType, Size: int64(len(body)),
+	rec.manifests = append(rec.manifests, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: s.contentType, Size: int64(len(body)),
 		UpstreamDigest: um.Digest, UpstreamMediaType: um.ContentType, UpstreamSize: int64(len(um.Body))})
 	return s, nil
 }
 
-// errForeignSeal is a manifest sealed by a shroud with another identity.
-var errForeignSeal = errors.New("foreign seal")
+// errNotSealedHere is a manifest whose seal this shroud cannot vouch for
+// in this repository: not its identity's, not for this upstream and
+// repository (nor one the rule accepts), or not matching the manifest.
+var errNotSealedHere = errors.New("not sealed for this repository")
+
+// unsealedKeys says which of shroud's keys may open, for a request to
+// repo, layers no seal vouches for: the decryption keys the repository's
+// rule allows, and the identity only where the rule accepts foreign
+// images (anyone can encrypt to shroud's public key, and a copy of
+// shroud's ciphertext without its seal must not open elsewhere).
+func (h *Handler) unsealedKeys(repo string) func(string) bool {
+	rule := h.policy.Match(repo)
+	return func(key string) bool {
+		if rule == nil || rule.Action != crypto.Encrypt {
+			return false
+		}
+		if key == crypto.IdentityKey {
+			return rule.AcceptForeign
+		}
+		return rule.OpensWith(key)
+	}
+}
 
 // openSealed returns the original bytes sealed in a manifest shroud wrote,
-// and records the mappings the pair of manifests gives: each layer's
-// plaintext and ciphertext, each index child's plain and encrypted digest.
-func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um upstream.Manifest, enc *manifest, sealed string) (served, error) {
-	contentType, body, err := h.keys.Identity().Open(sealed)
-	if err != nil {
-		return served{}, fmt.Errorf("%w: manifest %s was sealed to another shroud identity than %s (%v)", errForeignSeal, um.Digest, h.keys.Identity().Path(), err)
+// and records the mappings the seal vouches for: each layer's plaintext
+// and ciphertext (every pairing checked against the manifest's wrapped
+// key), each index child's plain and encrypted digest.
+func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um upstream.Manifest, enc *manifest, sealed string, rec *restoration) (served, error) {
+	notHere := func(format string, args ...any) (served, error) {
+		return served{}, fmt.Errorf("%w: manifest %s: "+format, append([]any{errNotSealedHere, um.Digest}, args...)...)
 	}
-	s := served{body: body, contentType: contentType, digest: digest.FromBytes(body)}
-	orig, err := parseManifest(body, contentType)
+	seal, err := h.keys.Identity().Open(sealed)
+	if errors.Is(err, crypto.ErrForeignSeal) {
+		return notHere("%v", err)
+	}
+	if err != nil {
+		return served{}, err
+	}
+	if seal.Upstream != be.name {
+		return notHere("sealed for another upstream (%q)", seal.Upstream)
+	}
+	if !h.policy.AcceptsSealedFor(repo, seal.Repository) {
+		logger(ctx).Warn("refused a manifest sealed for another repository", "repository", repo, "sealed_for", seal.Repository, "upstream_digest", um.Digest)
+		return notHere("sealed for another repository, which no accept-from of this repository's rule names")
+	}
+	orig, err := parseManifest(seal.Manifest, seal.ContentType)
 	if err != nil {
 		return served{}, errors.Join(errors.New("sealed original manifest does not parse"), err)
 	}
-	if len(orig.layers) == len(enc.layers) {
-		for i, o := range orig.layers {
-			e := enc.layers[i]
-			if crypto.IsEncryptedMediaType(e.MediaType) && o.Digest != e.Digest {
-				be.putBlob(ctx, cache.Blob{PlainDigest: o.Digest, CipherDigest: e.Digest, Size: e.Size,
-					Annotations: crypto.EncAnnotations(e.Annotations), Repository: repo})
+	var blobs []cache.Blob
+	for _, sl := range seal.Layers {
+		// Found by its ciphertext digest, never by position; the other
+		// layers of the upstream manifest are not served (the original
+		// is) and get no mapping.
+		i := slices.IndexFunc(enc.layers, func(e ocispec.Descriptor) bool { return e.Digest == sl.CipherDigest })
+		if i < 0 {
+			return notHere("the sealed layer %s is not in the manifest", sl.CipherDigest)
+		}
+		e := enc.layers[i]
+		pub, err := crypto.ParsePublicOptions(e.Annotations)
+		if err != nil || !hmac.Equal(pub.HMAC, sl.HMAC) || e.Size != sl.Size {
+			return notHere("layer %s does not match its sealed HMAC and size", e.Digest)
+		}
+		opts, _, err := h.keys.UnwrapWith(e.Annotations, nil)
+		if err != nil {
+			return served{}, fmt.Errorf("layer %s of %s: %w", e.Digest, repo, err)
+		}
+		if opts.PlainDigest != sl.PlainDigest {
+			return notHere("layer %s unwraps to plaintext %s, the seal pairs it with %s", e.Digest, opts.PlainDigest, sl.PlainDigest)
+		}
+		blobs = append(blobs, cache.Blob{PlainDigest: sl.PlainDigest, CipherDigest: sl.CipherDigest, Size: sl.Size,
+			Annotations: crypto.EncAnnotations(e.Annotations), Repository: repo, Bound: true, Layer: true})
+	}
+	rec.blobs = append(rec.blobs, blobs...)
+	for _, c := range seal.Children {
+		for _, e := range enc.manifests {
+			if e.Digest != c.UpstreamDigest {
+				continue
 			}
+			for _, o := range orig.manifests {
+				if o.Digest == c.PlainDigest {
+					rec.manifests = append(rec.manifests, cache.Manifest{Repository: repo, PlainDigest: o.Digest, ContentType: o.MediaType, Size: o.Size,
+						UpstreamDigest: e.Digest, UpstreamMediaType: e.MediaType, UpstreamSize: e.Size})
+					break
+				}
+			}
+			break
 		}
 	}
-	if len(orig.manifests) == len(enc.manifests) {
-		for i, o := range orig.manifests {
-			if e := enc.manifests[i]; o.Digest != e.Digest {
-				be.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: o.Digest, ContentType: o.MediaType, Size: o.Size,
-					UpstreamDigest: e.Digest, UpstreamMediaType: e.MediaType, UpstreamSize: e.Size})
-			}
-		}
-	}
-	be.putManifestMapping(ctx, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: contentType, Size: int64(len(body)),
+	s := served{body: seal.Manifest, contentType: seal.ContentType, digest: digest.FromBytes(seal.Manifest)}
+	rec.manifests = append(rec.manifests, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: seal.ContentType, Size: int64(len(seal.Manifest)),
 		UpstreamDigest: um.Digest, UpstreamMediaType: um.ContentType, UpstreamSize: int64(len(um.Body))})
 	return s, nil
 }

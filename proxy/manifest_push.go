@@ -2,12 +2,13 @@ package proxy
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"net/http"
+	"reflect"
+	"slices"
 
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
@@ -57,10 +58,19 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 		plainSubject = m.subject.Digest
 	}
 	rule := h.policy.Match(repo) // an encrypt rule: ServeHTTP handled the others
-	if err := h.encryptManifest(ctx, be, repo, m, rule); err != nil {
+	// Nothing is written, and nothing costly done, before the manifest is
+	// validated and the client shown to be allowed to push.
+	if err := validatePush(m); err != nil {
 		return err
 	}
-	sealed, err := h.keys.Identity().Seal(contentType, body)
+	if err := h.authorizePush(ctx, be, repo); err != nil {
+		return err
+	}
+	seal := crypto.Seal{Upstream: be.name, Repository: repo, ContentType: contentType, Manifest: body}
+	if err := h.encryptManifest(ctx, be, repo, m, rule, &seal); err != nil {
+		return err
+	}
+	sealed, err := h.keys.Identity().Seal(seal)
 	if err != nil {
 		return err
 	}
@@ -110,36 +120,95 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// validatePush checks what can be checked of a pushed manifest without
+// any I/O: bounded descriptors, and layers that claim to be encrypted
+// carrying wrapped keys that parse (a media type and annotation names
+// alone do not make a layer encrypted: it would be plaintext leaving under
+// that name).
+func validatePush(m *manifest) error {
+	if n := len(m.descriptors()); n > maxDescriptors {
+		return apiErr(http.StatusBadRequest, codeManifestInvalid, "the manifest has %d descriptors, more than %d", n, maxDescriptors)
+	}
+	for _, l := range m.layers {
+		if !crypto.IsEncryptedMediaType(l.MediaType) {
+			continue
+		}
+		if err := crypto.ValidateEncrypted(l.Annotations); err != nil {
+			return &apiError{status: http.StatusBadRequest, code: codeManifestInvalid,
+				message: fmt.Sprintf("layer %s has media type %s but is not an encrypted layer: %v", l.Digest, l.MediaType, err), cause: err}
+		}
+	}
+	return nil
+}
+
+// authorizePush asks the upstream, with the client's own credentials,
+// whether the client may push to repo: it opens an upload session (which
+// needs push access) and cancels it. The upstream's refusal (a 401 with its
+// challenge, a 403) goes back to the client as it is.
+func (h *Handler) authorizePush(ctx context.Context, be *backend, repo string) error {
+	loc, err := be.cl.StartUpload(ctx, repo)
+	if err != nil {
+		return err
+	}
+	h.cancelUpstream(ctx, be, loc)
+	return nil
+}
+
 // encryptManifest rewrites m in place to what the upstream stores, as the
-// rule says: which layers, for which recipients.
-func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest, rule *crypto.Rule) error {
+// rule says (which layers, for which recipients), and records in seal the
+// pairings it vouches for. Descriptors that repeat are worked on once.
+func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest, rule *crypto.Rule, seal *crypto.Seal) error {
 	if m.isIndex() {
+		mapped := map[digest.Digest]ocispec.Descriptor{}
 		for i := range m.manifests {
-			if err := h.mapChild(ctx, be, repo, &m.manifests[i]); err != nil {
+			c := &m.manifests[i]
+			if e, ok := mapped[c.Digest]; ok {
+				c.Digest, c.Size, c.MediaType, c.Data = e.Digest, e.Size, e.MediaType, e.Data
+				continue
+			}
+			plain := c.Digest
+			if err := h.mapChild(ctx, be, repo, c); err != nil {
 				return err
 			}
+			if c.Digest != plain {
+				c.Data = nil // the client's child manifest, in plaintext
+				seal.Children = append(seal.Children, crypto.SealedChild{PlainDigest: plain, UpstreamDigest: c.Digest})
+			}
+			mapped[plain] = *c
 		}
 		if m.mediaType == mediaTypeDockerList {
 			m.mediaType = mediaTypeOCIIndex
 		}
 	} else {
-		if err := h.storeAsPushed(ctx, be, repo, *m.config, "config"); err != nil {
-			return err
-		}
-		platformOK, err := h.encryptsPlatform(ctx, be, repo, *m.config, rule)
+		platformOK, err := h.prepareConfig(ctx, be, repo, *m.config, rule)
 		if err != nil {
 			return err
 		}
+		// An identical descriptor repeated (and decided alike) gets the
+		// first one's result: a manifest naming one layer 3,000 times
+		// costs one layer's work.
+		type done struct {
+			orig, out ocispec.Descriptor
+			encrypt   bool
+		}
+		seen := map[digest.Digest][]done{}
 		for i := range m.layers {
-			if !platformOK || !rule.EncryptsLayer(i, len(m.layers)) {
-				if err := h.storeAsPushed(ctx, be, repo, m.layers[i], "layer left in plaintext by "+rule.String()); err != nil {
-					return err
-				}
+			l := &m.layers[i]
+			encrypt := platformOK && rule.EncryptsLayer(i, len(m.layers))
+			prev := seen[l.Digest]
+			if j := slices.IndexFunc(prev, func(x done) bool { return x.encrypt == encrypt && reflect.DeepEqual(x.orig, *l) }); j >= 0 {
+				*l = prev[j].out
 				continue
 			}
-			if err := h.encryptLayer(ctx, be, repo, &m.layers[i], rule); err != nil {
+			orig := *l
+			if !encrypt {
+				if err := h.storeAsPushed(ctx, be, repo, *l, "layer left in plaintext by "+rule.String()); err != nil {
+					return err
+				}
+			} else if err := h.encryptLayer(ctx, be, repo, l, rule, seal); err != nil {
 				return err
 			}
+			seen[orig.Digest] = append(prev, done{orig: orig, out: *l, encrypt: encrypt})
 		}
 		if m.mediaType == mediaTypeDockerManifest {
 			m.mediaType = mediaTypeOCIManifest
@@ -148,31 +217,10 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 	if m.subject != nil {
 		if mm, ok := be.manifestMapping(ctx, repo, m.subject.Digest); ok {
 			m.subject.Digest, m.subject.Size, m.subject.MediaType = mm.UpstreamDigest, mm.UpstreamSize, mm.UpstreamMediaType
+			m.subject.Data = nil
 		}
 	}
 	return nil
-}
-
-// encryptsPlatform says whether the rule encrypts the image whose config
-// is cfg, by the platform the config names.
-func (h *Handler) encryptsPlatform(ctx context.Context, be *backend, repo string, cfg ocispec.Descriptor, rule *crypto.Rule) (bool, error) {
-	if len(rule.Platforms) == 0 {
-		return true, nil
-	}
-	resp, err := be.cl.GetBlob(ctx, repo, cfg.Digest, "")
-	if err != nil {
-		return false, err
-	}
-	defer resp.Body.Close()
-	var p struct {
-		OS           string `json:"os"`
-		Architecture string `json:"architecture"`
-		Variant      string `json:"variant"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&p); err != nil {
-		return false, apiErr(http.StatusBadRequest, codeManifestInvalid, "config %s names no platform: %v", cfg.Digest, err)
-	}
-	return rule.EncryptsPlatform(p.OS, p.Architecture, p.Variant), nil
 }
 
 // mapChild points an index entry at the encrypted form of the manifest the
@@ -195,15 +243,16 @@ func (h *Handler) mapChild(ctx context.Context, be *backend, repo string, d *oci
 // it. shroud encrypts every blob at upload, since it cannot tell a layer
 // from a config then; a config (which every ocicrypt consumer needs in
 // plaintext) or a layer that arrived already encrypted is decrypted from
-// shroud's ciphertext and stored as it came, streaming.
+// shroud's ciphertext and stored as it came, streaming. Only a mapping
+// shroud vouches for is decrypted so.
 func (h *Handler) storeAsPushed(ctx context.Context, be *backend, repo string, d ocispec.Descriptor, what string) error {
 	if _, ok, err := be.cl.HeadBlob(ctx, repo, d.Digest); err != nil {
 		return err
 	} else if ok {
 		return nil
 	}
-	b, ok := be.blob(ctx, d.Digest)
-	if !ok {
+	b, ok := be.blob(ctx, repo, d.Digest)
+	if !ok || !b.Bound {
 		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "%s %s is unknown to repository %s", what, d.Digest, repo)
 	}
 	r, err := h.openBlob(ctx, be, repo, b)
@@ -211,16 +260,21 @@ func (h *Handler) storeAsPushed(ctx context.Context, be *backend, repo string, d
 		return fmt.Errorf("%s %s: %w", what, d.Digest, err)
 	}
 	defer r.Close()
+	return h.uploadPlain(ctx, be, repo, d.Digest, r, b.Size, what)
+}
+
+// uploadPlain stores size bytes of r upstream as blob d, as they are.
+func (h *Handler) uploadPlain(ctx context.Context, be *backend, repo string, d digest.Digest, r io.Reader, size int64, what string) error {
 	loc, err := be.cl.StartUpload(ctx, repo)
 	if err != nil {
 		return err
 	}
-	if loc, err = be.cl.PatchUpload(ctx, loc, r, 0, b.Size); err == nil {
-		err = be.cl.CommitUpload(ctx, loc, d.Digest)
+	if loc, err = be.cl.PatchUpload(ctx, loc, r, 0, size); err == nil {
+		err = be.cl.CommitUpload(ctx, loc, d)
 	}
 	if err != nil {
 		h.cancelUpstream(ctx, be, loc)
-		return fmt.Errorf("%s %s: %w", what, d.Digest, err)
+		return fmt.Errorf("%s %s: %w", what, d, err)
 	}
 	return nil
 }
@@ -228,7 +282,7 @@ func (h *Handler) storeAsPushed(ctx context.Context, be *backend, repo string, d
 // openBlob opens the plaintext of a blob shroud encrypted, verified (HMAC
 // and plaintext digest) as it is read to the end.
 func (h *Handler) openBlob(ctx context.Context, be *backend, repo string, b cache.Blob) (io.ReadCloser, error) {
-	opts, err := h.keys.Unwrap(b.Annotations)
+	opts, _, err := h.keys.UnwrapWith(b.Annotations, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -236,8 +290,8 @@ func (h *Handler) openBlob(ctx context.Context, be *backend, repo string, b cach
 	if err != nil {
 		return nil, err
 	}
-	if !h.ensureCipher(ctx, be, repo, b) {
-		return nil, apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "blob %s is gone from the upstream", b.CipherDigest)
+	if err := h.haveCipher(ctx, be, repo, b); err != nil {
+		return nil, err
 	}
 	resp, err := be.cl.GetBlob(ctx, repo, b.CipherDigest, "")
 	if err != nil {
@@ -263,16 +317,14 @@ func (b *blobReader) WriteTo(w io.Writer) (int64, error) {
 }
 
 // encryptLayer rewrites one layer descriptor to its encrypted form, with
-// the layer key wrapped for every recipient.
-func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, rule *crypto.Rule) error {
+// the layer key wrapped for every recipient, and adds its pairing to seal.
+// The client's own enc.* annotations and any inline data are dropped: the
+// data field would carry the layer's plaintext next to its ciphertext.
+func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, rule *crypto.Rule, seal *crypto.Seal) error {
 	if crypto.IsEncryptedMediaType(d.MediaType) {
-		// Encrypted before it reached shroud: stored as it came, and if
-		// shroud can open it, the rule's recipients are added to it. A
-		// media type alone does not make a layer encrypted: without a
-		// wrapped key it would be plaintext leaving under that name.
-		if !crypto.HasWrappedKeys(d.Annotations) {
-			return apiErr(http.StatusBadRequest, codeManifestInvalid, "layer %s has media type %s but no wrapped key (%s* annotation): it is not encrypted", d.Digest, d.MediaType, crypto.AnnotationKeys)
-		}
+		// Encrypted before it reached shroud (validatePush checked its
+		// wrapped keys parse): stored as it came, and if shroud can open
+		// it, the rule's recipients are added to it.
 		if err := h.storeAsPushed(ctx, be, repo, *d, "encrypted layer"); err != nil {
 			return err
 		}
@@ -287,22 +339,29 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 		d.Annotations = ann
 		return nil
 	}
-	b, ok := be.blob(ctx, d.Digest)
+	b, ok := be.blob(ctx, repo, d.Digest)
 	switch {
-	case !ok && crypto.IsNonDistributable(d.MediaType):
-		return nil // never pushed: clients fetch it from its URLs
-	case !ok:
-		var err error
-		if b, err = h.encryptFromUpstream(ctx, be, repo, d.Digest); err != nil {
+	case ok && b.Bound:
+		if err := h.haveCipher(ctx, be, repo, b); err != nil {
+			if upstream.IsStatus(err, http.StatusNotFound) {
+				return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "layer %s: its ciphertext %s is not in the upstream", d.Digest, b.CipherDigest)
+			}
 			return err
 		}
-	case !h.ensureCipher(ctx, be, repo, b):
-		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "layer %s: its ciphertext %s is not in the upstream", d.Digest, b.CipherDigest)
+	case crypto.IsNonDistributable(d.MediaType):
+		return nil // never pushed: clients fetch it from its URLs
+	default:
+		var err error
+		if b, ok = h.mountOrigin(ctx, be, repo, d.Digest); !ok {
+			if b, err = h.encryptFromUpstream(ctx, be, repo, d.Digest); err != nil {
+				return err
+			}
+		}
 	}
 	if b.Size != d.Size {
 		return apiErr(http.StatusBadRequest, codeManifestInvalid, "layer %s has size %d in the manifest but %d bytes were pushed", d.Digest, d.Size, b.Size)
 	}
-	opts, err := h.keys.Unwrap(b.Annotations)
+	opts, _, err := h.keys.UnwrapWith(b.Annotations, nil)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", d.Digest, err)
 	}
@@ -314,13 +373,19 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 	if err != nil {
 		return err
 	}
-	d.Annotations = maps.Clone(d.Annotations)
+	d.Annotations = crypto.WithoutEncAnnotations(d.Annotations)
 	if d.Annotations == nil {
 		d.Annotations = map[string]string{}
 	}
 	maps.Copy(d.Annotations, ann)
 	d.MediaType = crypto.EncryptedMediaType(d.MediaType)
 	d.Digest = b.CipherDigest
+	d.Data = nil
+	if !b.Layer {
+		b.Layer = true
+		be.putBlob(ctx, b)
+	}
+	seal.Layers = append(seal.Layers, crypto.SealedLayer{PlainDigest: b.PlainDigest, CipherDigest: b.CipherDigest, Size: b.Size, HMAC: pub.HMAC})
 	return nil
 }
 

@@ -17,8 +17,10 @@ import (
 	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
-// getBlob serves GET and HEAD of a blob: a blob shroud knows the
-// ciphertext of is decrypted as it streams; any other passes through.
+// getBlob serves GET and HEAD of a blob: a blob the repository has a
+// mapping for is decrypted as it streams; any other passes through. The
+// upstream authorizes every answer with the client's credentials before
+// shroud tells anything from its mappings (existence, size, a range).
 func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo := v["name"]
@@ -27,19 +29,38 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", v["digest"])
 	}
 	ctx, be := r.Context(), h.backend(r)
-	b, ok := be.blob(ctx, plainDigest)
+	if r.Method == http.MethodHead {
+		return h.headBlob(w, r, be, repo, plainDigest)
+	}
+	b, ok := be.blob(ctx, repo, plainDigest)
 	if !ok {
 		return h.passBlob(w, r, be, repo, plainDigest)
 	}
-	if r.Method == http.MethodHead {
-		if !h.ensureCipher(ctx, be, repo, b) {
-			return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
+	rule := h.policy.Match(repo)
+	allow := h.unsealedKeys(repo)
+	if b.Bound {
+		allow = nil // shroud vouches for the pairing: any of its keys
+	}
+	rng, partial, rangeErr := parseRange(r.Header.Get("Range"), b.Size)
+	whole := false // a range covering the whole blob
+	if rangeErr == nil && partial && (rule.VerifyRanges || (rng.start == 0 && rng.end == b.Size-1)) {
+		// A range covering the whole blob is a GET and verified like one
+		// (answered 206); a rule may want every range answered with the
+		// whole blob, verified (200).
+		whole, partial = !rule.VerifyRanges, false
+	}
+	if rangeErr != nil || partial {
+		// Authorized first: a 416 tells the blob's size.
+		if err := h.haveCipher(ctx, be, repo, b); err != nil {
+			return err
 		}
-		writeBlobHeaders(w, plainDigest, b.Size)
-		w.WriteHeader(http.StatusOK)
+	}
+	if rangeErr != nil {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
+		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
 		return nil
 	}
-	opts, err := h.keys.Unwrap(b.Annotations)
+	opts, _, err := h.keys.UnwrapWith(b.Annotations, allow)
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", plainDigest, err)
 	}
@@ -47,21 +68,12 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rng, partial, err := parseRange(r.Header.Get("Range"), b.Size)
-	if err != nil {
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes */%d", b.Size))
-		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
-		return nil
-	}
 	upRange := ""
 	if partial {
 		upRange = fmt.Sprintf("bytes=%d-%d", rng.start, rng.end)
 	}
 	get := func(ctx context.Context) (*http.Response, error) {
 		resp, err := be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
-		if upstream.IsStatus(err, http.StatusNotFound) && h.ensureCipher(ctx, be, repo, b) {
-			resp, err = be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
-		}
 		if upstream.IsStatus(err, http.StatusNotFound) {
 			return nil, apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
 		}
@@ -76,7 +88,7 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return h.serveRange(ctx, w, resp, opts.Key, b, rng)
 	}
 	h.metrics.blobPulls.Add(ctx, 1)
-	cipherText, err := h.fetches.open(ctx, fetchKey(be, repo, b.CipherDigest.String(), r), func(ctx context.Context) (io.ReadCloser, error) {
+	cipherText, err := h.fetches.open(ctx, fetchKey(be, repo, b.CipherDigest.String(), r), b.Size, func(ctx context.Context) (io.ReadCloser, error) {
 		h.metrics.upstreamFetches.Add(ctx, 1)
 		resp, err := get(ctx)
 		if err != nil {
@@ -92,14 +104,82 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer cipherText.Close()
-	plain, err := crypto.DecryptReader(io.LimitReader(cipherText, b.Size), opts.Key, pub.HMAC, plainDigest)
+	plain, err := decryptBlob(io.LimitReader(cipherText, b.Size), opts.Key, pub.HMAC, b)
 	if err != nil {
 		return err
 	}
 	writeBlobHeaders(w, plainDigest, b.Size)
-	w.WriteHeader(http.StatusOK)
+	if whole {
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes 0-%d/%d", b.Size-1, b.Size))
+		w.WriteHeader(http.StatusPartialContent)
+	} else {
+		w.WriteHeader(http.StatusOK)
+	}
 	h.stream(ctx, w, plain, b)
 	return nil
+}
+
+// decryptBlob opens a whole blob's plaintext, verified at its end: by the
+// HMAC alone where shroud vouches for the pairing of HMAC and plaintext
+// digest (a ciphertext that passes the HMAC under the layer key is the
+// plaintext the pairing names), by the HMAC and the plaintext digest
+// otherwise.
+func decryptBlob(r io.Reader, key crypto.LayerKey, hmac []byte, b cache.Blob) (io.Reader, error) {
+	return crypto.DecryptReader(r, key, hmac, b.PlainDigest)
+}
+
+// headBlob answers a HEAD: from a mapping of the repository shroud vouches
+// for, once the upstream shows the client may see its ciphertext; else by
+// mounting the ciphertext of a vouched-for mapping of another repository
+// (the upstream checks the client may read that one and write this one);
+// else as the upstream answers for the digest itself.
+func (h *Handler) headBlob(w http.ResponseWriter, r *http.Request, be *backend, repo string, plainDigest digest.Digest) error {
+	ctx := r.Context()
+	if b, ok := be.blob(ctx, repo, plainDigest); ok && b.Bound {
+		err := h.haveCipher(ctx, be, repo, b)
+		if err == nil {
+			writeBlobHeaders(w, plainDigest, b.Size)
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}
+		if !upstream.IsStatus(err, http.StatusNotFound) {
+			return err
+		}
+	}
+	if !be.deleted.Contains(repoKey(repo, plainDigest)) {
+		if b, ok := h.mountOrigin(ctx, be, repo, plainDigest); ok {
+			writeBlobHeaders(w, plainDigest, b.Size)
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}
+	}
+	return h.passBlob(w, r, be, repo, plainDigest)
+}
+
+// haveCipher checks that repo holds b's ciphertext upstream, asking with
+// the client's credentials: the upstream's refusal (401, 403) or its 404
+// comes back as the error.
+func (h *Handler) haveCipher(ctx context.Context, be *backend, repo string, b cache.Blob) error {
+	_, ok, err := be.cl.HeadBlob(ctx, repo, b.CipherDigest)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &upstream.StatusError{Method: http.MethodHead, Path: "/v2/" + repo + "/blobs/" + b.CipherDigest.String(), StatusCode: http.StatusNotFound}
+	}
+	return nil
+}
+
+// mountOrigin mounts into repo the ciphertext of the bound mapping of
+// plainDigest in another repository, and records the mapping for repo.
+func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, plainDigest digest.Digest) (cache.Blob, bool) {
+	o, ok := be.origin(ctx, plainDigest)
+	if !ok || o.Repository == repo || !h.mountCipher(ctx, be, repo, o, o.Repository) {
+		return cache.Blob{}, false
+	}
+	o.Repository = repo
+	be.putBlob(ctx, o)
+	return o, true
 }
 
 // stream copies a decrypting reader to the client. Once headers are out
@@ -212,19 +292,6 @@ func writeBlobHeaders(w http.ResponseWriter, plainDigest digest.Digest, size int
 	w.Header().Set("Accept-Ranges", "bytes")
 }
 
-// ensureCipher says whether repo holds b's ciphertext upstream, mounting
-// it from the repository it was seen in if need be.
-func (h *Handler) ensureCipher(ctx context.Context, be *backend, repo string, b cache.Blob) bool {
-	_, ok, err := be.cl.HeadBlob(ctx, repo, b.CipherDigest)
-	if err == nil && ok {
-		return true
-	}
-	if b.Repository == "" || b.Repository == repo || be.deleted.Contains(repoKey(repo, b.PlainDigest)) {
-		return false
-	}
-	return h.mountCipher(ctx, be, repo, b, b.Repository)
-}
-
 // passBlob relays a blob shroud has no mapping for (a plaintext config, a
 // passthrough blob, or ciphertext asked for by its own digest).
 func (h *Handler) passBlob(w http.ResponseWriter, r *http.Request, be *backend, repo string, d digest.Digest) error {
@@ -276,7 +343,7 @@ func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, be := r.Context(), h.backend(r)
 	targets := []digest.Digest{d}
-	if b, ok := be.blob(ctx, d); ok {
+	if b, ok := be.blob(ctx, repo, d); ok {
 		targets = []digest.Digest{b.CipherDigest, d}
 	}
 	var deleted bool

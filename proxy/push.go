@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
 // cleanupTimeout bounds the upstream calls that tidy up after a failed
@@ -60,36 +62,32 @@ func (h *Handler) newUpload(ctx context.Context, be *backend, repo, loc string) 
 	if err == nil {
 		var enc *crypto.Encrypter
 		if enc, err = crypto.NewEncrypter(key); err == nil {
-			return &upload{id: newID(16), repo: repo, ns: be.name, location: loc, enc: enc}, nil
+			return &upload{id: newID(16), repo: repo, ns: be.name, owner: be.principal, location: loc, enc: enc}, nil
 		}
 	}
 	h.cancelUpstream(ctx, be, loc)
 	return nil, err
 }
 
-// mount serves ?mount=P&from=R as a mount of P's ciphertext. It reports
-// false (and writes nothing) when no mount happened and the caller should
-// open a new session, as the spec lets a registry answer.
+// mount serves ?mount=P&from=R as a mount of P's ciphertext, from R's
+// mapping of P when shroud vouches for it, else from any repository's.
+// It reports false (and writes nothing) when no mount happened and the
+// caller should open a new session, as the spec lets a registry answer.
 func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, repo, mountParam, from string) (bool, error) {
 	plainDigest, err := parseDigest(mountParam)
 	if err != nil {
 		return false, err
 	}
-	b, ok := be.blob(r.Context(), plainDigest)
-	if !ok {
+	ctx := r.Context()
+	if b, ok := be.blob(ctx, from, plainDigest); ok && b.Bound && from != repo && h.mountCipher(ctx, be, repo, b, from) {
+		b.Repository = repo
+		be.putBlob(ctx, b)
+	} else if _, ok := h.mountOrigin(ctx, be, repo, plainDigest); !ok {
 		return false, nil
 	}
-	for i, src := range []string{from, b.Repository} {
-		if src == "" || (i == 1 && src == from) {
-			continue
-		}
-		if h.mountCipher(r.Context(), be, repo, b, src) {
-			be.deleted.Remove(repoKey(repo, plainDigest))
-			writeBlobCreated(w, repo, plainDigest)
-			return true, nil
-		}
-	}
-	return false, nil
+	be.deleted.Remove(repoKey(repo, plainDigest))
+	writeBlobCreated(w, repo, plainDigest)
+	return true, nil
 }
 
 // mountCipher asks the upstream to mount b's ciphertext from src into repo.
@@ -168,6 +166,11 @@ func (h *Handler) appendStream(ctx context.Context, be *backend, u *upload, body
 	if err == nil && length > 0 && u.offset()-before != length {
 		err = apiErr(http.StatusBadRequest, codeSizeInvalid, "the chunk had %d bytes, not the %d its Content-Length said", u.offset()-before, length)
 	}
+	if err != nil && stalledBody(body) {
+		// Told as such, not as the upstream failure or the cancelled
+		// request it surfaces as: the client may still be listening.
+		err = &apiError{status: http.StatusRequestTimeout, code: codeBlobUploadInvalid, message: "the upload body made no progress for too long; start a new upload", cause: errStalled}
+	}
 	if err != nil {
 		h.abandon(ctx, be, u)
 		return err
@@ -203,7 +206,7 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 		return cache.Blob{}, err
 	}
 	h.uploads.remove(u.id)
-	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo}
+	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo, Bound: true}
 	if want.Algorithm() != digest.SHA256 {
 		if err := h.verifyBlob(ctx, be, u.repo, b); err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -262,17 +265,23 @@ func (h *Handler) uploadStatus(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// cancelUpload serves DELETE on an upload.
+// cancelUpload serves DELETE on an upload. The upstream session is
+// cancelled first, with the client's credentials, so the upstream decides
+// whether this client may: holding the session's URL is not enough.
 func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request) error {
 	u, err := h.lockUpload(r)
 	if err != nil {
 		return err
 	}
 	defer h.unlockUpload(u)
+	// An upstream that cannot cancel (some cannot) expires the session on
+	// its own; a refusal leaves the session as it was.
+	if err := h.backendNamed(u.ns, r).cl.CancelUpload(r.Context(), u.location); upstream.IsStatus(err, http.StatusUnauthorized) || upstream.IsStatus(err, http.StatusForbidden) {
+		return err
+	} else if err != nil {
+		logger(r.Context()).Warn("cancel upstream upload", "err", err)
+	}
 	h.uploads.remove(u.id)
-	// Nothing was recorded; an upstream that cannot cancel (some cannot)
-	// expires the session on its own.
-	h.cancelUpstream(r.Context(), h.backendNamed(u.ns, r), u.location)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
@@ -281,6 +290,12 @@ func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
 	v := mux.Vars(r)
 	u := h.uploads.get(v["uuid"], v["name"])
+	if u != nil && subtle.ConstantTimeCompare([]byte(u.owner), []byte(principalOf(r.Header.Get("Authorization")))) != 1 {
+		// Another client's session: holding its URL is not enough to
+		// read, feed or cancel it. Answered as if it did not exist.
+		h.uploads.done(u)
+		u = nil
+	}
 	if u == nil {
 		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s is unknown, finished, cancelled or expired", v["uuid"])
 	}

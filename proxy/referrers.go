@@ -43,13 +43,18 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	if err := json.NewDecoder(io.LimitReader(resp.Body, upstream.MaxManifestSize)).Decode(&idx); err != nil {
 		return fmt.Errorf("upstream referrers answer: %w", err)
 	}
+	if len(idx.Manifests) > maxReferrers {
+		return apiErr(http.StatusBadGateway, codeUnavailable, "the upstream lists %d referrers of %s, more than the %d shroud restores", len(idx.Manifests), subject, maxReferrers)
+	}
 	for i := range idx.Manifests {
 		d := &idx.Manifests[i]
 		um, err := be.cl.GetManifest(ctx, repo, d.Digest.String())
 		if err != nil {
 			return fmt.Errorf("referrer %s: %w", d.Digest, err)
 		}
-		s, err := h.restore(ctx, be, repo, um, 0)
+		// One level deep: a referrer that is an index is described by
+		// its own seal, its children are not fetched.
+		s, err := h.restore(ctx, be, repo, um, 1)
 		if err != nil {
 			return fmt.Errorf("referrer %s: %w", d.Digest, err)
 		}

@@ -19,6 +19,7 @@ type upload struct {
 	id       string
 	repo     string
 	ns       string // the backend (mirror origin) the session was opened on
+	owner    string // principalOf the client that opened it
 	location string // the upstream session's current location
 	enc      *crypto.Encrypter
 	failed   error // set when the session can no longer complete

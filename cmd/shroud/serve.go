@@ -51,6 +51,9 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		logLevel                  = fs.String("log-level", d.LogLevel, "debug, info, warn or error")
 		cacheEntries              = fs.Int("cache-entries", d.CacheEntries, "entries in each mapping cache table")
 		uploadTTL                 = fs.Duration("upload-ttl", d.UploadTTL, "how long an idle upload session is kept")
+		stallTimeout              = fs.Duration("stall-timeout", d.StallTimeout, "cut a response or request body that makes no progress for this long (0: never); no bound on a stream's length")
+		idleTimeout               = fs.Duration("idle-timeout", d.IdleTimeout, "close a client connection idle for this long (0: never)")
+		maxStreams                = fs.Int("max-streams", d.MaxStreams, "blob streams (pulls, upload bodies) served at once; beyond it 429 TOOMANYREQUESTS (0: no bound)")
 		tlsCert                   = fs.String("tls-cert", "", "PEM certificate (chain) to serve HTTPS with; needs --tls-key")
 		tlsKey                    = fs.String("tls-key", "", "PEM private key of --tls-cert")
 		upstreamCA                = fs.String("upstream-ca", "", "PEM file of CA certificates trusted for https:// upstreams, besides the system's")
@@ -91,6 +94,12 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.CacheEntries = *cacheEntries
 		case "upload-ttl":
 			c.UploadTTL = *uploadTTL
+		case "stall-timeout":
+			c.StallTimeout = *stallTimeout
+		case "idle-timeout":
+			c.IdleTimeout = *idleTimeout
+		case "max-streams":
+			c.MaxStreams = *maxStreams
 		case "tls-cert":
 			c.TLSCert = *tlsCert
 		case "tls-key":
@@ -167,6 +176,14 @@ func keyring(cfg config.Config, log *slog.Logger) (*crypto.Keyring, error) {
 	providers, err := keyProviders(cfg)
 	if err != nil {
 		return nil, err
+	}
+	for name, p := range providers {
+		if p.Grpc != "" && p.GrpcTLS == nil {
+			// The provider is sent layer keys to wrap and returns them
+			// unwrapped: over plain gRPC anyone on the path reads them.
+			log.Warn("key provider speaks gRPC without TLS: layer keys cross the network in the clear; configure grpc-tls",
+				"provider", name, "address", p.Grpc)
+		}
 	}
 	return crypto.NewKeyring(id, keys,
 		crypto.WithPKCS11(cfg.PKCS11.AllowedModulePaths, cfg.PKCS11.ModuleDirectories),
@@ -266,11 +283,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return err
 		}
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter})
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter,
+		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams)})
 	if err != nil {
 		return err
 	}
-	api := listener{srv: &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
+	// No ReadTimeout or WriteTimeout: they bound a whole request, and a
+	// multi-GiB blob takes as long as it takes. The handler cuts a stream
+	// that stops moving (--stall-timeout) instead.
+	api := listener{srv: &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
 	if api.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return err
 	}
@@ -286,6 +307,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	log.Info("shroud is serving", "listen", api.ln.Addr().String(), "tls", tlsCfg != nil, "upstream", upURL, "mirrors", len(mirrors), "policy_rules", len(pol.Rules()))
 	return serveAll(ctx, log, servers)
+}
+
+// offWhenZero turns a limit's "0: off" in the config into the "negative:
+// off" of proxy.Options, whose zero is the default.
+func offWhenZero[T int | time.Duration](v T) T {
+	if v == 0 {
+		return -1
+	}
+	return v
 }
 
 // listener is a server and the listener it serves on.
