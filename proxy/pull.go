@@ -125,6 +125,9 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 // plaintext the pairing names), by the HMAC and the plaintext digest
 // otherwise.
 func decryptBlob(r io.Reader, key crypto.LayerKey, hmac []byte, b cache.Blob) (io.Reader, error) {
+	if b.Bound {
+		return crypto.DecryptReader(r, key, hmac, "")
+	}
 	return crypto.DecryptReader(r, key, hmac, b.PlainDigest)
 }
 
