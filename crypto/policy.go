@@ -182,7 +182,7 @@ func globRegexp(glob string) (*regexp.Regexp, error) {
 		case c == '?':
 			b.WriteString("[^/]")
 		default:
-			b.WriteString(regexp.QuoteMeta(glob[i:i+1]))
+			b.WriteString(regexp.QuoteMeta(glob[i : i+1]))
 		}
 	}
 	b.WriteString("$")
