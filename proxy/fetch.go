@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"sync"
 	"time"
@@ -32,8 +31,8 @@ func newFetches(dir string) *fetches { return &fetches{m: map[string]*fetch{}, d
 
 // fetchKey names what can be shared: one upstream, repository and blob,
 // fetched with one Authorization.
-func fetchKey(be *backend, repo, cipherDigest string, r *http.Request) string {
-	return be.name + "\x00" + repo + "\x00" + cipherDigest + "\x00" + authHash(r.Header.Get("Authorization"))
+func fetchKey(be *backend, repo, cipherDigest string) string {
+	return be.name + "\x00" + repo + "\x00" + cipherDigest + "\x00" + be.auth
 }
 
 // opener opens the upstream ciphertext.

@@ -88,7 +88,7 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return h.serveRange(ctx, w, resp, opts.Key, b, rng)
 	}
 	h.metrics.blobPulls.Add(ctx, 1)
-	cipherText, err := h.fetches.open(ctx, fetchKey(be, repo, b.CipherDigest.String(), r), b.Size, func(ctx context.Context) (io.ReadCloser, error) {
+	cipherText, err := h.fetches.open(ctx, fetchKey(be, repo, b.CipherDigest.String()), b.Size, func(ctx context.Context) (io.ReadCloser, error) {
 		h.metrics.upstreamFetches.Add(ctx, 1)
 		resp, err := get(ctx)
 		if err != nil {
