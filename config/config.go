@@ -153,6 +153,22 @@ type Rule struct {
 	// VerifyRanges (encrypt rules): answer a Range request with the whole
 	// blob, verified, instead of an unverified decrypted range.
 	VerifyRanges bool `yaml:"verify-ranges"`
+	// VerifyBeforeRelease (encrypt rules): release no plaintext byte of a
+	// blob before its HMAC and digest verified (the ciphertext is fetched
+	// whole first: in memory when small, spooled to data-dir otherwise).
+	VerifyBeforeRelease bool `yaml:"verify-before-release"`
+	// DedupScope (encrypt rules): how far a layer pushed to one
+	// repository answers a HEAD or a mount in another: "repository"
+	// (never across repositories), "rule" (the repositories this rule
+	// matches; the default) or "global".
+	DedupScope string `yaml:"dedup-scope"`
+	// Pull and Push are who may pull from and push to this rule's
+	// repositories when shroud authenticates clients itself (auth):
+	// "user:<name>", "group:<name>", "subject:<certificate subject>"
+	// (names may hold * wildcards), "authenticated" or "anonymous".
+	// Empty: every authenticated client. Push implies pull.
+	Pull []string `yaml:"pull"`
+	Push []string `yaml:"push"`
 }
 
 // Default returns the configuration with every default filled in.
@@ -204,8 +220,8 @@ func (c Config) Validate() error {
 		switch r.Action {
 		case "encrypt":
 		case "passthrough", "deny":
-			if len(r.Recipients)+len(r.Layers)+len(r.Platforms)+len(r.AcceptFrom)+len(r.DecryptionKeys) > 0 || r.AcceptForeign || r.VerifyRanges {
-				errs = append(errs, fmt.Errorf("policy rule %d (%s): recipients, layers, platforms, accept-from, accept-foreign, decryption-keys and verify-ranges belong to encrypt rules", i, r.Repositories))
+			if len(r.Recipients)+len(r.Layers)+len(r.Platforms)+len(r.AcceptFrom)+len(r.DecryptionKeys) > 0 || r.AcceptForeign || r.VerifyRanges || r.VerifyBeforeRelease || r.DedupScope != "" {
+				errs = append(errs, fmt.Errorf("policy rule %d (%s): recipients, layers, platforms, accept-from, accept-foreign, decryption-keys, verify-ranges, verify-before-release and dedup-scope belong to encrypt rules", i, r.Repositories))
 			}
 		default:
 			errs = append(errs, fmt.Errorf("policy rule %d (%s): action %q: want encrypt, passthrough or deny", i, r.Repositories, r.Action))

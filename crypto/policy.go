@@ -19,6 +19,20 @@ const (
 	Deny Action = "deny"
 )
 
+// DedupScope is how far a plaintext layer pushed to one repository is
+// deduplicated into others (answered on HEAD, mounted).
+type DedupScope string
+
+// The dedup scopes.
+const (
+	// DedupRepository: never across repositories.
+	DedupRepository DedupScope = "repository"
+	// DedupRule: among the repositories the same policy rule matches.
+	DedupRule DedupScope = "rule"
+	// DedupGlobal: across every repository of the upstream.
+	DedupGlobal DedupScope = "global"
+)
+
 // Rule is one policy rule: the first rule whose repository glob matches a
 // repository decides for it.
 type Rule struct {
@@ -57,6 +71,15 @@ type Rule struct {
 	// VerifyRanges answers a Range request with the whole blob, verified
 	// (200), instead of an unverified decrypted range (206).
 	VerifyRanges bool
+	// VerifyBeforeRelease (Encrypt rules) releases no plaintext byte of a
+	// blob before its HMAC and plaintext digest verified: the ciphertext
+	// is fetched whole (held in memory when small, spooled to disk
+	// otherwise) and checked first.
+	VerifyBeforeRelease bool
+	// DedupScope confines which other repositories' layers a HEAD or a
+	// mount may answer with: DedupRepository, DedupRule (the default) or
+	// DedupGlobal.
+	DedupScope DedupScope
 
 	re         *regexp.Regexp
 	acceptFrom []*regexp.Regexp
@@ -82,10 +105,18 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 			if r.Recipients == nil {
 				return nil, fmt.Errorf("%s: no recipients", &r)
 			}
+			switch r.DedupScope {
+			case "":
+				r.DedupScope = DedupRule
+			case DedupRepository, DedupRule, DedupGlobal:
+			default:
+				return nil, fmt.Errorf("%s: dedup-scope %q: want repository, rule or global", &r, r.DedupScope)
+			}
 		case Passthrough, Deny:
 			if len(r.Layers) > 0 || len(r.Platforms) > 0 || (r.Recipients != nil && len(r.Recipients.specs) > 0) ||
-				len(r.AcceptFrom) > 0 || r.AcceptForeign || len(r.DecryptionKeys) > 0 || r.VerifyRanges {
-				return nil, fmt.Errorf("%s: layers, platforms, recipients, accept-from, accept-foreign, decryption-keys and verify-ranges belong to encrypt rules", &r)
+				len(r.AcceptFrom) > 0 || r.AcceptForeign || len(r.DecryptionKeys) > 0 || r.VerifyRanges ||
+				r.VerifyBeforeRelease || r.DedupScope != "" {
+				return nil, fmt.Errorf("%s: layers, platforms, recipients, accept-from, accept-foreign, decryption-keys, verify-ranges, verify-before-release and dedup-scope belong to encrypt rules", &r)
 			}
 		default:
 			return nil, fmt.Errorf("policy rule %d: unknown action %q (want encrypt, passthrough or deny)", i, r.Action)

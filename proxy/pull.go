@@ -173,18 +173,6 @@ func (h *Handler) haveCipher(ctx context.Context, be *backend, repo string, b ca
 	return nil
 }
 
-// mountOrigin mounts into repo the ciphertext of the bound mapping of
-// plainDigest in another repository, and records the mapping for repo.
-func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, plainDigest digest.Digest) (cache.Blob, bool) {
-	o, ok := be.origin(ctx, plainDigest)
-	if !ok || o.Repository == repo || !h.mountCipher(ctx, be, repo, o, o.Repository) {
-		return cache.Blob{}, false
-	}
-	o.Repository = repo
-	be.putBlob(ctx, o)
-	return o, true
-}
-
 // stream copies a decrypting reader to the client. Once headers are out
 // an error can only be told by aborting the connection, so that the client
 // never takes a blob that failed its integrity check for complete.

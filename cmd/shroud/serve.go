@@ -224,7 +224,8 @@ func policy(cfg config.Config, keys *crypto.Keyring) (*crypto.Policy, error) {
 	var compiled []crypto.Rule
 	for i, r := range rules {
 		c := crypto.Rule{Pattern: r.Repositories, Action: crypto.Action(r.Action), Layers: r.Layers, Platforms: r.Platforms,
-			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges}
+			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges,
+			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: crypto.DedupScope(r.DedupScope)}
 		if c.Action == crypto.Encrypt {
 			var rs []crypto.Recipient
 			for _, spec := range r.Recipients {

@@ -106,6 +106,9 @@ type Rule struct {
 	AcceptForeign  bool
 	DecryptionKeys []string
 	VerifyRanges   bool
+	// VerifyBeforeRelease and DedupScope are crypto.Rule's too.
+	VerifyBeforeRelease bool
+	DedupScope          crypto.DedupScope
 }
 
 // WithPolicy sets the policy's rules (before the "**" rule of
@@ -196,7 +199,8 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 	var compiled []crypto.Rule
 	for _, r := range rules {
 		c := crypto.Rule{Pattern: r.Pattern, Action: r.Action, Layers: r.Layers, Platforms: r.Platforms,
-			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges}
+			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges,
+			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: r.DedupScope}
 		if r.Action == crypto.Encrypt {
 			rs, err := kr.Recipients(r.Recipients)
 			if err != nil {
