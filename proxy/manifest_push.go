@@ -323,12 +323,14 @@ func (b *blobReader) WriteTo(w io.Writer) (int64, error) {
 func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, rule *crypto.Rule, seal *crypto.Seal) error {
 	if crypto.IsEncryptedMediaType(d.MediaType) {
 		// Encrypted before it reached shroud (validatePush checked its
-		// wrapped keys parse): stored as it came, and if shroud can open
-		// it, the rule's recipients are added to it.
+		// wrapped keys parse): stored as it came, and if the keys the
+		// rule opens foreign layers with open it, the rule's recipients
+		// are added to it. Never with every key: the annotations are the
+		// client's, and could be another repository's layer's, copied.
 		if err := h.storeAsPushed(ctx, be, repo, *d, "encrypted layer"); err != nil {
 			return err
 		}
-		ann, err := h.keys.Rewrap(d.Annotations, rule.Recipients, nil)
+		ann, err := h.keys.Rewrap(d.Annotations, rule.Recipients, h.unsealedKeys(repo))
 		switch {
 		case errors.Is(err, crypto.ErrNoKey):
 			logger(ctx).Info("kept an encrypted layer shroud cannot open as it is", "layer", d.Digest, "err", err)
