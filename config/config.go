@@ -88,8 +88,57 @@ type Config struct {
 	// dockerconfigjson secret) whose "auths" shroud reads upstreams with,
 	// by host, when a client sends no credentials of its own: containerd
 	// asks a mirror anonymously. Only reads (GET, HEAD): writes always
-	// need the client's own credentials.
+	// need the client's own credentials. Under Auth shroud uses them for
+	// every request, writes included.
 	UpstreamAuthFile string `yaml:"upstream-auth-file"`
+	// Auth has shroud authenticate clients itself and authorize them by
+	// the policy rules' pull and push grants, instead of letting the
+	// upstream decide with the client's own credentials. The upstream is
+	// then asked with shroud's credentials (UpstreamAuthFile, for writes
+	// too) or none; the client's never leave shroud.
+	Auth Auth `yaml:"auth"`
+}
+
+// Auth is shroud's own authentication: any of htpasswd, jwt and
+// client-ca. None: the upstream decides who gets plaintext.
+type Auth struct {
+	// Htpasswd is a file of user:bcrypt-hash lines (htpasswd -B) checked
+	// against Basic credentials; read again when it changes.
+	Htpasswd string `yaml:"htpasswd"`
+	// JWT verifies bearer tokens.
+	JWT *JWT `yaml:"jwt"`
+	// ClientCA is a PEM file of the CAs whose client certificates
+	// authenticate (mTLS; needs tls-cert). The certificate's subject is
+	// the principal.
+	ClientCA string `yaml:"client-ca"`
+	// Challenge is the scheme of the 401 challenge, "basic" or "bearer";
+	// empty: basic with htpasswd, else bearer.
+	Challenge string `yaml:"challenge"`
+}
+
+// Enabled says whether any method is configured.
+func (a Auth) Enabled() bool { return a.Htpasswd != "" || a.JWT != nil || a.ClientCA != "" }
+
+// JWT configures bearer token verification.
+type JWT struct {
+	// Issuer every token's iss must equal; required.
+	Issuer string `yaml:"issuer"`
+	// Audience that must be among a token's aud; required.
+	Audience string `yaml:"audience"`
+	// JWKS is the key set tokens are signed with: a file or an https://
+	// URL (fetched again every Refresh, and on an unknown key id).
+	JWKS string `yaml:"jwks"`
+	// Refresh is how often a JWKS URL is fetched again. Default 5m.
+	Refresh time.Duration `yaml:"refresh"`
+	// UsernameClaim names the user. Default "sub".
+	UsernameClaim string `yaml:"username-claim"`
+	// GroupsClaim holds the user's groups. Default "groups".
+	GroupsClaim string `yaml:"groups-claim"`
+	// Realm and Service go into the bearer challenge: the token endpoint
+	// clients get tokens from, and for what. Defaults: the issuer, the
+	// audience.
+	Realm   string `yaml:"realm"`
+	Service string `yaml:"service"`
 }
 
 // KeyProvider is a key provider, as ocicrypt's key-provider config has it:
@@ -165,8 +214,9 @@ type Rule struct {
 	// Pull and Push are who may pull from and push to this rule's
 	// repositories when shroud authenticates clients itself (auth):
 	// "user:<name>", "group:<name>", "subject:<certificate subject>"
-	// (names may hold * wildcards), "authenticated" or "anonymous".
-	// Empty: every authenticated client. Push implies pull.
+	// (names may hold * wildcards), "authenticated" or "anonymous". With
+	// neither list every authenticated client may pull and push; once
+	// either is set, only what the lists name. Push implies pull.
 	Pull []string `yaml:"pull"`
 	Push []string `yaml:"push"`
 }
@@ -229,6 +279,24 @@ func (c Config) Validate() error {
 		if r.Repositories == "" {
 			errs = append(errs, fmt.Errorf("policy rule %d: no repositories", i))
 		}
+	}
+	if !c.Auth.Enabled() {
+		for i, r := range c.Policy {
+			if len(r.Pull)+len(r.Push) > 0 {
+				errs = append(errs, fmt.Errorf("policy rule %d (%s): pull and push grants need shroud's own authentication (auth: htpasswd, jwt or client-ca)", i, r.Repositories))
+			}
+		}
+	}
+	if c.Auth.ClientCA != "" && c.TLSCert == "" {
+		errs = append(errs, errors.New("auth.client-ca (client certificates) needs tls-cert and tls-key"))
+	}
+	if j := c.Auth.JWT; j != nil && (j.Issuer == "" || j.Audience == "" || j.JWKS == "") {
+		errs = append(errs, errors.New("auth.jwt needs issuer, audience and jwks"))
+	}
+	switch c.Auth.Challenge {
+	case "", "basic", "bearer":
+	default:
+		errs = append(errs, fmt.Errorf("auth.challenge %q: want basic or bearer", c.Auth.Challenge))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir is empty"))

@@ -48,7 +48,7 @@ type backend struct {
 	principal string
 }
 
-func newBackend(name string, b Backend, m *metrics) (*backend, error) {
+func newBackend(name string, b Backend, m *metrics, ownAuth bool) (*backend, error) {
 	if b.Upstream == nil || b.Cache == nil {
 		return nil, fmt.Errorf("proxy: upstream %q needs a client and a cache", name)
 	}
@@ -56,7 +56,7 @@ func newBackend(name string, b Backend, m *metrics) (*backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
 	}
-	return &backend{name: name, cl: b.Upstream, cache: b.Cache, deleted: d, passthrough: reverseProxy(b.Upstream), metrics: m}, nil
+	return &backend{name: name, cl: b.Upstream, cache: b.Cache, deleted: d, passthrough: reverseProxy(b.Upstream, ownAuth), metrics: m}, nil
 }
 
 // backend returns the backend a request is for: containerd names the
@@ -72,6 +72,15 @@ func (h *Handler) backendNamed(ns string, r *http.Request) *backend {
 		b = h.def
 	}
 	bb := *b
+	if h.ownAuth() {
+		// shroud authorized the request itself: the upstream is asked
+		// with shroud's credentials (the client's transport), the
+		// client's never leave shroud, and every client shares what
+		// shroud fetched.
+		bb.auth = authHash("shroud's own\x00")
+		bb.principal = authHash("principal\x00" + principal(r.Context()).ID())
+		return &bb
+	}
 	bb.cl = b.cl.WithAuthorization(r.Header.Get("Authorization"))
 	bb.auth = authHash(r.Header.Get("Authorization"))
 	bb.principal = principalOf(r.Header.Get("Authorization"))

@@ -29,6 +29,7 @@ const (
 	codeUnsupported         = "UNSUPPORTED"
 	codeUnavailable         = "UNAVAILABLE"
 	codeUnknown             = "UNKNOWN"
+	codeUnauthorized        = "UNAUTHORIZED"
 )
 
 // apiError is an error answered to the client as OCI error JSON.
@@ -73,12 +74,19 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) 
 		return
 	}
 	var se *upstream.StatusError
+	if errors.As(err, &se) && se.StatusCode == http.StatusUnauthorized && h.ownAuth() {
+		// The upstream refuses shroud's own credentials: its challenge
+		// is not for the client, who would answer it with what it sent
+		// shroud.
+		writeAPIError(w, r, &apiError{status: http.StatusBadGateway, code: codeUnavailable, message: "the upstream registry refused shroud's credentials", cause: err})
+		return
+	}
 	if errors.As(err, &se) {
 		// The upstream's answer goes back unchanged: 401 challenges,
 		// 403s and its own error codes.
 		log.Info("upstream refused", "status", se.StatusCode, "err", err)
 		for _, k := range []string{"Content-Type", "Www-Authenticate", "Docker-Distribution-Api-Version", "Retry-After"} {
-			if v := se.Header.Values(k); len(v) > 0 {
+			if v := se.Header.Values(k); len(v) > 0 && (k != "Www-Authenticate" || !h.ownAuth()) {
 				w.Header()[k] = v
 			}
 		}

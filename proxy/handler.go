@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/shroud-oci/shroud/auth"
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/proxy/upstream"
@@ -67,6 +68,16 @@ type Options struct {
 	// TOOMANYREQUESTS with a Retry-After, not queued. Zero means 256,
 	// negative no bound.
 	MaxStreams int
+	// Auth, when set, has shroud authenticate clients itself and
+	// authorize each request by Access, the policy rules' grants; the
+	// upstream is then asked with shroud's own credentials (its client's
+	// transport), never the client's. Nil: the upstream decides, asked
+	// with the client's credentials.
+	Auth *auth.Authenticator
+	// Access holds each policy rule's pull and push grants, by rule
+	// index; nil with Auth set lets every authenticated client pull and
+	// push everywhere.
+	Access *auth.Access
 }
 
 // Handler serves the OCI distribution API in front of an upstream registry.
@@ -86,6 +97,10 @@ type Handler struct {
 	// the digests a tag scan did not find.
 	restored *restoredCache
 	misses   *misses
+	// authn and access are shroud's own authentication (access.go); nil
+	// authn: the upstream decides.
+	authn  *auth.Authenticator
+	access *auth.Access
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -111,6 +126,13 @@ func New(o Options) (*Handler, error) {
 		limits:   newLimits(o.MaxStreams, o.StallTimeout),
 		restored: newRestoredCache(),
 		misses:   newMisses(),
+		authn:    o.Auth,
+		access:   o.Access,
+	}
+	if h.authn != nil && h.access == nil {
+		if h.access, err = auth.NewAccess(make([]auth.RuleGrants, len(o.Policy.Rules()))); err != nil {
+			return nil, err
+		}
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
@@ -118,11 +140,11 @@ func New(o Options) (*Handler, error) {
 	if h.maxScan <= 0 {
 		h.maxScan = 256
 	}
-	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}, m); err != nil {
+	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}, m, h.ownAuth()); err != nil {
 		return nil, err
 	}
 	for ns, b := range o.Mirrors {
-		if h.mirrors[ns], err = newBackend(ns, b, m); err != nil {
+		if h.mirrors[ns], err = newBackend(ns, b, m, h.ownAuth()); err != nil {
 			return nil, err
 		}
 	}
@@ -185,17 +207,33 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, r, err)
 		return
 	}
+	if h.ownAuth() && r.URL.Path != livePath && r.URL.Path != readyPath {
+		var ae *apiError
+		if r, ae = h.authenticate(r); ae != nil {
+			writeAPIError(w, r, ae)
+			return
+		}
+	}
 	if m := repoPath.FindStringSubmatch(r.URL.Path); m != nil {
-		switch rule := h.policy.Match(m[1]); {
+		repo := m[1]
+		rule := h.policy.Match(repo)
+		var refused *apiError
+		switch {
 		case rule == nil:
-			h.metrics.denied.Add(r.Context(), 1)
-			writeAPIError(w, r, apiErr(http.StatusForbidden, codeDenied, "no policy rule matches repository %s", m[1]))
-			return
+			refused = apiErr(http.StatusForbidden, codeDenied, "no policy rule matches repository %s", repo)
 		case rule.Action == crypto.Deny:
-			h.metrics.denied.Add(r.Context(), 1)
-			writeAPIError(w, r, apiErr(http.StatusForbidden, codeDenied, "repository %s is denied by %s", m[1], rule))
+			refused = apiErr(http.StatusForbidden, codeDenied, "repository %s is denied by %s", repo, rule)
+		case h.ownAuth():
+			refused = h.authorize(r, rule, repo) // counts its own refusals
+		}
+		if refused != nil {
+			if refused.status == http.StatusForbidden && refused.code == codeDenied && (rule == nil || rule.Action == crypto.Deny) {
+				h.metrics.denied.Add(r.Context(), 1)
+			}
+			writeAPIError(w, r, refused)
 			return
-		case rule.Action == crypto.Passthrough:
+		}
+		if rule.Action == crypto.Passthrough {
 			h.limits.serve(w, r, h.backend(r).passthrough)
 			return
 		}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httputil"
@@ -16,7 +17,23 @@ import (
 
 // ping answers /v2/ as the upstream does: 200 once the upstream answers,
 // and the upstream's 401 challenge unchanged.
+//
+// Under shroud's own authentication shroud answers itself: a client with
+// credentials that checked gets 200, an anonymous one the challenge, so
+// that it learns to send its credentials.
 func (h *Handler) ping(w http.ResponseWriter, r *http.Request) error {
+	if h.ownAuth() {
+		if principal(r.Context()).IsAnonymous() {
+			return h.unauthorized(r, "", errors.New("credentials required"))
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Length", "2")
+		w.WriteHeader(http.StatusOK)
+		if r.Method != http.MethodHead {
+			io.WriteString(w, "{}")
+		}
+		return nil
+	}
 	return h.forward(w, r, "/v2/", nil)
 }
 
@@ -27,7 +44,13 @@ const maxCatalogPage = 16 << 20
 // catalog answers the upstream's catalog without the repositories the
 // policy denies: their names are not for clients to learn either. A page
 // may so hold fewer names than n; its Link still leads to the next.
+// Under shroud's own authentication it lists only what the client may
+// pull, and an anonymous client no rule grants anything to is asked for
+// credentials.
 func (h *Handler) catalog(w http.ResponseWriter, r *http.Request) error {
+	if h.ownAuth() && principal(r.Context()).IsAnonymous() && !h.access.AnyAnonymous() {
+		return h.unauthorized(r, "registry:catalog:*", errors.New("credentials required"))
+	}
 	be := h.backend(r)
 	resp, err := be.cl.Do(r.Context(), r.Method, "/v2/_catalog", r.URL.Query(), nil)
 	if err != nil {
@@ -45,7 +68,7 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request) error {
 	}
 	visible := make([]string, 0, len(page.Repositories))
 	for _, name := range page.Repositories {
-		if rule := h.policy.Match(name); rule != nil && rule.Action != crypto.Deny {
+		if rule := h.policy.Match(name); rule != nil && rule.Action != crypto.Deny && h.mayPull(r.Context(), name) {
 			visible = append(visible, name)
 		}
 	}
@@ -96,10 +119,18 @@ func passResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, b
 
 // reverseProxy relays every request of a passthrough repository to the
 // upstream as it is, streaming, with Location and Link pointing at shroud.
-func reverseProxy(up *upstream.Client) http.Handler {
+//
+// With ownAuth the client's Authorization stays with shroud (the
+// upstream is asked with shroud's credentials, its client's transport),
+// and an upstream 401 is shroud's problem, a 502, not a challenge the
+// client would answer with what it sent shroud.
+func reverseProxy(up *upstream.Client, ownAuth bool) http.Handler {
 	base := up.Base()
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
+			if ownAuth {
+				pr.Out.Header.Del("Authorization")
+			}
 			pr.SetURL(base)
 			q := pr.Out.URL.Query()
 			q.Del("ns") // containerd's mirror parameter is shroud's, not the upstream's
@@ -107,6 +138,9 @@ func reverseProxy(up *upstream.Client) http.Handler {
 		},
 		Transport: up.HTTPClient().Transport,
 		ModifyResponse: func(resp *http.Response) error {
+			if ownAuth && resp.StatusCode == http.StatusUnauthorized {
+				return errUpstreamRefusedShroud
+			}
 			if loc := resp.Header.Get("Location"); loc != "" {
 				resp.Header.Set("Location", relativeTo(base, loc))
 			}
@@ -120,6 +154,8 @@ func reverseProxy(up *upstream.Client) http.Handler {
 		},
 	}
 }
+
+var errUpstreamRefusedShroud = errors.New("the upstream registry refused shroud's credentials")
 
 // relativeTo makes an absolute URL on the upstream relative, so that the
 // client follows it to shroud.

@@ -58,6 +58,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		tlsKey                    = fs.String("tls-key", "", "PEM private key of --tls-cert")
 		upstreamCA                = fs.String("upstream-ca", "", "PEM file of CA certificates trusted for https:// upstreams, besides the system's")
 		metricsListen             = fs.String("metrics-listen", "", "address to serve Prometheus metrics on, at /metrics (empty: none)")
+		authHtpasswd              = fs.String("auth-htpasswd", "", "htpasswd file (bcrypt): shroud authenticates clients itself (config auth.htpasswd)")
+		authClientCA              = fs.String("auth-client-ca", "", "PEM CAs whose client certificates authenticate (mTLS; config auth.client-ca)")
 		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
 		recipients, decryptionKey listFlag
 		mirrors                   listFlag
@@ -110,6 +112,10 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.MetricsListen = *metricsListen
 		case "upstream-auth-file":
 			c.UpstreamAuthFile = *upstreamAuth
+		case "auth-htpasswd":
+			c.Auth.Htpasswd = *authHtpasswd
+		case "auth-client-ca":
+			c.Auth.ClientCA = *authClientCA
 		case "recipient":
 			c.Recipients = recipients
 		case "decryption-key":
@@ -214,13 +220,20 @@ func keyProviders(cfg config.Config) (map[string]keyproviderconfig.KeyProviderAt
 	return out, nil
 }
 
-// policy compiles the policy rules and, for the recipient flags (or when
-// there is no policy), the last rule: encrypt "**".
-func policy(cfg config.Config, keys *crypto.Keyring) (*crypto.Policy, error) {
+// policyRules are the configured rules and, for the recipient flags (or
+// when there is no policy), the last rule: encrypt "**".
+func policyRules(cfg config.Config) []config.Rule {
 	rules := cfg.Policy
 	if len(rules) == 0 || len(cfg.Recipients) > 0 {
 		rules = append(rules, config.Rule{Repositories: "**", Action: "encrypt", Recipients: cfg.Recipients})
 	}
+	return rules
+}
+
+// policy compiles the policy rules and, for the recipient flags (or when
+// there is no policy), the last rule: encrypt "**".
+func policy(cfg config.Config, keys *crypto.Keyring) (*crypto.Policy, error) {
+	rules := policyRules(cfg)
 	var compiled []crypto.Rule
 	for i, r := range rules {
 		c := crypto.Rule{Pattern: r.Repositories, Action: crypto.Action(r.Action), Layers: r.Layers, Platforms: r.Platforms,
@@ -265,7 +278,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		upURL = reg.URL
 		log.Info("no upstream configured: running an embedded registry", "url", reg.URL, "storage", reg.Dir)
 	}
-	tlsCfg, err := serverTLS(cfg.TLSCert, cfg.TLSKey, log)
+	authn, access, err := authentication(ctx, cfg, policyRules(cfg), log)
+	if err != nil {
+		return err
+	}
+	cas, err := clientCAs(cfg.Auth.ClientCA)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := serverTLS(cfg.TLSCert, cfg.TLSKey, cas, log)
 	if err != nil {
 		return err
 	}
@@ -285,7 +306,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter,
-		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams)})
+		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams), Auth: authn, Access: access})
 	if err != nil {
 		return err
 	}
@@ -367,13 +388,14 @@ func backends(cfg config.Config, upURL string, log *slog.Logger) (proxy.Backend,
 		}
 	}
 	tr := upstreamTransport(roots)
-	def, err := backendFor(upURL, tr, auths, cfg.CacheEntries, log)
+	own := cfg.Auth.Enabled()
+	def, err := backendFor(upURL, tr, auths, own, cfg.CacheEntries, log)
 	if err != nil {
 		return proxy.Backend{}, nil, err
 	}
 	mirrors := map[string]proxy.Backend{}
 	for origin, u := range cfg.Upstreams {
-		if mirrors[origin], err = backendFor(u, tr, auths, cfg.CacheEntries, log); err != nil {
+		if mirrors[origin], err = backendFor(u, tr, auths, own, cfg.CacheEntries, log); err != nil {
 			return proxy.Backend{}, nil, err
 		}
 	}
@@ -381,14 +403,23 @@ func backends(cfg config.Config, upURL string, log *slog.Logger) (proxy.Backend,
 }
 
 // backendFor is an upstream client with a cache of its own, reading
-// with shroud's credentials for it when auths has some.
-func backendFor(url string, tr http.RoundTripper, auths upstream.AuthFile, entries int, log *slog.Logger) (proxy.Backend, error) {
+// with shroud's credentials for it when auths has some; under shroud's own
+// authentication (own), every request uses them.
+func backendFor(url string, tr http.RoundTripper, auths upstream.AuthFile, own bool, entries int, log *slog.Logger) (proxy.Backend, error) {
 	if a, ok := auths.For(url); ok {
 		var err error
-		if tr, err = upstream.WithCredentials(tr, url, a); err != nil {
+		if own {
+			tr, err = upstream.WithOwnCredentials(tr, url, a)
+			log.Info("every request to this upstream uses shroud's credentials", "upstream", url)
+		} else {
+			tr, err = upstream.WithCredentials(tr, url, a)
+			log.Info("reads of clients without credentials use shroud's for this upstream", "upstream", url)
+		}
+		if err != nil {
 			return proxy.Backend{}, err
 		}
-		log.Info("reads of clients without credentials use shroud's for this upstream", "upstream", url)
+	} else if own {
+		log.Info("shroud asks this upstream anonymously: --upstream-auth-file has no entry for it", "upstream", url)
 	}
 	up, err := upstream.New(url, &http.Client{Transport: tr})
 	if err != nil {

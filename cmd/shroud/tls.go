@@ -76,7 +76,10 @@ func (c *certReloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 }
 
 // serverTLS is the listener's TLS configuration, nil for plain HTTP.
-func serverTLS(certFile, keyFile string, log *slog.Logger) (*tls.Config, error) {
+// With clientCAs, a client may present a certificate, which must verify
+// against them (a handshake with one that does not fails); one without a
+// certificate is anonymous to the TLS layer and authenticates otherwise.
+func serverTLS(certFile, keyFile string, clientCAs *x509.CertPool, log *slog.Logger) (*tls.Config, error) {
 	if certFile == "" {
 		return nil, nil
 	}
@@ -84,7 +87,11 @@ func serverTLS(certFile, keyFile string, log *slog.Logger) (*tls.Config, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}, nil
+	c := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.GetCertificate}
+	if clientCAs != nil {
+		c.ClientCAs, c.ClientAuth = clientCAs, tls.VerifyClientCertIfGiven
+	}
+	return c, nil
 }
 
 // upstreamRoots are the system's roots plus the CAs of file, or nil (the

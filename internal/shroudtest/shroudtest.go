@@ -5,6 +5,7 @@ package shroudtest
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"log"
 	"log/slog"
@@ -16,9 +17,11 @@ import (
 	"testing"
 
 	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/shroud-oci/shroud/auth"
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/embedded"
@@ -71,7 +74,9 @@ type Shroud struct {
 }
 
 // Host is shroud's host:port.
-func (s Shroud) Host() string { return strings.TrimPrefix(s.URL, "http://") }
+func (s Shroud) Host() string {
+	return strings.TrimPrefix(strings.TrimPrefix(s.URL, "http://"), "https://")
+}
 
 // Option changes how Start builds shroud.
 type Option func(*options)
@@ -85,6 +90,27 @@ type options struct {
 	keys       []crypto.DecryptionKey
 	handler    func(http.Handler) http.Handler
 	meter      metric.Meter
+	auth       *auth.Config
+	upAuth     authn.Authenticator
+	tls        *tls.Config
+}
+
+// WithAuth has shroud authenticate clients itself with c; each policy
+// rule's Pull and Push are its grants.
+func WithAuth(c auth.Config) Option {
+	return func(o *options) { o.auth = &c }
+}
+
+// WithOwnUpstreamCredentials has shroud ask the upstream with a, for every
+// request (as under shroud's own authentication).
+func WithOwnUpstreamCredentials(a authn.Authenticator) Option {
+	return func(o *options) { o.upAuth = a }
+}
+
+// WithServerTLS serves shroud over TLS with c (its Certificates, and
+// ClientCAs for client certificates); Shroud.URL is then https://.
+func WithServerTLS(c *tls.Config) Option {
+	return func(o *options) { o.tls = c }
 }
 
 // WithRecipients adds recipients to every layer.
@@ -109,6 +135,8 @@ type Rule struct {
 	// VerifyBeforeRelease and DedupScope are crypto.Rule's too.
 	VerifyBeforeRelease bool
 	DedupScope          crypto.DedupScope
+	// Pull and Push are the rule's grants under WithAuth.
+	Pull, Push []string
 }
 
 // WithPolicy sets the policy's rules (before the "**" rule of
@@ -177,9 +205,17 @@ func StartWithKeyring(t testing.TB, up Upstream, kr *crypto.Keyring, dir string,
 	return start(t, up, kr, dir, options{handler: mw})
 }
 
-func backend(t testing.TB, up Upstream) proxy.Backend {
+func backend(t testing.TB, up Upstream, own authn.Authenticator) proxy.Backend {
 	t.Helper()
-	cl, err := upstream.New(up.URL, nil)
+	var hc *http.Client
+	if own != nil {
+		tr, err := upstream.WithOwnCredentials(http.DefaultTransport, up.URL, own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hc = &http.Client{Transport: tr}
+	}
+	cl, err := upstream.New(up.URL, hc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +233,9 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 		rules = append(rules, Rule{Pattern: "**", Action: crypto.Encrypt, Recipients: o.recipients})
 	}
 	var compiled []crypto.Rule
+	var grants []auth.RuleGrants
 	for _, r := range rules {
+		grants = append(grants, auth.RuleGrants{Pull: r.Pull, Push: r.Push})
 		c := crypto.Rule{Pattern: r.Pattern, Action: r.Action, Layers: r.Layers, Platforms: r.Platforms,
 			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges,
 			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: r.DedupScope}
@@ -214,16 +252,27 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 	if err != nil {
 		t.Fatal(err)
 	}
-	def := backend(t, up)
+	def := backend(t, up, o.upAuth)
 	mirrors := map[string]proxy.Backend{}
 	for origin, m := range o.mirrors {
-		mirrors[origin] = backend(t, m)
+		mirrors[origin] = backend(t, m, o.upAuth)
+	}
+	var authenticator *auth.Authenticator
+	var access *auth.Access
+	if o.auth != nil {
+		if authenticator, err = auth.New(*o.auth); err != nil {
+			t.Fatal(err)
+		}
+		if access, err = auth.NewAccess(grants); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var log *slog.Logger
 	if os.Getenv("SHROUD_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter})
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter,
+		Auth: authenticator, Access: access})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +280,13 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 	if o.handler != nil {
 		handler = o.handler(h)
 	}
-	srv := httptest.NewServer(handler)
+	srv := httptest.NewUnstartedServer(handler)
+	if o.tls != nil {
+		srv.TLS = o.tls
+		srv.StartTLS()
+	} else {
+		srv.Start()
+	}
 	t.Cleanup(srv.Close)
 	return Shroud{URL: srv.URL, Keyring: kr, DataDir: dir}
 }

@@ -90,6 +90,9 @@ type credentialTransport struct {
 	auth   authn.Authenticator
 	mu     sync.Mutex
 	byRepo *lru.Cache[string, *lazyTransport]
+	// writes: every request is shroud's own (WithOwnCredentials), not
+	// only the reads.
+	writes bool
 }
 
 // lazyTransport is the authenticated transport of one scope, built (a
@@ -103,6 +106,17 @@ type lazyTransport struct {
 // WithCredentials wraps base so that the reads of the upstream at baseURL
 // without the client's Authorization are made with auth.
 func WithCredentials(base http.RoundTripper, baseURL string, auth authn.Authenticator) (http.RoundTripper, error) {
+	return withCredentials(base, baseURL, auth, false)
+}
+
+// WithOwnCredentials wraps base so that every request to the upstream at
+// baseURL, writes included, is made with auth: for a shroud that
+// authenticates its clients itself and never forwards their credentials.
+func WithOwnCredentials(base http.RoundTripper, baseURL string, auth authn.Authenticator) (http.RoundTripper, error) {
+	return withCredentials(base, baseURL, auth, true)
+}
+
+func withCredentials(base http.RoundTripper, baseURL string, auth authn.Authenticator, writes bool) (http.RoundTripper, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
 		return nil, fmt.Errorf("upstream URL %q: %w", redactString(baseURL), redactErr(err))
@@ -119,33 +133,44 @@ func WithCredentials(base http.RoundTripper, baseURL string, auth authn.Authenti
 	if err != nil {
 		return nil, err
 	}
-	return &credentialTransport{base: base, reg: reg, path: strings.TrimSuffix(u.Path, "/"), auth: auth, byRepo: c}, nil
+	return &credentialTransport{base: base, reg: reg, path: strings.TrimSuffix(u.Path, "/"), auth: auth, byRepo: c, writes: writes}, nil
 }
 
 // scopedPath finds what a request reads: a repository, or the catalog.
 var scopedPath = regexp.MustCompile(`^/v2/(?:(_catalog)$|(.+)/(?:manifests|blobs|tags|referrers)/)`)
 
 func (t *credentialTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Header.Get("Authorization") != "" || (req.Method != http.MethodGet && req.Method != http.MethodHead) ||
-		req.URL.Host != t.reg.RegistryStr() {
+	read := req.Method == http.MethodGet || req.Method == http.MethodHead
+	if req.Header.Get("Authorization") != "" || (!read && !t.writes) || req.URL.Host != t.reg.RegistryStr() {
 		return t.base.RoundTrip(req)
 	}
 	m := scopedPath.FindStringSubmatch(strings.TrimPrefix(req.URL.Path, t.path))
 	if m == nil { // the ping: the client sees the upstream's own challenge
 		return t.base.RoundTrip(req)
 	}
-	scope := "registry:catalog:*"
-	if m[2] != "" {
-		scope = "repository:" + m[2] + ":" + transport.PullScope
+	scopes := []string{"registry:catalog:*"}
+	if repo := m[2]; repo != "" {
+		switch {
+		case read:
+			scopes = []string{"repository:" + repo + ":" + transport.PullScope}
+		case req.Method == http.MethodDelete:
+			scopes = []string{"repository:" + repo + ":" + transport.PushScope + ",delete"}
+		default:
+			scopes = []string{"repository:" + repo + ":" + transport.PushScope}
+			if from := req.URL.Query().Get("from"); from != "" && req.Method == http.MethodPost {
+				scopes = append(scopes, "repository:"+from+":"+transport.PullScope) // a mount
+			}
+		}
 	}
-	rt, err := t.transport(req.Context(), scope)
+	rt, err := t.transport(req.Context(), scopes)
 	if err != nil {
-		return nil, fmt.Errorf("authenticating to the upstream for %s: %w", scope, err)
+		return nil, fmt.Errorf("authenticating to the upstream for %s: %w", strings.Join(scopes, " "), err)
 	}
 	return rt.RoundTrip(req)
 }
 
-func (t *credentialTransport) transport(ctx context.Context, scope string) (http.RoundTripper, error) {
+func (t *credentialTransport) transport(ctx context.Context, scopes []string) (http.RoundTripper, error) {
+	scope := strings.Join(scopes, " ")
 	t.mu.Lock()
 	lt, ok := t.byRepo.Get(scope)
 	if !ok {
@@ -154,7 +179,7 @@ func (t *credentialTransport) transport(ctx context.Context, scope string) (http
 	}
 	t.mu.Unlock()
 	lt.once.Do(func() {
-		lt.rt, lt.err = transport.NewWithContext(context.WithoutCancel(ctx), t.reg, t.auth, t.base, []string{scope})
+		lt.rt, lt.err = transport.NewWithContext(context.WithoutCancel(ctx), t.reg, t.auth, t.base, scopes)
 	})
 	if lt.err != nil {
 		t.mu.Lock()
