@@ -96,19 +96,15 @@ func authHash(authorization string) string {
 
 // principalOf names the client an Authorization header speaks for, so
 // that an upload session stays with the client that opened it across a
-// token refresh: the user of Basic credentials, the issuer and subject of
-// a bearer JWT, else the header itself; all hashed. The upstream still
-// authorizes every request that reaches it: a forged token naming another
-// subject gets this far and no further.
+// token refresh: the issuer and subject of a bearer JWT, else the header
+// itself (Basic credentials: user and password, so that a wrong password
+// reaches no session); all hashed. Credentials the upstream has not
+// accepted for a session yet are checked upstream before they touch it
+// (lockUpload): a forged token naming another subject gets no further.
 func principalOf(authorization string) string {
 	scheme, cred, _ := strings.Cut(authorization, " ")
 	who := "header\x00" + authorization
 	switch strings.ToLower(scheme) {
-	case "basic":
-		if b, err := base64.StdEncoding.DecodeString(cred); err == nil {
-			user, _, _ := strings.Cut(string(b), ":")
-			who = "basic\x00" + user
-		}
 	case "bearer":
 		if parts := strings.Split(cred, "."); len(parts) == 3 {
 			var claims struct {

@@ -62,7 +62,7 @@ func (h *Handler) newUpload(ctx context.Context, be *backend, repo, loc string) 
 	if err == nil {
 		var enc *crypto.Encrypter
 		if enc, err = crypto.NewEncrypter(key); err == nil {
-			return &upload{id: newID(16), repo: repo, ns: be.name, owner: be.principal, location: loc, enc: enc}, nil
+			return &upload{id: newID(16), repo: repo, ns: be.name, owner: be.principal, accepted: be.auth, location: loc, enc: enc}, nil
 		}
 	}
 	h.cancelUpstream(ctx, be, loc)
@@ -286,15 +286,25 @@ func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// lockUpload finds the request's session and locks it.
+// lockUpload finds the request's session and locks it. The session is
+// the principal's that opened it; credentials of that principal the
+// upstream has not accepted for it yet (a refreshed token, or a forged
+// one naming the same subject) are checked upstream first, with a status
+// request that changes nothing: a refusal is the client's error and
+// leaves the session as it was.
 func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
 	v := mux.Vars(r)
 	u := h.uploads.get(v["uuid"], v["name"])
-	if u != nil && subtle.ConstantTimeCompare([]byte(u.owner), []byte(principalOf(r.Header.Get("Authorization")))) != 1 {
-		// Another client's session: holding its URL is not enough to
-		// read, feed or cancel it. Answered as if it did not exist.
-		h.uploads.done(u)
-		u = nil
+	var be *backend
+	if u != nil {
+		be = h.backendNamed(u.ns, r)
+		if subtle.ConstantTimeCompare([]byte(u.owner), []byte(be.principal)) != 1 {
+			// Another client's session: holding its URL is not enough
+			// to read, feed or cancel it. Answered as if it did not
+			// exist.
+			h.uploads.done(u)
+			u = nil
+		}
 	}
 	if u == nil {
 		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s is unknown, finished, cancelled or expired", v["uuid"])
@@ -303,6 +313,13 @@ func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
 	if u.failed != nil {
 		h.unlockUpload(u)
 		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s: %v; start a new upload", v["uuid"], u.failed)
+	}
+	if u.accepted != be.auth {
+		if err := be.cl.UploadStatus(r.Context(), u.location); err != nil {
+			h.unlockUpload(u)
+			return nil, err
+		}
+		u.accepted = be.auth
 	}
 	return u, nil
 }

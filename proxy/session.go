@@ -19,7 +19,11 @@ type upload struct {
 	id       string
 	repo     string
 	ns       string // the backend (mirror origin) the session was opened on
-	owner    string // principalOf the client that opened it
+	owner    string // backend.principal of the client that opened it
+	// accepted is the backend.auth (the credentials) the upstream last
+	// accepted for this session: other credentials of the same principal
+	// (a refreshed token) are checked upstream before they may touch it.
+	accepted string
 	location string // the upstream session's current location
 	enc      *crypto.Encrypter
 	failed   error // set when the session can no longer complete

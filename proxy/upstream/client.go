@@ -287,6 +287,20 @@ func (c *Client) PatchUpload(ctx context.Context, loc string, body io.Reader, of
 	return c.location(resp)
 }
 
+// UploadStatus asks for the state of the session at loc, changing
+// nothing: whether the upstream lets the credentials at hand touch it.
+func (c *Client) UploadStatus(ctx context.Context, loc string) error {
+	if _, err := c.sessionURL(loc); err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, request{method: http.MethodGet, url: loc, want: []int{200, 204}})
+	if err != nil {
+		return err
+	}
+	drain(resp)
+	return nil
+}
+
 // CommitUpload completes the session at loc as blob d.
 func (c *Client) CommitUpload(ctx context.Context, loc string, d digest.Digest) error {
 	u, err := c.sessionURL(loc)
