@@ -15,11 +15,11 @@ import (
 // cipher and hash state) is all a later request needs, so a session could
 // be sealed into the Location URL for stateless replicas.
 type upload struct {
-	mu       sync.Mutex // held by the one request working on the session
-	id       string
-	repo     string
-	ns       string // the backend (mirror origin) the session was opened on
-	owner    string // backend.principal of the client that opened it
+	mu    sync.Mutex // held by the one request working on the session
+	id    string
+	repo  string
+	ns    string // the backend (mirror origin) the session was opened on
+	owner string // backend.principal of the client that opened it
 	// accepted is the backend.auth (the credentials) the upstream last
 	// accepted for this session: other credentials of the same principal
 	// (a refreshed token) are checked upstream before they may touch it.
