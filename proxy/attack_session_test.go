@@ -91,3 +91,58 @@ func TestUploadSessionTakenOverByUserNameOrSubject(t *testing.T) {
 		})
 	}
 }
+
+// Attack: plaintext for a client the upstream refuses. Without shroud's
+// own authentication the upstream decides, with the client's own
+// credentials. alice pushes a layer; while her pull of it is streaming
+// (shroud holds the mapping and an upstream fetch is open), bob with a
+// wrong password and an anonymous client ask for the same blob: a GET, a
+// HEAD, a range. A user checks that each gets the upstream's 401, no
+// size and no plaintext byte, and that alice's pull completes intact.
+func TestUpstreamDecidesNoPlaintextForRefusedClient(t *testing.T) {
+	alice := atkBasicAuth("alice", "s3cret")
+	up := shroudtest.Behind(t, shroudtest.Distribution(t), checkingUpstream(alice))
+	s := shroudtest.Start(t, up)
+	c := call{t, s.URL}
+	layer := atkRandBytes(t, 4<<20)
+	ld := atkPushBlob(t, c, "team/app", layer, "Authorization", alice)
+
+	req, err := http.NewRequest("GET", s.URL+"/v2/team/app/blobs/"+ld.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", alice)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	head := make([]byte, 4096)
+	if _, err := io.ReadFull(resp.Body, head); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("alice's pull: %d %v", resp.StatusCode, err)
+	}
+	// alice's stream is open and stalled: bob and an anonymous client now.
+	for _, who := range []struct{ name, auth string }{{"bob", atkBasicAuth("bob", "guess")}, {"alice's name with a wrong password", atkBasicAuth("alice", "guess")}, {"anonymous", ""}} {
+		for _, probe := range [][]string{
+			{"GET"}, {"HEAD"}, {"GET", "Range", "bytes=0-99"}, {"GET", "Range", "bytes=99999999-"},
+		} {
+			hdr := probe[1:]
+			if who.auth != "" {
+				hdr = append(hdr, "Authorization", who.auth)
+			}
+			a := c.do(probe[0], "/v2/team/app/blobs/"+ld.String(), nil, hdr...)
+			what := who.name + " " + strings.Join(probe, " ")
+			if a.status != 401 {
+				t.Errorf("%s: %d, want the upstream's 401", what, a.status)
+			}
+			if a.header.Get("Content-Range") != "" || a.header.Get("Docker-Content-Digest") != "" || (a.header.Get("Content-Length") == "4194304") {
+				t.Errorf("%s: a size or digest hint: %v", what, a.header)
+			}
+			atkNoPlaintextBlob(t, what, a, layer)
+		}
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(append(head, rest...), layer) {
+		t.Fatalf("alice's pull after the others: %d bytes, %v; want her layer intact", len(head)+len(rest), err)
+	}
+}
