@@ -88,4 +88,19 @@
 //   - A repository no policy rule matches is denied, and so are left out
 //     of the catalog, with those a deny rule matches: a page may then hold
 //     fewer names than n asked for, its Link leading on.
+//   - Who gets plaintext (access.go): without Options.Auth the upstream,
+//     asked with the client's credentials; with it shroud, which
+//     authenticates and checks the rule's pull or push grant before any
+//     cache lookup (a refused client gets the same answer whether anything
+//     exists), never forwards the client's credentials, asks the upstream
+//     with its own, and answers an upstream 401 with a 502 rather than
+//     relaying a challenge the client would answer with what it sent.
+//   - An upload session belongs to the principal that opened it (Basic:
+//     user and password; a token: issuer and subject; under own auth the
+//     verified principal); credentials the upstream has not accepted for
+//     the session yet are checked with a status request before they may
+//     touch it, so a refused request never abandons the owner's upload.
+//   - A layer pushed already encrypted is rewrapped for the rule's
+//     recipients only with the keys the rule opens foreign layers with:
+//     its annotations are the client's and may be another repository's.
 package proxy
