@@ -50,10 +50,10 @@ type Store interface {
 	// PutBlob records b for b.Repository; a bound b also becomes the
 	// Origin of its plaintext digest.
 	PutBlob(ctx context.Context, b Blob) error
-	// Origin returns a bound mapping of a plaintext digest in any
-	// repository: where a cross-repository mount of its ciphertext can
-	// come from.
-	Origin(ctx context.Context, plainDigest digest.Digest) (Blob, bool, error)
+	// Origin returns a bound mapping of a plaintext digest in a
+	// repository accept takes (nil: any): where a cross-repository mount
+	// of its ciphertext can come from, within a dedup scope.
+	Origin(ctx context.Context, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error)
 
 	// Manifest looks a manifest up by the digest the client sees.
 	Manifest(ctx context.Context, repo string, plainDigest digest.Digest) (Manifest, bool, error)

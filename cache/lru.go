@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"sync"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
@@ -12,10 +13,15 @@ import (
 // DefaultEntries is the default bound of each LRU table.
 const DefaultEntries = 100_000
 
+// OriginsPerDigest bounds the repositories remembered as origins of one
+// plaintext digest: the most recent ones.
+const OriginsPerDigest = 8
+
 // LRU is an in-process Store bounded by entry count.
 type LRU struct {
+	mu         sync.Mutex // orders the read-modify-write of origins
 	blobs      *lru.Cache[string, Blob]
-	origins    *lru.Cache[digest.Digest, Blob]
+	origins    *lru.Cache[digest.Digest, []Blob]
 	byPlain    *lru.Cache[string, Manifest]
 	byUpstream *lru.Cache[string, Manifest]
 }
@@ -32,7 +38,7 @@ func NewLRU(entries int) (*LRU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	o, err := lru.New[digest.Digest, Blob](entries)
+	o, err := lru.New[digest.Digest, []Blob](entries)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
@@ -61,16 +67,31 @@ func (l *LRU) PutBlob(_ context.Context, b Blob) error {
 	b.Annotations = maps.Clone(b.Annotations)
 	l.blobs.Add(key(b.Repository, b.PlainDigest), b)
 	if b.Bound {
-		l.origins.Add(b.PlainDigest, b)
+		l.mu.Lock()
+		prev, _ := l.origins.Peek(b.PlainDigest)
+		next := []Blob{b}
+		for _, o := range prev {
+			if o.Repository != b.Repository && len(next) < OriginsPerDigest {
+				next = append(next, o)
+			}
+		}
+		l.origins.Add(b.PlainDigest, next)
+		l.mu.Unlock()
 	}
 	return nil
 }
 
-// Origin implements Store.
-func (l *LRU) Origin(_ context.Context, d digest.Digest) (Blob, bool, error) {
-	b, ok := l.origins.Get(d)
-	b.Annotations = maps.Clone(b.Annotations)
-	return b, ok, nil
+// Origin implements Store: the most recently recorded of the (at most
+// OriginsPerDigest) repositories that accept takes.
+func (l *LRU) Origin(_ context.Context, d digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
+	os, _ := l.origins.Get(d)
+	for _, b := range os {
+		if accept == nil || accept(b.Repository) {
+			b.Annotations = maps.Clone(b.Annotations)
+			return b, true, nil
+		}
+	}
+	return Blob{}, false, nil
 }
 
 // Manifest implements Store.

@@ -256,3 +256,38 @@ func TestOwnAuthCatalogListsOnlyWhatThePrincipalMayPull(t *testing.T) {
 		t.Errorf("alice's catalog: %d %s, want team-a/app and nothing of team-b", a.status, a.body)
 	}
 }
+
+// Attack: a mount reads a repository the client may not pull. Under
+// shroud's own authentication the upstream is asked with shroud's
+// credentials, so it checks nothing about the client's right to read a
+// mount's source. bob may push to team-b (global dedup) but not read
+// team-a; he asks HEAD for team-a's layer in team-b and a mount from
+// team-a. A user checks that both answer as for a layer never pushed.
+func TestOwnAuthMountNeedsPullOnSource(t *testing.T) {
+	s := shroudtest.Start(t, shroudtest.Distribution(t),
+		shroudtest.WithAuth(ownAuthConfig(t, map[string]string{"alice": "alice-pw", "bob": "bob-pw"})),
+		shroudtest.WithPolicy(
+			shroudtest.Rule{Pattern: "team-a/**", Action: crypto.Encrypt, DedupScope: crypto.DedupGlobal, Push: []string{"user:alice"}},
+			shroudtest.Rule{Pattern: "team-b/**", Action: crypto.Encrypt, DedupScope: crypto.DedupGlobal, Push: []string{"user:bob"}}))
+	c := call{t, s.URL}
+	alice := []string{"Authorization", atkBasicAuth("alice", "alice-pw")}
+	bob := []string{"Authorization", atkBasicAuth("bob", "bob-pw")}
+	layer := atkRandBytes(t, 20_000)
+	ld := atkPushBlob(t, c, "team-a/app", layer, alice...)
+	cd := atkPushBlob(t, c, "team-a/app", atkPlainConfig, alice...)
+	cfg := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cd, Size: int64(len(atkPlainConfig))}
+	if a := c.do("PUT", "/v2/team-a/app/manifests/1", bytes.NewReader(atkImageManifest(t, cfg, atkLayerDesc(layer))),
+		append([]string{"Content-Type", ocispec.MediaTypeImageManifest}, alice...)...); a.status != 201 {
+		t.Fatalf("alice pushes: %d %s", a.status, a.body)
+	}
+	if a := c.do("HEAD", "/v2/team-b/app/blobs/"+ld.String(), nil, bob...); a.status != 404 {
+		t.Errorf("bob's HEAD in team-b of team-a's layer: %d, want 404", a.status)
+	}
+	if a := c.do("POST", "/v2/team-b/app/blobs/uploads/?mount="+ld.String()+"&from=team-a/app", nil, bob...); a.status != 202 {
+		t.Errorf("bob's mount from team-a: %d, want 202 (a fresh upload)", a.status)
+	}
+	// alice, who may read both... may not push to team-b: the grant is bob's.
+	if a := c.do("HEAD", "/v2/team-b/app/blobs/"+ld.String(), nil, alice...); a.status != 403 {
+		t.Errorf("alice's HEAD in team-b: %d, want 403", a.status)
+	}
+}

@@ -131,9 +131,10 @@ func (b *backend) blob(ctx context.Context, repo string, plainDigest digest.Dige
 	return bl, ok
 }
 
-// origin looks up a bound mapping of a plaintext digest in any repository.
-func (b *backend) origin(ctx context.Context, plainDigest digest.Digest) (cache.Blob, bool) {
-	bl, ok, err := b.cache.Origin(ctx, plainDigest)
+// origin looks up a bound mapping of a plaintext digest in a repository
+// accept takes.
+func (b *backend) origin(ctx context.Context, plainDigest digest.Digest, accept func(repo string) bool) (cache.Blob, bool) {
+	bl, ok, err := b.cache.Origin(ctx, plainDigest, accept)
 	if err != nil {
 		logger(ctx).Warn("cache lookup failed", "plain_digest", plainDigest, "err", err)
 		ok = false

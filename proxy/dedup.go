@@ -6,13 +6,49 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
 )
 
-// mountOrigin mounts into repo the ciphertext of the bound mapping of
-// plainDigest in another repository, and records the mapping for repo.
+// Dedup without a fingerprinting oracle. A HEAD answered from another
+// repository's layer, or a mount of its ciphertext, tells the client (and
+// the registry, which sees one ciphertext in two repositories) that
+// someone pushed that plaintext there. The rule of the repository a
+// request is for bounds where such answers may come from (its
+// dedup-scope): its own repository, the repositories of the same rule
+// (the default), or every encrypt rule's. Outside the scope a client
+// learns nothing and uploads its own copy under a key of its own. Under
+// shroud's own authentication the client must also hold the pull grant of
+// the source: the upstream, asked with shroud's credentials, checks
+// nothing for it.
+
+// dedupAllows says whether a request for repo may reuse a layer of
+// repository source.
+func (h *Handler) dedupAllows(ctx context.Context, repo, source string) bool {
+	if source == repo {
+		return true
+	}
+	r, src := h.policy.Match(repo), h.policy.Match(source)
+	if r == nil || src == nil || r.Action != crypto.Encrypt || src.Action != crypto.Encrypt {
+		return false
+	}
+	switch r.DedupScope {
+	case crypto.DedupGlobal:
+	case crypto.DedupRule, "":
+		if src.Index != r.Index {
+			return false
+		}
+	default: // crypto.DedupRepository, or anything unknown
+		return false
+	}
+	return h.mayPull(ctx, source)
+}
+
+// mountOrigin mounts into repo the ciphertext of a bound mapping of
+// plainDigest in another repository of repo's dedup scope, and records
+// the mapping for repo.
 func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, plainDigest digest.Digest) (cache.Blob, bool) {
-	o, ok := be.origin(ctx, plainDigest)
-	if !ok || o.Repository == repo || !h.mountCipher(ctx, be, repo, o, o.Repository) {
+	o, ok := be.origin(ctx, plainDigest, func(src string) bool { return src != repo && h.dedupAllows(ctx, repo, src) })
+	if !ok || !h.mountCipher(ctx, be, repo, o, o.Repository) {
 		return cache.Blob{}, false
 	}
 	o.Repository = repo

@@ -167,8 +167,8 @@ func TestPolicyActions(t *testing.T) {
 }
 
 // The same layer pushed to two repositories with different recipients is
-// uploaded once (mounted upstream); each repository's manifest wraps the
-// layer key for its own recipients.
+// uploaded once (mounted upstream) where the rules' dedup scope is global;
+// each repository's manifest wraps the layer key for its own recipients.
 func TestDedupAcrossRecipients(t *testing.T) {
 	up := shroudtest.Distribution(t)
 	target, _ := url.Parse(up.URL)
@@ -188,8 +188,8 @@ func TestDedupAcrossRecipients(t *testing.T) {
 	recA, keyA := keyPair(t, "ec")
 	recB, keyB := keyPair(t, "rsa")
 	s := shroudtest.Start(t, countedUp, shroudtest.WithPolicy(
-		shroudtest.Rule{Pattern: "team-a/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recA}},
-		shroudtest.Rule{Pattern: "team-b/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}},
+		shroudtest.Rule{Pattern: "team-a/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recA}, DedupScope: crypto.DedupGlobal},
+		shroudtest.Rule{Pattern: "team-b/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}, DedupScope: crypto.DedupGlobal},
 	))
 	img := must[v1.Image](t)(random.Image(2<<20, 3))
 	var layerTotal int64

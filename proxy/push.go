@@ -70,7 +70,8 @@ func (h *Handler) newUpload(ctx context.Context, be *backend, repo, loc string) 
 }
 
 // mount serves ?mount=P&from=R as a mount of P's ciphertext, from R's
-// mapping of P when shroud vouches for it, else from any repository's.
+// mapping of P when shroud vouches for it, else from any repository's of
+// the dedup scope; an R outside the scope is not mounted from (dedup.go).
 // It reports false (and writes nothing) when no mount happened and the
 // caller should open a new session, as the spec lets a registry answer.
 func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, repo, mountParam, from string) (bool, error) {
@@ -79,6 +80,11 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, rep
 		return false, err
 	}
 	ctx := r.Context()
+	if from != repo && !h.dedupAllows(ctx, repo, from) {
+		// Outside the dedup scope: a fresh upload, as if nothing were
+		// there (the spec lets a registry answer a mount so).
+		return false, nil
+	}
 	if b, ok := be.blob(ctx, from, plainDigest); ok && b.Bound && from != repo && h.mountCipher(ctx, be, repo, b, from) {
 		b.Repository = repo
 		be.putBlob(ctx, b)
