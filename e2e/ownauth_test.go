@@ -43,6 +43,7 @@ func TestOwnAuth(t *testing.T) {
 		{"jwt", ownAuthJWT},
 		{"client-certificate", ownAuthClientCertificate},
 		{"grants", ownAuthGrants},
+		{"anonymous-skopeo", ownAuthAnonymousSkopeo},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.run(t, bin) })
 	}
@@ -582,4 +583,35 @@ policy:
 	if strings.Contains(logs.String(), "level=ERROR") {
 		t.Fatalf("shroud logged errors:\n%s", logs)
 	}
+}
+
+// skopeo (containers/image: podman, CRI-O, buildah alike) pulls
+// anonymously from a rule granting pull to anonymous under htpasswd.
+// /v2/ answers an anonymous client 401 with the Basic challenge, and
+// containers/image then sends the empty credentials it holds, an
+// Authorization of "Basic Og==" (":"), on every request: shroud must take
+// that for anonymous, as crane's absent header is.
+func ownAuthAnonymousSkopeo(t *testing.T, bin string) {
+	up := distributionV3(t)
+	cfg := writeOwnAuthConfig(t, up.URL, fmt.Sprintf(`auth:
+  htpasswd: %s
+policy:
+  - repositories: "public/**"
+    action: encrypt
+    pull: ["anonymous"]
+    push: ["user:bob"]
+`, writeHtpasswd(t, map[string]string{"bob": "bob-pw"})))
+	addr, _, _ := startShroud(t, bin, "--config", cfg)
+	src, img := ociLayout(t, 1, 50_000)
+	pub := "docker://" + addr + "/public/app:1"
+	skopeo(t, "copy", "--dest-tls-verify=false", "--dest-creds", "bob:bob-pw", src, pub)
+
+	if resp, body := send(t, nil, "GET", "http://"+addr+"/v2/public/app/manifests/1", func(r *http.Request) { r.Header.Set("Authorization", "Basic Og==") }); resp.StatusCode != http.StatusOK {
+		t.Errorf("GET of a public manifest with the empty Basic credentials skopeo sends: %d %s, want 200 as anonymous", resp.StatusCode, body)
+	}
+	back := filepath.Join(t.TempDir(), "pub")
+	if out, err := skopeoErr(t, "copy", "--src-tls-verify=false", "--src-no-creds", pub, "oci:"+back+":app"); err != nil {
+		t.Fatalf("anonymous skopeo pull of public/app:1: %v\n%s", err, out)
+	}
+	assertSameImage(t, img, back)
 }
