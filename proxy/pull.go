@@ -42,6 +42,7 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		allow = nil // shroud vouches for the pairing: any of its keys
 	}
 	rng, partial, rangeErr := parseRange(r.Header.Get("Range"), b.Size)
+	askedRange := partial
 	whole := false // a range covering the whole blob
 	if rangeErr == nil && partial && (rule.VerifyRanges || (rng.start == 0 && rng.end == b.Size-1)) {
 		// A range covering the whole blob is a GET and verified like one
@@ -69,7 +70,7 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	upRange := ""
-	if partial {
+	if partial && !rule.VerifyBeforeRelease {
 		upRange = fmt.Sprintf("bytes=%d-%d", rng.start, rng.end)
 	}
 	get := func(ctx context.Context) (*http.Response, error) {
@@ -78,6 +79,29 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 			return nil, apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
 		}
 		return resp, err
+	}
+	fetchWhole := func(ctx context.Context) (io.ReadCloser, error) {
+		return h.fetches.open(ctx, fetchKey(be, repo, b.CipherDigest.String()), b.Size, func(ctx context.Context) (io.ReadCloser, error) {
+			h.metrics.upstreamFetches.Add(ctx, 1)
+			resp, err := get(ctx)
+			if err != nil {
+				return nil, err
+			}
+			if resp.ContentLength >= 0 && resp.ContentLength != b.Size {
+				resp.Body.Close()
+				return nil, fmt.Errorf("upstream blob %s has %d bytes, the mapping says %d", b.CipherDigest, resp.ContentLength, b.Size)
+			}
+			return resp.Body, nil
+		})
+	}
+	if rule.VerifyBeforeRelease {
+		// Nothing leaves before the whole blob verified (release.go).
+		h.metrics.blobPulls.Add(ctx, 1)
+		status := http.StatusOK
+		if whole {
+			status = http.StatusPartialContent
+		}
+		return h.serveVerified(ctx, w, fetchWhole, opts.Key, pub.HMAC, b, rng, askedRange && !whole, status)
 	}
 	if partial {
 		resp, err := get(ctx)
@@ -88,18 +112,7 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 		return h.serveRange(ctx, w, resp, opts.Key, b, rng)
 	}
 	h.metrics.blobPulls.Add(ctx, 1)
-	cipherText, err := h.fetches.open(ctx, fetchKey(be, repo, b.CipherDigest.String()), b.Size, func(ctx context.Context) (io.ReadCloser, error) {
-		h.metrics.upstreamFetches.Add(ctx, 1)
-		resp, err := get(ctx)
-		if err != nil {
-			return nil, err
-		}
-		if resp.ContentLength >= 0 && resp.ContentLength != b.Size {
-			resp.Body.Close()
-			return nil, fmt.Errorf("upstream blob %s has %d bytes, the mapping says %d", b.CipherDigest, resp.ContentLength, b.Size)
-		}
-		return resp.Body, nil
-	})
+	cipherText, err := fetchWhole(ctx)
 	if err != nil {
 		return err
 	}

@@ -93,6 +93,12 @@ type options struct {
 	auth       *auth.Config
 	upAuth     authn.Authenticator
 	tls        *tls.Config
+	spool      string
+}
+
+// WithSpoolDir has shroud spool shared fetches and held blobs in dir.
+func WithSpoolDir(dir string) Option {
+	return func(o *options) { o.spool = dir }
 }
 
 // WithAuth has shroud authenticate clients itself with c; each policy
@@ -271,7 +277,7 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 	if os.Getenv("SHROUD_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter,
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter, SpoolDir: o.spool,
 		Auth: authenticator, Access: access})
 	if err != nil {
 		t.Fatal(err)
