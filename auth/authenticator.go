@@ -48,9 +48,13 @@ func New(cfg Config) (*Authenticator, error) {
 	}
 	switch cfg.Challenge {
 	case "":
-		cfg.Challenge = "basic"
-		if cfg.Htpasswd == nil && cfg.JWT != nil {
+		switch {
+		case cfg.Htpasswd != nil:
+			cfg.Challenge = "basic"
+		case cfg.JWT != nil:
 			cfg.Challenge = "bearer"
+		default:
+			cfg.Challenge = "none" // client certificates only: nothing to ask for
 		}
 	case "basic":
 		if cfg.Htpasswd == nil {
@@ -111,6 +115,11 @@ func (a *Authenticator) basic(cred string) (Principal, error) {
 		return Principal{}, fmt.Errorf("%w: the Basic credentials do not decode", ErrUnauthenticated)
 	}
 	user, password, ok := strings.Cut(string(b), ":")
+	if ok && user == "" && password == "" {
+		// What containers/image (skopeo, podman, CRI-O) sends when it
+		// holds no credentials, once challenged: no one, not a failure.
+		return Principal{}, nil
+	}
 	if !ok || user == "" {
 		return Principal{}, fmt.Errorf("%w: the Basic credentials name no user", ErrUnauthenticated)
 	}
@@ -139,7 +148,8 @@ func (a *Authenticator) bearer(ctx context.Context, token string) (Principal, er
 }
 
 // Challenge is the WWW-Authenticate value of a 401 for scope (e.g.
-// "repository:team-a/app:pull"; empty for the ping).
+// "repository:team-a/app:pull"; empty for the ping); empty when only
+// client certificates authenticate.
 func (a *Authenticator) Challenge(scope string) string {
 	if a.cfg.Challenge == "bearer" {
 		c := fmt.Sprintf("Bearer realm=%q,service=%q", a.cfg.Realm, a.cfg.Service)
@@ -147,6 +157,9 @@ func (a *Authenticator) Challenge(scope string) string {
 			c += fmt.Sprintf(",scope=%q", scope)
 		}
 		return c
+	}
+	if a.cfg.Challenge == "none" {
+		return ""
 	}
 	return `Basic realm="shroud"`
 }

@@ -17,7 +17,7 @@ func TestHarnessSmall(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	for _, k := range []string{"push plain direct", "push skopeo-encrypted direct", "push through shroud", "re-push through shroud",
-		"pull plain direct", "pull skopeo-decrypted direct", "pull through shroud"} {
+		"pull plain direct", "pull skopeo-decrypted direct", "pull through shroud", "pull through shroud verify-before-release"} {
 		if res.Seconds[k] <= 0 {
 			t.Errorf("no figure for %q", k)
 		}

@@ -168,11 +168,11 @@ func (e *env) startRegistry(ctx context.Context, dir string) (string, error) {
 	return addr, waitHTTP(ctx, "http://"+addr+"/v2/")
 }
 
-func (e *env) startShroud(ctx context.Context, upstream, dataDir string) (addr string, cmd *exec.Cmd, err error) {
+func (e *env) startShroud(ctx context.Context, upstream, dataDir string, extra ...string) (addr string, cmd *exec.Cmd, err error) {
 	if addr, err = freeAddr(); err != nil {
 		return "", nil, err
 	}
-	cmd, err = e.start(ctx, e.shroud, "serve", "--listen", addr, "--upstream", upstream, "--data-dir", dataDir, "--log-level", "warn")
+	cmd, err = e.start(ctx, e.shroud, append([]string{"serve", "--listen", addr, "--upstream", upstream, "--data-dir", dataDir, "--log-level", "warn"}, extra...)...)
 	if err != nil {
 		return "", nil, err
 	}
@@ -313,7 +313,14 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
-	shAddr, shCmd, err := e.startShroud(ctx, "http://"+reg, filepath.Join(work, "shroud"))
+	// bench/vbr is pulled under verify-before-release, the rest as usual.
+	policy := filepath.Join(work, "shroud.yaml")
+	if err := os.WriteFile(policy, []byte("policy:\n"+
+		"  - {repositories: \"bench/vbr\", action: encrypt, verify-before-release: true}\n"+
+		"  - {repositories: \"**\", action: encrypt}\n"), 0o644); err != nil {
+		return nil, err
+	}
+	shAddr, shCmd, err := e.startShroud(ctx, "http://"+reg, filepath.Join(work, "shroud"), "--config", policy)
 	if err != nil {
 		return nil, err
 	}
@@ -340,7 +347,7 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 	for r := 0; r < o.Rounds; r++ {
 		fmt.Fprintf(out, "round %d of %d (%d layers of %d MiB)\n", r+1, o.Rounds, o.Layers, o.LayerSize>>20)
 		srcs := map[string]string{}
-		for _, k := range []string{"plain", "enc", "shroud"} {
+		for _, k := range []string{"plain", "enc", "shroud", "vbr"} {
 			if srcs[k], err = makeLayout(filepath.Join(work, fmt.Sprintf("img-%s-%d", k, r)), o.Layers, o.LayerSize); err != nil {
 				return nil, err
 			}
@@ -379,6 +386,11 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 					return skopeo(ctx, "copy", "--src-tls-verify=false", tag(shAddr, "shroud"), "oci:"+filepath.Join(work, fmt.Sprintf("out-shroud-%d", r))+":x")
 				})
 			},
+			func() error {
+				return timed("pull through shroud verify-before-release", func() error {
+					return skopeo(ctx, "copy", "--src-tls-verify=false", tag(shAddr, "vbr"), "oci:"+filepath.Join(work, fmt.Sprintf("out-vbr-%d", r))+":x")
+				})
+			},
 		}
 		if r%2 == 1 { // alternate the order: no alternative always goes first
 			for i, j := 0, len(pushes)-1; i < j; i, j = i+1, j-1 {
@@ -391,6 +403,9 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 				return nil, err
 			}
 		}
+		if err := skopeo(ctx, "copy", "--dest-tls-verify=false", srcs["vbr"], tag(shAddr, "vbr")); err != nil {
+			return nil, fmt.Errorf("push to bench/vbr: %w", err)
+		}
 		if err := timed("re-push through shroud", func() error {
 			return skopeo(ctx, "copy", "--dest-tls-verify=false", srcs["shroud"], tag(shAddr, "shroud"))
 		}); err != nil {
@@ -401,7 +416,7 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 				return nil, err
 			}
 		}
-		for _, d := range []string{"img-plain", "img-enc", "img-shroud", "out-plain", "out-enc", "out-shroud"} {
+		for _, d := range []string{"img-plain", "img-enc", "img-shroud", "img-vbr", "out-plain", "out-enc", "out-shroud", "out-vbr"} {
 			os.RemoveAll(filepath.Join(work, fmt.Sprintf("%s-%d", d, r)))
 		}
 	}
@@ -415,6 +430,7 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 		target{"re-push through shroud", s["re-push through shroud"], 1, "s", false},
 		target{"pull through shroud / skopeo decryption", s["pull through shroud"] / s["pull skopeo-decrypted direct"], 0.6, "x", false},
 		target{"pull through shroud / plain pull", s["pull through shroud"] / s["pull plain direct"], 1.4, "x", false},
+		target{"pull verify-before-release / pull through shroud", s["pull through shroud verify-before-release"] / s["pull through shroud"], 2.0, "x", false},
 	)
 	_ = total
 
