@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containers/ocicrypt/config"
@@ -39,6 +40,16 @@ func (k *Keyring) Unwrap(annotations map[string]string) (PrivateOptions, error) 
 // minute. The error when no key opens the layer wraps ErrNoKey and says
 // which recipients the layer has.
 func (k *Keyring) UnwrapWith(annotations map[string]string, allow func(key string) bool) (PrivateOptions, string, error) {
+	return k.UnwrapWithin(annotations, allow, nil)
+}
+
+// UnwrapWithin is UnwrapWith drawing on a budget (nil: none) shared by
+// several unwraps: each wrapped key tried with a key costs the recipients
+// it lists (see UnwrapBudget), taken before the attempt; a wrapped key a
+// key failed to open within the minute costs nothing. When the budget
+// cannot pay for the next attempt the unwrap stops there, untried, with
+// an *UnwrapBudgetError (wrapping ErrUnwrapBudget).
+func (k *Keyring) UnwrapWithin(annotations map[string]string, allow func(key string) bool, budget *UnwrapBudget) (PrivateOptions, string, error) {
 	parts, err := wrappedKeys(annotations, func(a string) bool { return k.wrapper(a) != nil })
 	if err != nil {
 		return PrivateOptions{}, "", err
@@ -54,10 +65,13 @@ func (k *Keyring) UnwrapWith(annotations map[string]string, allow func(key strin
 			if !slices.Contains(s.schemes, p.annotation) {
 				continue
 			}
-			opts, err := k.tryUnwrap(s, p)
+			opts, err := k.tryUnwrap(s, p, budget)
+			var spent *UnwrapBudgetError
 			switch {
 			case err == nil:
 				return opts, s.name, nil
+			case errors.As(err, &spent):
+				return PrivateOptions{}, "", err
 			case errors.Is(err, errBadOptions):
 				badOptions = err
 			case errors.Is(err, ErrInvalidEncryption):
@@ -111,6 +125,7 @@ func (k *Keyring) OpenedBy(annotations map[string]string) string {
 type wrappedKey struct {
 	annotation string
 	raw        []byte
+	recipients int // as recipientsIn counts them: what one attempt costs
 }
 
 // wrappedKeys splits and decodes the wrapped keys of the schemes known
@@ -153,10 +168,11 @@ func wrappedKeys(annotations map[string]string, known func(annotation string) bo
 			if len(b) == 0 {
 				continue
 			}
-			if total += recipientsIn(scheme, b); total > MaxWrappedKeys {
+			n := recipientsIn(scheme, b)
+			if total += n; total > MaxWrappedKeys {
 				return nil, fmt.Errorf("%w: the layer's wrapped keys list more than the %d recipients shroud tries (%s)", ErrInvalidEncryption, MaxWrappedKeys, a)
 			}
-			out = append(out, wrappedKey{annotation: a, raw: b})
+			out = append(out, wrappedKey{annotation: a, raw: b, recipients: n})
 		}
 	}
 	return out, nil
@@ -167,10 +183,14 @@ func wrappedKeys(annotations map[string]string, known func(annotation string) bo
 var errBadOptions = errors.New("the unwrapped layer key is not ocicrypt's private options")
 
 // tryUnwrap opens one wrapped key with one key, unless that failed less
-// than a minute ago.
-func (k *Keyring) tryUnwrap(s *keySlot, p wrappedKey) (PrivateOptions, error) {
+// than a minute ago or the budget cannot pay for it (a refusal of the
+// budget is not a failure of the key, and is not remembered).
+func (k *Keyring) tryUnwrap(s *keySlot, p wrappedKey, budget *UnwrapBudget) (PrivateOptions, error) {
 	key := failureKey(p.annotation, p.raw, s.name)
 	if err := k.failed.recent(key); err != nil {
+		return PrivateOptions{}, err
+	}
+	if err := budget.take(p.recipients); err != nil {
 		return PrivateOptions{}, err
 	}
 	opts, err := k.unwrapOne(s.dc, p)
@@ -278,3 +298,78 @@ func (c *failureCache) recent(key [sha256.Size]byte) error {
 func (c *failureCache) add(key [sha256.Size]byte, err error) {
 	c.lru.Add(key, failure{until: c.now().Add(failureTTL), err: err})
 }
+
+// ErrUnwrapBudget is wrapped by the error of an unwrap its budget could
+// not pay for (an *UnwrapBudgetError).
+var ErrUnwrapBudget = errors.New("the unwrap budget is spent")
+
+// UnwrapBudget bounds the work of several unwraps (UnwrapWithin), whatever
+// the annotations they read hold: every attempt of a key on a wrapped key
+// costs the recipients the wrapped key lists (each is a private-key
+// operation, a token login or a provider call at worst), paid before the
+// attempt. A budget made by Sub also draws on its parent: a manifest's
+// budget within a request's. It is safe for concurrent use.
+type UnwrapBudget struct {
+	mu     *sync.Mutex // the root's, shared by the whole tree
+	limit  int
+	spent  int
+	parent *UnwrapBudget
+}
+
+// NewUnwrapBudget is a budget of limit attempts.
+func NewUnwrapBudget(limit int) *UnwrapBudget {
+	return &UnwrapBudget{mu: new(sync.Mutex), limit: limit}
+}
+
+// Sub is a budget of at most limit attempts that also draws on b (on
+// nothing else when b is nil).
+func (b *UnwrapBudget) Sub(limit int) *UnwrapBudget {
+	if b == nil {
+		return NewUnwrapBudget(limit)
+	}
+	return &UnwrapBudget{mu: b.mu, limit: limit, parent: b}
+}
+
+// Limit is the attempts the budget allows.
+func (b *UnwrapBudget) Limit() int { return b.limit }
+
+// Spent is the attempts paid for so far.
+func (b *UnwrapBudget) Spent() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.spent
+}
+
+// take pays n attempts from b and its ancestors, or from none of them
+// when one cannot pay (nil b: nothing to pay).
+func (b *UnwrapBudget) take(n int) error {
+	if b == nil {
+		return nil
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for c := b; c != nil; c = c.parent {
+		if c.spent+n > c.limit {
+			return &UnwrapBudgetError{Budget: c, Spent: c.spent, Need: n}
+		}
+	}
+	for c := b; c != nil; c = c.parent {
+		c.spent += n
+	}
+	return nil
+}
+
+// UnwrapBudgetError is an unwrap refused because Budget (the one that
+// could not pay: the one given or an ancestor) had Spent of its attempts
+// when the next one cost Need.
+type UnwrapBudgetError struct {
+	Budget      *UnwrapBudget
+	Spent, Need int
+}
+
+func (e *UnwrapBudgetError) Error() string {
+	return fmt.Sprintf("%v: %d of %d unwrap attempts spent, the next costs %d", ErrUnwrapBudget, e.Spent, e.Budget.limit, e.Need)
+}
+
+// Is makes the error match ErrUnwrapBudget.
+func (e *UnwrapBudgetError) Is(target error) bool { return target == ErrUnwrapBudget }

@@ -118,17 +118,20 @@ func (h *Handler) headFromCache(ctx context.Context, be *backend, repo, ref stri
 
 // resolveManifest finds the manifest a client means by ref and returns it
 // as the client pushed it (or decrypted, for images encrypted elsewhere).
+// The restorations it takes (an index's children, the tags a scan opens)
+// share one request's unwrap budget.
 func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref string) (served, error) {
+	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest)
 	d, byDigest := isDigest(ref)
 	if !byDigest {
 		um, err := be.cl.GetManifest(ctx, repo, ref)
 		if err != nil {
 			return served{}, err
 		}
-		return h.restore(ctx, be, repo, um, 0)
+		return h.restore(ctx, be, repo, um, 0, budget)
 	}
 	if mm, ok := be.manifestMapping(ctx, repo, d); ok {
-		if s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+		if s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest, budget); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
 			return served{}, err
 		} else if err == nil && s.is(d) {
 			return s.as(d), nil
@@ -143,38 +146,40 @@ func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref st
 		return served{}, err
 	}
 	if !be.deleted.Contains(repoKey(repo, d)) {
-		if s, ok, err := h.scanTags(ctx, be, repo, d); err != nil || ok {
+		if s, ok, err := h.scanTags(ctx, be, repo, d, budget); err != nil || ok {
 			return s, err
 		}
 	}
 	return served{}, apiErr(http.StatusNotFound, codeManifestUnknown, "manifest %s is unknown to repository %s", d, repo)
 }
 
-func (h *Handler) restoreByUpstream(ctx context.Context, be *backend, repo string, upDigest digest.Digest) (served, error) {
+func (h *Handler) restoreByUpstream(ctx context.Context, be *backend, repo string, upDigest digest.Digest, budget *crypto.UnwrapBudget) (served, error) {
 	um, err := be.cl.GetManifest(ctx, repo, upDigest.String())
 	if err != nil {
 		return served{}, err
 	}
-	return h.restore(ctx, be, repo, um, 0)
+	return h.restore(ctx, be, repo, um, 0, budget)
 }
 
 // scanTags looks for a manifest the cache has forgotten (after a restart,
 // or evicted) among the repository's tags and the indexes they name.
 // A digest not found is remembered per client for a while (missTTL), so
-// that asking for it again costs no scan.
-func (h *Handler) scanTags(ctx context.Context, be *backend, repo string, d digest.Digest) (served, bool, error) {
+// that asking for it again costs no scan. The tags' restorations draw on
+// budget: a scan the request's budget cannot pay for to its end fails
+// (and is not remembered as a miss).
+func (h *Handler) scanTags(ctx context.Context, be *backend, repo string, d digest.Digest, budget *crypto.UnwrapBudget) (served, bool, error) {
 	miss := missKey(be, repo, d)
 	if h.misses.lru.Contains(miss) {
 		return served{}, false, nil
 	}
-	s, ok, err := h.scanTagsOnce(ctx, be, repo, d)
+	s, ok, err := h.scanTagsOnce(ctx, be, repo, d, budget)
 	if err == nil && !ok {
 		h.misses.lru.Add(miss, struct{}{})
 	}
 	return s, ok, err
 }
 
-func (h *Handler) scanTagsOnce(ctx context.Context, be *backend, repo string, d digest.Digest) (served, bool, error) {
+func (h *Handler) scanTagsOnce(ctx context.Context, be *backend, repo string, d digest.Digest, budget *crypto.UnwrapBudget) (served, bool, error) {
 	resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/tags/list", url.Values{"n": {strconv.Itoa(h.maxScan)}}, nil)
 	if err != nil {
 		return served{}, false, err
@@ -194,7 +199,10 @@ func (h *Handler) scanTagsOnce(ctx context.Context, be *backend, repo string, d 
 		if err != nil {
 			continue
 		}
-		s, err := h.restore(ctx, be, repo, um, 0)
+		s, err := h.restore(ctx, be, repo, um, 0, budget)
+		if spentBy(err, budget) {
+			return served{}, false, err
+		}
 		if err != nil {
 			continue
 		}
@@ -202,7 +210,7 @@ func (h *Handler) scanTagsOnce(ctx context.Context, be *backend, repo string, d 
 			return s.as(d), true, nil
 		}
 		if mm, ok := be.manifestMapping(ctx, repo, d); ok {
-			if s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest); err == nil && s.is(d) {
+			if s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest, budget); err == nil && s.is(d) {
 				return s.as(d), true, nil
 			}
 		}
@@ -215,9 +223,16 @@ func (h *Handler) scanTagsOnce(ctx context.Context, be *backend, repo string, d 
 // decrypted manifest for images encrypted elsewhere, opened only with the
 // keys the repository's rule allows; anything else as it is. Results are
 // remembered by upstream digest (restored.go), so a manifest named many
-// times (an index repeating a child, referrers) costs its work once.
-func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upstream.Manifest, depth int) (served, error) {
+// times (an index repeating a child, referrers) costs its work once; so
+// are the failures the manifest's own content causes (no key opens it,
+// it takes more unwraps than one manifest may), for restoredFailureTTL.
+// The unwraps draw on budget, the request's, each manifest's within it
+// bounded by maxUnwrapsPerManifest.
+func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upstream.Manifest, depth int, budget *crypto.UnwrapBudget) (served, error) {
 	key := restoredKey(be, repo, um.Digest, depth > 0)
+	if err, ok := h.restored.failure(key); ok {
+		return served{}, err
+	}
 	if e, ok := h.restored.get(key); ok {
 		for _, b := range e.blobs {
 			be.putBlob(ctx, b)
@@ -228,8 +243,11 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 		return e.served, nil
 	}
 	rec := &restoration{}
-	s, err := h.restoreOnce(ctx, be, repo, um, depth, rec)
+	s, err := h.restoreOnce(ctx, be, repo, um, depth, budget, rec)
 	if err != nil {
+		if ownFailure(err, budget) {
+			h.restored.fail(key, err)
+		}
 		return served{}, err
 	}
 	for _, b := range rec.blobs {
@@ -243,7 +261,7 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 	return s, nil
 }
 
-func (h *Handler) restoreOnce(ctx context.Context, be *backend, repo string, um upstream.Manifest, depth int, rec *restoration) (served, error) {
+func (h *Handler) restoreOnce(ctx context.Context, be *backend, repo string, um upstream.Manifest, depth int, budget *crypto.UnwrapBudget, rec *restoration) (served, error) {
 	asIs := served{body: um.Body, contentType: um.ContentType, digest: um.Digest}
 	m, err := parseManifest(um.Body, um.ContentType)
 	if err != nil {
@@ -251,7 +269,7 @@ func (h *Handler) restoreOnce(ctx context.Context, be *backend, repo string, um 
 	}
 	var notSealed error
 	if sealed := m.annotations[crypto.AnnotationOriginal]; sealed != "" {
-		s, err := h.openSealed(ctx, be, repo, um, m, sealed, rec)
+		s, err := h.openSealed(ctx, be, repo, um, m, sealed, budget, rec)
 		if !errors.Is(err, errNotSealedHere) {
 			return s, err
 		}
@@ -281,7 +299,7 @@ func (h *Handler) restoreOnce(ctx context.Context, be *backend, repo string, um 
 				if err != nil {
 					return served{}, fmt.Errorf("index child %s: %w", c.Digest, err)
 				}
-				if cs, err = h.restore(ctx, be, repo, cm, depth+1); err != nil {
+				if cs, err = h.restore(ctx, be, repo, cm, depth+1, budget); err != nil {
 					return served{}, err
 				}
 				children[c.Digest] = cs
@@ -294,12 +312,16 @@ func (h *Handler) restoreOnce(ctx context.Context, be *backend, repo string, um 
 		}
 	} else {
 		allow := h.unsealedKeys(repo)
+		mb := budget.Sub(maxUnwrapsPerManifest)
 		for i := range m.layers {
 			l := &m.layers[i]
 			if !crypto.IsEncryptedMediaType(l.MediaType) {
 				continue
 			}
-			opts, _, err := h.keys.UnwrapWith(l.Annotations, allow)
+			opts, _, err := h.keys.UnwrapWithin(l.Annotations, allow, mb)
+			if errors.Is(err, crypto.ErrUnwrapBudget) {
+				return served{}, unwrapsSpent(ctx, err, mb, repo, um.Digest)
+			}
 			if err != nil {
 				if notSealed != nil {
 					err = fmt.Errorf("%w; %w", notSealed, err)
@@ -335,6 +357,30 @@ func (h *Handler) restoreOnce(ctx context.Context, be *backend, repo string, um 
 	return s, nil
 }
 
+// unwrapsSpent is the error of a restoration its unwrap budget could not
+// pay for: the manifest's own (mb), or the request's it draws on. Either
+// is MANIFEST_INVALID, as an index over maxIndexChildren is: the manifest
+// asks for more work than shroud does for one, which no credentials
+// change (DENIED would send the client after its credentials) and a
+// retry does not (a 5xx would invite one).
+func unwrapsSpent(ctx context.Context, err error, mb *crypto.UnwrapBudget, repo string, upDigest digest.Digest) error {
+	var spent *crypto.UnwrapBudgetError
+	if !errors.As(err, &spent) {
+		return err
+	}
+	per := "request"
+	if spent.Budget == mb {
+		per = "manifest"
+	}
+	logger(ctx).Warn("refused to restore a manifest: unwrap budget spent", "repository", repo, "upstream_digest", upDigest, "per", per, "budget", spent.Budget.Limit())
+	if spent.Budget == mb {
+		return &apiError{status: http.StatusBadRequest, code: codeManifestInvalid, cause: err,
+			message: fmt.Sprintf("manifest %s of %s needs more than the %d key unwrap attempts shroud spends on one manifest", upDigest, repo, mb.Limit())}
+	}
+	return &apiError{status: http.StatusBadRequest, code: codeManifestInvalid, cause: err,
+		message: fmt.Sprintf("restoring manifest %s of %s goes over the %d key unwrap attempts shroud spends on one request (an index's children, referrers, the tags a scan opens)", upDigest, repo, spent.Budget.Limit())}
+}
+
 // errNotSealedHere is a manifest whose seal this shroud cannot vouch for
 // in this repository: not its identity's, not for this upstream and
 // repository (nor one the rule accepts), or not matching the manifest.
@@ -362,7 +408,7 @@ func (h *Handler) unsealedKeys(repo string) func(string) bool {
 // and records the mappings the seal vouches for: each layer's plaintext
 // and ciphertext (every pairing checked against the manifest's wrapped
 // key), each index child's plain and encrypted digest.
-func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um upstream.Manifest, enc *manifest, sealed string, rec *restoration) (served, error) {
+func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um upstream.Manifest, enc *manifest, sealed string, budget *crypto.UnwrapBudget, rec *restoration) (served, error) {
 	notHere := func(format string, args ...any) (served, error) {
 		return served{}, fmt.Errorf("%w: manifest %s: "+format, append([]any{errNotSealedHere, um.Digest}, args...)...)
 	}
@@ -384,6 +430,9 @@ func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um u
 	if err != nil {
 		return served{}, errors.Join(errors.New("sealed original manifest does not parse"), err)
 	}
+	// The seal is shroud's: its layer count is one a client pushed. The
+	// wrapped keys beside it are the upstream's, and may be padded.
+	mb := budget.Sub(max(maxUnwrapsPerManifest, maxUnwrapsPerSealedLayer*len(seal.Layers)))
 	var blobs []cache.Blob
 	for _, sl := range seal.Layers {
 		// Found by its ciphertext digest, never by position; the other
@@ -398,7 +447,10 @@ func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um u
 		if err != nil || !hmac.Equal(pub.HMAC, sl.HMAC) || e.Size != sl.Size {
 			return notHere("layer %s does not match its sealed HMAC and size", e.Digest)
 		}
-		opts, _, err := h.keys.UnwrapWith(e.Annotations, nil)
+		opts, _, err := h.keys.UnwrapWithin(e.Annotations, nil, mb)
+		if errors.Is(err, crypto.ErrUnwrapBudget) {
+			return served{}, unwrapsSpent(ctx, err, mb, repo, um.Digest)
+		}
 		if err != nil {
 			return served{}, fmt.Errorf("layer %s of %s: %w", e.Digest, repo, err)
 		}
@@ -441,7 +493,7 @@ func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request) error {
 	if byDigest {
 		if mm, ok := be.manifestMapping(ctx, repo, d); ok {
 			target = mm.UpstreamDigest.String()
-		} else if _, ok, err := h.scanTags(ctx, be, repo, d); err == nil && ok {
+		} else if _, ok, err := h.scanTags(ctx, be, repo, d, crypto.NewUnwrapBudget(maxUnwrapsPerRequest)); err == nil && ok {
 			if mm, ok := be.manifestMapping(ctx, repo, d); ok {
 				target = mm.UpstreamDigest.String()
 			}

@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
@@ -46,6 +47,7 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	if len(idx.Manifests) > maxReferrers {
 		return apiErr(http.StatusBadGateway, codeUnavailable, "the upstream lists %d referrers of %s, more than the %d shroud restores", len(idx.Manifests), subject, maxReferrers)
 	}
+	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest) // shared by the referrers
 	for i := range idx.Manifests {
 		d := &idx.Manifests[i]
 		um, err := be.cl.GetManifest(ctx, repo, d.Digest.String())
@@ -54,7 +56,7 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 		}
 		// One level deep: a referrer that is an index is described by
 		// its own seal, its children are not fetched.
-		s, err := h.restore(ctx, be, repo, um, 1)
+		s, err := h.restore(ctx, be, repo, um, 1, budget)
 		if err != nil {
 			return fmt.Errorf("referrer %s: %w", d.Digest, err)
 		}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -10,6 +11,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
 )
 
 // Bounds on the work one manifest can ask for.
@@ -22,6 +24,17 @@ const (
 	maxDescriptors = 10_000
 	// maxReferrers bounds the referrers of one subject shroud restores.
 	maxReferrers = 1024
+	// maxUnwrapsPerManifest bounds the unwrap attempts (a key tried on a
+	// wrapped key, one per recipient it lists: crypto.UnwrapBudget) that
+	// restoring one manifest may take: 128 layers of 8 (recipients x keys
+	// tried) each. A manifest shroud sealed may take
+	// maxUnwrapsPerSealedLayer per layer its seal names, if that is more.
+	maxUnwrapsPerManifest    = 1024
+	maxUnwrapsPerSealedLayer = 8
+	// maxUnwrapsPerRequest bounds them for all the restorations of one
+	// request: an index's children, the referrers of a subject, the tags
+	// a scan opens. 64 platforms of 128 layers of 2, say.
+	maxUnwrapsPerRequest = 16384
 	// restoredEntries and restoredBody bound the memory of restored
 	// manifests: 1024 entries of at most 256 KiB.
 	restoredEntries = 1024
@@ -30,6 +43,9 @@ const (
 	restoredTTL = 10 * time.Minute
 	// missTTL is how long a digest found nowhere is not looked for again.
 	missTTL = time.Minute
+	// restoredFailureTTL is how long a manifest whose content made its
+	// restoration fail is refused without trying again.
+	restoredFailureTTL = time.Minute
 )
 
 // restoration is what restoring one upstream manifest gave: what is served
@@ -44,13 +60,44 @@ type restoration struct {
 // restoredCache remembers restorations by backend, repository and upstream
 // digest: an upstream manifest is content-addressed, so the same digest
 // restores to the same result. The upstream GET that yields the manifest is
-// still made for each request (it is the client's authorization).
+// still made for each request (it is the client's authorization). It also
+// remembers, for less long, the restorations that failed for the
+// manifest's own content (ownFailure): a hostile manifest asked for again
+// costs no unwrap.
 type restoredCache struct {
-	lru *timedLRU[*restoration]
+	lru    *timedLRU[*restoration]
+	failed *timedLRU[error]
 }
 
 func newRestoredCache() *restoredCache {
-	return &restoredCache{lru: newTimedLRU[*restoration](restoredEntries, restoredTTL)}
+	return &restoredCache{lru: newTimedLRU[*restoration](restoredEntries, restoredTTL),
+		failed: newTimedLRU[error](restoredEntries, restoredFailureTTL)}
+}
+
+// failure returns the error a restoration failed with less than
+// restoredFailureTTL ago.
+func (c *restoredCache) failure(key string) (error, bool) { return c.failed.Get(key) }
+
+func (c *restoredCache) fail(key string, err error) { c.failed.Add(key, err) }
+
+// ownFailure says whether a restoration failed for its manifest's content
+// alone, so that restoring it again fails the same way: no key the rule
+// allows opens a layer, the wrapped keys are not ocicrypt's, or the
+// manifest (or an index child) took more unwraps than one manifest may.
+// Running out of the request's budget (drawn on by other manifests before
+// it) is not the manifest's failure.
+func ownFailure(err error, request *crypto.UnwrapBudget) bool {
+	var spent *crypto.UnwrapBudgetError
+	if errors.As(err, &spent) {
+		return spent.Budget != request
+	}
+	return errors.Is(err, crypto.ErrNoKey) || errors.Is(err, crypto.ErrInvalidEncryption)
+}
+
+// spentBy says whether err is budget's refusal.
+func spentBy(err error, budget *crypto.UnwrapBudget) bool {
+	var spent *crypto.UnwrapBudgetError
+	return errors.As(err, &spent) && spent.Budget == budget
 }
 
 // restoredKey names a restoration; nested says it was one level deep (an
