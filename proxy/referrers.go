@@ -18,7 +18,11 @@ import (
 // the subject the client names is looked up upstream by its encrypted
 // digest, and every referrer in the answer is described as the client
 // pushed it (its digest, size, media type, artifact type, annotations).
-// An upstream without the referrers API answers as it does.
+// A referrer is listed only if the manifest restored (for one shroud
+// sealed: the client's original) names the subject asked for, by its
+// plaintext digest or the upstream digest it maps to: the upstream's list
+// is not trusted to be the subject's. An upstream without the referrers
+// API answers as it does.
 func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo := v["name"]
@@ -48,6 +52,7 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusBadGateway, codeUnavailable, "the upstream lists %d referrers of %s, more than the %d shroud restores", len(idx.Manifests), subject, maxReferrers)
 	}
 	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest) // shared by the referrers
+	listed := idx.Manifests[:0]
 	for i := range idx.Manifests {
 		d := &idx.Manifests[i]
 		um, err := be.cl.GetManifest(ctx, repo, d.Digest.String())
@@ -60,23 +65,34 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return fmt.Errorf("referrer %s: %w", d.Digest, err)
 		}
-		if s.digest == um.Digest {
-			continue // not one shroud rewrote
-		}
 		var orig struct {
 			ArtifactType string              `json:"artifactType"`
 			Config       *ocispec.Descriptor `json:"config"`
 			Annotations  map[string]string   `json:"annotations"`
+			Subject      *ocispec.Descriptor `json:"subject"`
 		}
 		if err := json.Unmarshal(s.body, &orig); err != nil {
-			return fmt.Errorf("referrer %s: %w", d.Digest, err)
+			orig.Subject = nil // names no subject
 		}
-		d.Digest, d.Size, d.MediaType, d.Annotations = s.digest, int64(len(s.body)), s.contentType, orig.Annotations
-		d.ArtifactType = orig.ArtifactType
-		if d.ArtifactType == "" && orig.Config != nil {
-			d.ArtifactType = orig.Config.MediaType
+		if orig.Subject == nil || (orig.Subject.Digest != subject && orig.Subject.Digest != upSubject) {
+			var named digest.Digest
+			if orig.Subject != nil {
+				named = orig.Subject.Digest
+			}
+			logger(ctx).Info("dropped a referrer the upstream listed for a subject it does not name", "repository", repo,
+				"subject", subject, "referrer_upstream_digest", um.Digest, "its_subject", named)
+			continue
 		}
+		if s.digest != um.Digest { // one shroud rewrote
+			d.Digest, d.Size, d.MediaType, d.Annotations = s.digest, int64(len(s.body)), s.contentType, orig.Annotations
+			d.ArtifactType = orig.ArtifactType
+			if d.ArtifactType == "" && orig.Config != nil {
+				d.ArtifactType = orig.Config.MediaType
+			}
+		}
+		listed = append(listed, *d)
 	}
+	idx.Manifests = listed
 	if idx.MediaType == "" {
 		idx.MediaType = ocispec.MediaTypeImageIndex
 	}
