@@ -260,12 +260,7 @@ func (h *Handler) serveRange(ctx context.Context, w http.ResponseWriter, resp *h
 	if err != nil {
 		return err
 	}
-	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.start, rng.end, b.Size))
-	w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Docker-Content-Digest", b.PlainDigest.String())
-	w.Header().Set("Accept-Ranges", "bytes")
-	w.WriteHeader(http.StatusPartialContent)
+	writeRangeHeaders(w, b, rng)
 	copied, err := io.Copy(w, plain)
 	h.metrics.blobBytes.Add(ctx, copied, decryptDirection)
 	if err != nil || copied != n {
@@ -273,6 +268,16 @@ func (h *Handler) serveRange(ctx context.Context, w http.ResponseWriter, resp *h
 		panic(http.ErrAbortHandler)
 	}
 	return nil
+}
+
+// writeRangeHeaders writes a 206's headers for rng of blob b.
+func writeRangeHeaders(w http.ResponseWriter, b cache.Blob, rng byteRange) {
+	w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.start, rng.end, b.Size))
+	w.Header().Set("Content-Length", strconv.FormatInt(rng.end-rng.start+1, 10))
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Docker-Content-Digest", b.PlainDigest.String())
+	w.Header().Set("Accept-Ranges", "bytes")
+	w.WriteHeader(http.StatusPartialContent)
 }
 
 // rangeStart reads the first byte offset of "bytes a-b/n".

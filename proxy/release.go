@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strconv"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -112,12 +111,7 @@ func (h *Handler) serveVerified(ctx context.Context, w http.ResponseWriter, fetc
 		if err != nil {
 			return err
 		}
-		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", rng.start, rng.end, b.Size))
-		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
-		w.Header().Set("Content-Type", "application/octet-stream")
-		w.Header().Set("Docker-Content-Digest", b.PlainDigest.String())
-		w.Header().Set("Accept-Ranges", "bytes")
-		w.WriteHeader(http.StatusPartialContent)
+		writeRangeHeaders(w, b, rng)
 		h.stream(ctx, w, plain, b)
 		return nil
 	}
