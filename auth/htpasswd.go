@@ -57,6 +57,11 @@ type Htpasswd struct {
 	gen uint64
 	// reloadErr is the last reload's failure, reported once.
 	reloadErr error
+
+	// interval overrides reloadInterval (tests); zero means reloadInterval.
+	interval time.Duration
+	// compare is bcrypt.CompareHashAndPassword; tests count its calls.
+	compare func(hash, password []byte) error
 }
 
 // LoadHtpasswd reads an htpasswd file. Every line is `user:bcrypt-hash`;
@@ -75,7 +80,8 @@ func LoadHtpasswd(path string) (*Htpasswd, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &Htpasswd{path: path, sem: make(chan struct{}, runtime.NumCPU()), key: key, dummy: dummy, verified: v}
+	h := &Htpasswd{path: path, sem: make(chan struct{}, runtime.NumCPU()), key: key, dummy: dummy, verified: v,
+		compare: bcrypt.CompareHashAndPassword}
 	if err := h.load(time.Now()); err != nil {
 		return nil, err
 	}
@@ -139,7 +145,11 @@ func (h *Htpasswd) load(now time.Time) error {
 // reload reads the file again when it changed, at most every
 // reloadInterval; it reports a failed reload once and keeps the users.
 func (h *Htpasswd) reload(now time.Time) error {
-	if now.Sub(h.checked) < reloadInterval {
+	interval := h.interval
+	if interval == 0 {
+		interval = reloadInterval
+	}
+	if now.Sub(h.checked) < interval {
 		return nil
 	}
 	h.checked = now
@@ -188,7 +198,7 @@ func (h *Htpasswd) Verify(user, password string) (ok bool, reloadErr error) {
 		hash = h.dummy
 	}
 	h.sem <- struct{}{}
-	err := bcrypt.CompareHashAndPassword(hash, []byte(password))
+	err := h.compare(hash, []byte(password))
 	<-h.sem
 	if err != nil || !known {
 		return false, reloadErr
