@@ -378,6 +378,12 @@ func TestHangingKeyProviderTimesOut(t *testing.T) {
 func TestGRPCKeyProviderKeepsOneConnection(t *testing.T) {
 	attrs, p := startCountingProvider(t, false)
 	kr := providerKeyring(t, attrs)
+	// The start-up check dials once; the server counts that connection
+	// when its accept loop gets to it, which may be after NewKeyring
+	// returned: wait for it, so that it is not counted as the calls'.
+	for deadline := time.Now().Add(5 * time.Second); p.accepted.Load() < 1 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 	before := p.accepted.Load() // the start-up check's
 	rec, err := ParseRecipient("provider:kms:team-a")
 	if err != nil {
