@@ -94,7 +94,11 @@ func (h *Handler) serveVerified(ctx context.Context, w http.ResponseWriter, fetc
 	hb, err := holdCiphertext(src, b.Size, h.fetches.dir)
 	src.Close()
 	if err != nil {
-		return err
+		if ctx.Err() != nil {
+			return err
+		}
+		return &apiError{status: http.StatusBadGateway, code: codeUnavailable,
+			message: fmt.Sprintf("blob %s could not be read whole from the upstream; nothing of it was released", b.PlainDigest), cause: err}
 	}
 	defer hb.Close()
 	if err := hb.verify(key, hmac, b); err != nil {
