@@ -71,7 +71,8 @@ func upstreamLayers(t *testing.T, up shroudtest.Upstream, repoRef string) []dige
 // every blob itself, as team-a's did, under keys of its own (another
 // ciphertext digest upstream); within team-a's rule the dedup holds (HEAD
 // 200, mount 201, the layer is not uploaded again); scope repository
-// confines even that; scope global dedups across rules.
+// confines even that; scope global dedups across rules that both choose
+// it, and a rule that keeps the default is not reached from a global one.
 func TestDedupOracleAcrossTenants(t *testing.T) {
 	for _, tc := range []struct {
 		name                string
@@ -82,6 +83,9 @@ func TestDedupOracleAcrossTenants(t *testing.T) {
 		{"rule", crypto.DedupRule, crypto.DedupRule, true, false},
 		{"repository", crypto.DedupRepository, crypto.DedupRepository, false, false},
 		{"global", crypto.DedupGlobal, crypto.DedupGlobal, true, true},
+		// team-b's global scope does not open team-a, whose rule keeps
+		// its layers to itself.
+		{"global-into-rule", "", crypto.DedupGlobal, true, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dist := shroudtest.Distribution(t)

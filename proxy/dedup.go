@@ -15,11 +15,13 @@ import (
 // someone pushed that plaintext there. The rule of the repository a
 // request is for bounds where such answers may come from (its
 // dedup-scope): its own repository, the repositories of the same rule
-// (the default), or every encrypt rule's. Outside the scope a client
-// learns nothing and uploads its own copy under a key of its own. Under
-// shroud's own authentication the client must also hold the pull grant of
-// the source: the upstream, asked with shroud's credentials, checks
-// nothing for it.
+// (the default), or those of every encrypt rule whose scope is global
+// too. A rule that keeps its layers to itself is never read from another
+// rule's repositories, so one rule's global scope cannot undo another's
+// confinement. Outside the scope a client learns nothing and uploads its
+// own copy under a key of its own. Under shroud's own authentication the
+// client must also hold the pull grant of the source: the upstream, asked
+// with shroud's credentials, checks nothing for it.
 
 // dedupAllows says whether a request for repo may reuse a layer of
 // repository source.
@@ -33,6 +35,9 @@ func (h *Handler) dedupAllows(ctx context.Context, repo, source string) bool {
 	}
 	switch r.DedupScope {
 	case crypto.DedupGlobal:
+		if src.Index != r.Index && src.DedupScope != crypto.DedupGlobal {
+			return false
+		}
 	case crypto.DedupRule, "":
 		if src.Index != r.Index {
 			return false
