@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -26,6 +27,8 @@ const (
 	// verifiedTTL is how long a verified password is remembered, so that
 	// a push's hundred requests cost one bcrypt, not a hundred.
 	verifiedTTL = 5 * time.Minute
+	// maxDummyCost caps the dummy's cost (16: seconds per comparison).
+	maxDummyCost = 16
 	// verifiedEntries bounds the verified passwords remembered.
 	verifiedEntries = 4096
 )
@@ -42,12 +45,13 @@ type Htpasswd struct {
 	// key keys the memory of verified passwords (an HMAC of user and
 	// password, never the password).
 	key []byte
-	// dummy is compared against for an unknown user, so that the time
-	// taken does not tell which users exist.
-	dummy []byte
 
-	mu       sync.Mutex
-	users    map[string][]byte
+	mu    sync.Mutex
+	users map[string][]byte
+	// dummy is compared against for an unknown user, so that the time
+	// taken does not tell which users exist: it costs what the users'
+	// costliest hash costs.
+	dummy    []byte
 	modTime  time.Time
 	size     int64
 	checked  time.Time
@@ -72,15 +76,11 @@ func LoadHtpasswd(path string) (*Htpasswd, error) {
 	if _, err := rand.Read(key); err != nil {
 		return nil, err
 	}
-	dummy, err := bcrypt.GenerateFromPassword([]byte("shroud: no such user"), bcrypt.DefaultCost)
-	if err != nil {
-		return nil, err
-	}
 	v, err := lru.New[string, time.Time](verifiedEntries)
 	if err != nil {
 		return nil, err
 	}
-	h := &Htpasswd{path: path, sem: make(chan struct{}, runtime.NumCPU()), key: key, dummy: dummy, verified: v,
+	h := &Htpasswd{path: path, sem: make(chan struct{}, runtime.NumCPU()), key: key, verified: v,
 		compare: bcrypt.CompareHashAndPassword}
 	if err := h.load(time.Now()); err != nil {
 		return nil, err
@@ -136,6 +136,24 @@ func (h *Htpasswd) load(now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("htpasswd %s: %w", h.path, err)
 	}
+	cost := 0
+	for _, hash := range users {
+		if c, _ := bcrypt.Cost(hash); c > cost {
+			cost = c
+		}
+	}
+	if len(users) == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	// Capped: a hash of absurd cost would otherwise stall the load.
+	cost = min(cost, maxDummyCost)
+	if c, err := bcrypt.Cost(h.dummy); err != nil || c != cost {
+		dummy, err := bcrypt.GenerateFromPassword([]byte("shroud: no such user"), cost)
+		if err != nil {
+			return fmt.Errorf("htpasswd %s: %w", h.path, err)
+		}
+		h.dummy = dummy
+	}
 	h.users, h.modTime, h.size, h.checked = users, fi.ModTime(), fi.Size(), now
 	h.verified.Purge()
 	h.gen++
@@ -179,6 +197,8 @@ var ErrBadPassword = errors.New("wrong user name or password")
 func (h *Htpasswd) Verify(user, password string) (ok bool, reloadErr error) {
 	now := time.Now()
 	mac := hmac.New(sha256.New, h.key)
+	// The user's length first: the user is bound, whatever bytes it holds.
+	mac.Write(binary.BigEndian.AppendUint64(nil, uint64(len(user))))
 	mac.Write([]byte(user))
 	mac.Write([]byte{0})
 	mac.Write([]byte(password))
@@ -192,11 +212,11 @@ func (h *Htpasswd) Verify(user, password string) (ok bool, reloadErr error) {
 		return true, reloadErr
 	}
 	gen := h.gen
-	h.mu.Unlock()
-
 	if !known {
 		hash = h.dummy
 	}
+	h.mu.Unlock()
+
 	h.sem <- struct{}{}
 	err := h.compare(hash, []byte(password))
 	<-h.sem
