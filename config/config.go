@@ -209,7 +209,8 @@ type Rule struct {
 	// DedupScope (encrypt rules): how far a layer pushed to one
 	// repository answers a HEAD or a mount in another: "repository"
 	// (never across repositories), "rule" (the repositories this rule
-	// matches; the default) or "global".
+	// matches; the default) or "global" (the repositories of every rule
+	// that says global too).
 	DedupScope string `yaml:"dedup-scope"`
 	// Pull and Push are who may pull from and push to this rule's
 	// repositories when shroud authenticates clients itself (auth):

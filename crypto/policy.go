@@ -29,7 +29,9 @@ const (
 	DedupRepository DedupScope = "repository"
 	// DedupRule: among the repositories the same policy rule matches.
 	DedupRule DedupScope = "rule"
-	// DedupGlobal: across every repository of the upstream.
+	// DedupGlobal: across the repositories of every encrypt rule whose
+	// scope is global too (a rule that keeps the default is not opened by
+	// another's global).
 	DedupGlobal DedupScope = "global"
 )
 
