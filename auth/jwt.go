@@ -66,6 +66,9 @@ type JWTConfig struct {
 type JWTVerifier struct {
 	cfg JWTConfig
 	src jwksSource
+	// name is the JWKS in messages: the file, or the URL without its
+	// password.
+	name string
 
 	mu      sync.Mutex
 	set     jose.JSONWebKeySet
@@ -97,13 +100,32 @@ func NewJWTVerifier(ctx context.Context, cfg JWTConfig) (*JWTVerifier, error) {
 		cfg.GroupsClaim = "groups"
 	}
 	v := &JWTVerifier{cfg: cfg}
+	v.name = cfg.JWKS
 	if u, err := url.Parse(cfg.JWKS); err == nil && u.Scheme != "" && u.Host != "" {
-		if u.Scheme != "https" && !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("jwt: jwks URL %s: want https:// (http:// only on loopback)", u.Redacted())
+		// Errors are logged: they name the URL without its password.
+		v.name = u.Redacted()
+		if !secureURL(u) {
+			return nil, fmt.Errorf("jwt: jwks URL %s: want https:// (http:// only on loopback)", v.name)
 		}
-		hc := cfg.HTTPClient
-		if hc == nil {
-			hc = &http.Client{Timeout: jwksFetchTimeout}
+		hc := &http.Client{Timeout: jwksFetchTimeout}
+		if cfg.HTTPClient != nil {
+			c := *cfg.HTTPClient
+			hc = &c
+		}
+		// A redirect to plain http would let whoever is on that path
+		// choose the keys.
+		check := hc.CheckRedirect
+		hc.CheckRedirect = func(req *http.Request, via []*http.Request) error {
+			if !secureURL(req.URL) {
+				return fmt.Errorf("redirected to %s: want https://", req.URL.Redacted())
+			}
+			if check != nil {
+				return check(req, via)
+			}
+			if len(via) >= 10 {
+				return errors.New("stopped after 10 redirects")
+			}
+			return nil
 		}
 		v.src = urlSource{url: u.String(), hc: hc}
 	} else {
@@ -115,6 +137,12 @@ func NewJWTVerifier(ctx context.Context, cfg JWTConfig) (*JWTVerifier, error) {
 	return v, nil
 }
 
+// secureURL says whether u may serve a key set: https, or http on
+// loopback.
+func secureURL(u *url.URL) bool {
+	return u.Scheme == "https" || (u.Scheme == "http" && isLoopback(u.Hostname()))
+}
+
 func isLoopback(host string) bool {
 	return host == "localhost" || host == "127.0.0.1" || host == "::1"
 }
@@ -123,7 +151,7 @@ func isLoopback(host string) bool {
 func (v *JWTVerifier) refresh(ctx context.Context, now time.Time) error {
 	set, version, err := v.src.load(ctx, v.version)
 	if err != nil {
-		return fmt.Errorf("jwt: jwks %s: %w", v.cfg.JWKS, err)
+		return fmt.Errorf("jwt: jwks %s: %w", v.name, err)
 	}
 	if version != v.version || len(set.Keys) > 0 {
 		v.set, v.version = set, version
@@ -159,7 +187,7 @@ func (v *JWTVerifier) keys(ctx context.Context, kid string) (jose.JSONWebKeySet,
 	v.refreshing = false
 	v.fetched = now // a failure is not tried again on every request
 	if err != nil {
-		return v.set, fmt.Errorf("jwt: jwks %s: %w", v.cfg.JWKS, err)
+		return v.set, fmt.Errorf("jwt: jwks %s: %w", v.name, err)
 	}
 	if version != prev || len(set.Keys) > 0 {
 		v.set, v.version = set, version
