@@ -54,7 +54,14 @@ func ParseGrant(s string) (Grant, error) {
 	for i, p := range parts {
 		parts[i] = regexp.QuoteMeta(p)
 	}
-	re, err := regexp.Compile("^" + strings.Join(parts, ".*") + "$")
+	// "*" is any run of characters, newlines too. In a subject (RFC 2253,
+	// as crypto/x509 prints it) an escape is one character: a CN holding
+	// `\,O=cluster` must not pass for the O=cluster attribute.
+	wildcard := ".*"
+	if kind == "subject" {
+		wildcard = `(?:[^\\]|\\.)*`
+	}
+	re, err := regexp.Compile("(?s)^" + strings.Join(parts, wildcard) + "$")
 	if err != nil {
 		return Grant{}, fmt.Errorf("grant %q: %w", s, err)
 	}
@@ -88,8 +95,9 @@ func (g Grant) Matches(p Principal) bool {
 func (g Grant) String() string { return g.text }
 
 // RuleGrants are one policy rule's grants, as configured. A rule with
-// neither list lets every authenticated client pull and push; once either
-// list is set, only what the lists say is granted. Whoever may push may
+// neither list (both nil) lets every authenticated client pull and push;
+// once either list is set, even to an empty one, only what the lists say
+// is granted. Whoever may push may
 // pull (a push reads what it checks for).
 type RuleGrants struct {
 	Pull []string
@@ -124,7 +132,8 @@ func NewAccess(rules []RuleGrants) (*Access, error) {
 				*l.out = append(*l.out, g)
 			}
 		}
-		if len(r.Pull) == 0 && len(r.Push) == 0 {
+		// An empty list is set (`push: []`: nobody pushes), not absent.
+		if r.Pull == nil && r.Push == nil {
 			c.pull, c.push = authenticated, authenticated
 		}
 		a.rules = append(a.rules, c)
