@@ -89,7 +89,7 @@ func New(cfg Config) (*Authenticator, error) {
 // credential.
 func (a *Authenticator) Authenticate(ctx context.Context, r *http.Request) (Principal, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
-		scheme, cred, _ := strings.Cut(h, " ")
+		scheme, cred, spaced := strings.Cut(h, " ")
 		cred = strings.TrimSpace(cred)
 		switch strings.ToLower(scheme) {
 		case "basic":
@@ -97,7 +97,12 @@ func (a *Authenticator) Authenticate(ctx context.Context, r *http.Request) (Prin
 		case "bearer":
 			return a.bearer(ctx, cred)
 		default:
-			return Principal{}, fmt.Errorf("%w: the %q scheme is not accepted", ErrUnauthenticated, truncate(scheme, 16))
+			// A header without a scheme starts with the credential
+			// itself: the scheme is named only when it looks like one.
+			if spaced && isSchemeName(scheme) {
+				return Principal{}, fmt.Errorf("%w: the %q scheme is not accepted", ErrUnauthenticated, scheme)
+			}
+			return Principal{}, fmt.Errorf("%w: the authorization scheme is not accepted (want Basic or Bearer)", ErrUnauthenticated)
 		}
 	}
 	if a.cfg.Certificates && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 && len(r.TLS.VerifiedChains[0]) > 0 {
@@ -164,9 +169,16 @@ func (a *Authenticator) Challenge(scope string) string {
 	return `Basic realm="shroud"`
 }
 
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
+// isSchemeName says whether s looks like an authentication scheme (a
+// short word: Digest, Negotiate, AWS4-HMAC-SHA256), not a credential.
+func isSchemeName(s string) bool {
+	if s == "" || len(s) > 16 {
+		return false
 	}
-	return s
+	for _, c := range s {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
