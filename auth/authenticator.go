@@ -93,7 +93,11 @@ func (a *Authenticator) Authenticate(ctx context.Context, r *http.Request) (Prin
 		cred = strings.TrimSpace(cred)
 		switch strings.ToLower(scheme) {
 		case "basic":
-			return a.basic(cred)
+			p, err := a.basic(cred)
+			if err != nil || !p.IsAnonymous() {
+				return p, err
+			}
+			// Empty credentials are none: the certificate may say who.
 		case "bearer":
 			return a.bearer(ctx, cred)
 		default:

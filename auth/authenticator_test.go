@@ -302,3 +302,18 @@ func TestAuthenticateLogsRefreshFailure(t *testing.T) {
 		t.Errorf("log:\n%s", log.String())
 	}
 }
+
+// Empty Basic credentials (":", what containers/image sends when it holds
+// none) are no credentials: anonymous, or the verified certificate.
+func TestAuthenticateEmptyBasic(t *testing.T) {
+	a := testAuthenticator(t, Config{Certificates: true})
+	ctx := context.Background()
+	empty := basic("", "")
+	if p, err := a.Authenticate(ctx, request(empty)); err != nil || !p.IsAnonymous() {
+		t.Errorf("empty Basic: %+v, %v", p, err)
+	}
+	cert := clientCert(t, pkix.Name{CommonName: "node-1", Organization: []string{"cluster"}})
+	if p, err := a.Authenticate(ctx, withCert(request(empty), cert)); err != nil || p.Method != Certificate || p.Name != "CN=node-1,O=cluster" {
+		t.Errorf("empty Basic with a certificate: %+v, %v", p, err)
+	}
+}
