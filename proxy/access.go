@@ -71,6 +71,17 @@ func (h *Handler) mayPull(ctx context.Context, repo string) bool {
 	return rule != nil && rule.Action != crypto.Deny && h.access.Allows(rule.Index, principal(ctx), auth.Pull)
 }
 
+// mayPush says whether the request's principal may write repo: always
+// under the upstream's authorization (the upstream checks the write with
+// the client's credentials), by the grants under shroud's own.
+func (h *Handler) mayPush(ctx context.Context, repo string) bool {
+	if !h.ownAuth() {
+		return true
+	}
+	rule := h.policy.Match(repo)
+	return rule != nil && rule.Action != crypto.Deny && h.access.Allows(rule.Index, principal(ctx), auth.Push)
+}
+
 func (h *Handler) unauthorized(r *http.Request, scope string, cause error) *apiError {
 	ae := &apiError{status: http.StatusUnauthorized, code: codeUnauthorized, message: "authentication required", cause: cause}
 	if errors.Is(cause, auth.ErrUnauthenticated) {

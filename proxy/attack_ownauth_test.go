@@ -291,3 +291,44 @@ func TestOwnAuthMountNeedsPullOnSource(t *testing.T) {
 		t.Errorf("alice's HEAD in team-b: %d, want 403", a.status)
 	}
 }
+
+// Attack: a HEAD of a pull-only client writes. Under shroud's own
+// authentication a HEAD needs only pull, but a HEAD of a layer another
+// repository of the dedup scope holds mounts it into the repository asked
+// about, with shroud's upstream credentials, and records a mapping every
+// reader of that repository is served from. alice may pull team-a and
+// team-b but push neither; carol may pull team-a only. A user checks
+// that alice's HEAD in team-a of team-b's layer makes no upstream write
+// and that carol then still gets no plaintext of team-b's layer from
+// team-a. (Found by the adversarial review.)
+func TestOwnAuthPullOnlyHeadMountsNothing(t *testing.T) {
+	rec := &shroudtest.Recorder{}
+	up := shroudtest.Behind(t, shroudtest.Distribution(t), rec.Middleware)
+	s := shroudtest.Start(t, up,
+		shroudtest.WithAuth(ownAuthConfig(t, map[string]string{"alice": "a", "carol": "c", "bpush": "b"})),
+		shroudtest.WithPolicy(
+			shroudtest.Rule{Pattern: "team-a/**", Action: crypto.Encrypt, DedupScope: crypto.DedupGlobal,
+				Pull: []string{"user:alice", "user:carol"}, Push: []string{"user:nobody"}},
+			shroudtest.Rule{Pattern: "team-b/**", Action: crypto.Encrypt, DedupScope: crypto.DedupGlobal,
+				Pull: []string{"user:alice"}, Push: []string{"user:bpush"}}))
+	c := call{t, s.URL}
+	alice := []string{"Authorization", atkBasicAuth("alice", "a")}
+	carol := []string{"Authorization", atkBasicAuth("carol", "c")}
+	bp := []string{"Authorization", atkBasicAuth("bpush", "b")}
+	layer := atkRandBytes(t, 20_000)
+	ld := atkPushBlob(t, c, "team-b/app", layer, bp...)
+	cd := atkPushBlob(t, c, "team-b/app", atkPlainConfig, bp...)
+	cfg := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cd, Size: int64(len(atkPlainConfig))}
+	if a := c.do("PUT", "/v2/team-b/app/manifests/1", bytes.NewReader(atkImageManifest(t, cfg, atkLayerDesc(layer))),
+		append([]string{"Content-Type", ocispec.MediaTypeImageManifest}, bp...)...); a.status != 201 {
+		t.Fatalf("push: %d %s", a.status, a.body)
+	}
+	rec.Reset()
+	c.do("HEAD", "/v2/team-a/app/blobs/"+ld.String(), nil, alice...)
+	if n := rec.Count(func(r shroudtest.Request) bool { return shroudtest.IsWrite(r.Method) }); n != 0 {
+		t.Errorf("alice's HEAD (pull only on team-a) made %d upstream writes, want none", n)
+	}
+	if a := c.do("GET", "/v2/team-a/app/blobs/"+ld.String(), nil, carol...); bytes.Equal(a.body, layer) {
+		t.Errorf("carol (no grant on team-b) GETs team-b's layer plaintext from team-a: %d", a.status)
+	}
+}

@@ -50,8 +50,15 @@ func (h *Handler) dedupAllows(ctx context.Context, repo, source string) bool {
 
 // mountOrigin mounts into repo the ciphertext of a bound mapping of
 // plainDigest in another repository of repo's dedup scope, and records
-// the mapping for repo.
+// the mapping for repo, for a client that may write repo.
 func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, plainDigest digest.Digest) (cache.Blob, bool) {
+	if !h.mayPush(ctx, repo) {
+		// A mount writes into repo, and its mapping serves every reader
+		// of repo: a HEAD of a client that may only read repo mounts
+		// nothing (under shroud's own auth the upstream, asked with
+		// shroud's credentials, would not stop it).
+		return cache.Blob{}, false
+	}
 	o, ok := be.origin(ctx, plainDigest, func(src string) bool { return src != repo && h.dedupAllows(ctx, repo, src) })
 	if !ok || !h.mountCipher(ctx, be, repo, o, o.Repository) {
 		return cache.Blob{}, false
