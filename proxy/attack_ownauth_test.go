@@ -332,3 +332,23 @@ func TestOwnAuthPullOnlyHeadMountsNothing(t *testing.T) {
 		t.Errorf("carol (no grant on team-b) GETs team-b's layer plaintext from team-a: %d", a.status)
 	}
 }
+
+// Attack: the upstream's challenge reaches a client of shroud's own
+// authentication. The upstream refuses shroud's (here: missing)
+// credentials on a tag list or the catalog with a token challenge; a
+// client that got it would send that token service the credentials it
+// holds for shroud. A user checks that alice gets 502 and no
+// WWW-Authenticate, on every relayed read.
+func TestOwnAuthNeverRelaysTheUpstreamsChallenge(t *testing.T) {
+	up := shroudtest.Behind(t, shroudtest.Distribution(t), shroudtest.RequireAuth(true))
+	s := shroudtest.Start(t, up, shroudtest.WithAuth(ownAuthConfig(t, map[string]string{"alice": "alice-pw"})))
+	c := call{t, s.URL}
+	alice := []string{"Authorization", atkBasicAuth("alice", "alice-pw")}
+	_, d := randBlob(t, 10)
+	for _, p := range []string{"/v2/team/app/tags/list", "/v2/_catalog", "/v2/team/app/referrers/" + d.String(), "/v2/team/app/manifests/1", "/v2/team/app/blobs/" + d.String()} {
+		a := c.do("GET", p, nil, alice...)
+		if a.status != 502 || a.header.Get("WWW-Authenticate") != "" {
+			t.Errorf("GET %s as alice: %d, challenge %q; want 502 and none", p, a.status, a.header.Get("WWW-Authenticate"))
+		}
+	}
+}

@@ -58,7 +58,7 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return passResponse(w, r, resp, be.cl.Base())
+		return h.passResponse(w, r, resp, be.cl.Base())
 	}
 	var page struct {
 		Repositories []string `json:"repositories"`
@@ -96,7 +96,18 @@ func (h *Handler) forward(w http.ResponseWriter, r *http.Request, path string, q
 		return err
 	}
 	defer resp.Body.Close()
-	return passResponse(w, r, resp, be.cl.Base())
+	return h.passResponse(w, r, resp, be.cl.Base())
+}
+
+// passResponse relays an upstream answer (passResponse); under shroud's
+// own authentication an upstream 401 is shroud's credentials refused, a
+// 502, never the upstream's challenge, which a client would answer by
+// sending the upstream's token service what it holds for shroud.
+func (h *Handler) passResponse(w http.ResponseWriter, r *http.Request, resp *http.Response, base *url.URL) error {
+	if h.ownAuth() && resp.StatusCode == http.StatusUnauthorized {
+		return &apiError{status: http.StatusBadGateway, code: codeUnavailable, message: "the upstream registry refused shroud's credentials", cause: errUpstreamRefusedShroud}
+	}
+	return passResponse(w, r, resp, base)
 }
 
 // passResponse relays an upstream answer: status, the headers a client

@@ -42,7 +42,7 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return passResponse(w, r, resp, be.cl.Base())
+		return h.passResponse(w, r, resp, be.cl.Base())
 	}
 	var idx ocispec.Index
 	if err := json.NewDecoder(io.LimitReader(resp.Body, upstream.MaxManifestSize)).Decode(&idx); err != nil {
