@@ -443,14 +443,6 @@ func request(t *testing.T, method, u string, body []byte, set func(*http.Request
 	return resp, b
 }
 
-func withBasic(user, password string) func(*http.Request) {
-	return func(r *http.Request) { r.SetBasicAuth(user, password) }
-}
-
-func withBearer(token string) func(*http.Request) {
-	return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+token) }
-}
-
 // also chains request setters.
 func also(fs ...func(*http.Request)) func(*http.Request) {
 	return func(r *http.Request) {

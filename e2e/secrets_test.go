@@ -520,7 +520,7 @@ policy:
 		"--decryption-key", keys.decryptionKey(), "--log-level", "debug", "--metrics-listen", maddr)
 	front := recordFront(t, "http://"+addr)
 	r := &leakRun{t: t, secrets: secrets, said: &corpus{}, front: front,
-		owner: withBasic("alice", users["alice"]), other: withBearer(tok), wrong: withBasic("alice", wrong),
+		owner: basicAuth("alice", users["alice"]), other: bearer(tok), wrong: basicAuth("alice", wrong),
 		ownerCreds: "alice:" + users["alice"], denied: "private/crane"}
 
 	img := r.skopeoRoundTrip()
@@ -543,13 +543,13 @@ policy:
 
 	// Tokens that do not check, and one without the group.
 	for what, bad := range map[string]string{"an expired token": expired, "another key's token": rogue, "a truncated token": tok[:len(tok)-10], "a token with a flipped signature": flipSignature(tok)} {
-		resp, body := request(t, "GET", r.url("/v2/team/app/manifests/1"), nil, withBearer(bad))
+		resp, body := request(t, "GET", r.url("/v2/team/app/manifests/1"), nil, bearer(bad))
 		r.want("GET with "+what, resp, body, 401)
 		secrets.addToken(what, bad)
 	}
-	resp, body := request(t, "GET", r.url("/v2/team/app/manifests/1"), nil, withBearer(outsider))
+	resp, body := request(t, "GET", r.url("/v2/team/app/manifests/1"), nil, bearer(outsider))
 	r.want("GET with a token outside the group", resp, body, 403)
-	resp, body = request(t, "POST", r.url("/v2/team/app/blobs/uploads/"), nil, withBearer(expired))
+	resp, body = request(t, "POST", r.url("/v2/team/app/blobs/uploads/"), nil, bearer(expired))
 	r.want("POST of an upload with an expired token", resp, body, 401)
 	r.failures(img)
 	// Anonymous: asked for credentials.
@@ -627,7 +627,7 @@ func noSecretUpstreamDecides(t *testing.T, bin string, keys *leakKeys) {
 		"--identity", keys.identity, "--decryption-key", keys.decryptionKey(), "--log-level", "debug", "--metrics-listen", maddr)
 	front := recordFront(t, "http://"+addr)
 	r := &leakRun{t: t, secrets: secrets, said: &corpus{}, front: front,
-		owner: withBasic("carol", users["carol"]), other: withBasic("dave", users["dave"]), wrong: withBasic("carol", wrong),
+		owner: basicAuth("carol", users["carol"]), other: basicAuth("dave", users["dave"]), wrong: basicAuth("carol", wrong),
 		ownerCreds: "carol:" + users["carol"], denied: "secret/app"}
 
 	img := r.skopeoRoundTrip()
