@@ -101,6 +101,12 @@ type Handler struct {
 	// authn: the upstream decides.
 	authn  *auth.Authenticator
 	access *auth.Access
+	// Keys derived from the identity, the same on every replica that
+	// holds it: pointers names the upstream tags that find a manifest
+	// by the digest its client pushed (pointer.go); stateBox seals
+	// upload session state into Location URLs (session_state.go).
+	pointers *crypto.KeyedHash
+	stateBox *crypto.Box
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -136,6 +142,9 @@ func New(o Options) (*Handler, error) {
 	}
 	if h.log == nil {
 		h.log = slog.New(slog.DiscardHandler)
+	}
+	if err := h.deriveKeys(); err != nil {
+		return nil, err
 	}
 	if h.maxScan <= 0 {
 		h.maxScan = 256
@@ -307,4 +316,22 @@ func newID(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// deriveKeys sets the keys the Handler derives from shroud's identity.
+func (h *Handler) deriveKeys() error {
+	id := h.keys.Identity()
+	pk, err := id.DeriveKey(crypto.PurposeManifestPointer)
+	if err != nil {
+		return err
+	}
+	if h.pointers, err = crypto.NewKeyedHash(pk); err != nil {
+		return err
+	}
+	sk, err := id.DeriveKey(crypto.PurposeUploadState)
+	if err != nil {
+		return err
+	}
+	h.stateBox, err = crypto.NewBox(sk)
+	return err
 }
