@@ -107,7 +107,11 @@ type Encrypter struct {
 	plain  hash.Hash
 	cipher hash.Hash
 	mac    hash.Hash
-	size   int64
+	// macInner is the HMAC's inner hash, whose state (with the two
+	// digests' and the size) is all a later replica needs to resume the
+	// stream (stream_state.go).
+	macInner hash.Hash
+	size     int64
 }
 
 // NewEncrypter starts a layer stream at offset 0.
@@ -116,12 +120,17 @@ func NewEncrypter(key LayerKey) (*Encrypter, error) {
 	if err != nil {
 		return nil, err
 	}
+	mac, inner, err := newResumableMAC(key.Key)
+	if err != nil {
+		return nil, err
+	}
 	return &Encrypter{
-		key:    key,
-		stream: s,
-		plain:  sha256.New(),
-		cipher: sha256.New(),
-		mac:    hmac.New(sha256.New, key.Key),
+		key:      key,
+		stream:   s,
+		plain:    sha256.New(),
+		cipher:   sha256.New(),
+		mac:      mac,
+		macInner: inner,
 	}, nil
 }
 
