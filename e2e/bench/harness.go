@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -41,10 +42,23 @@ type options struct {
 	BigLayer  int64
 	Clients   int
 	JSON      string
+	// CPUBlob is the blob of the CPU measurement (cpu.go).
+	CPUBlob int64
+	// ShroudBefore is another shroud binary to measure in the CPU
+	// section, in the same run: the code before a change.
+	ShroudBefore string
+	// Only lists the sections to run (timing, memory, concurrency, cpu);
+	// empty runs them all.
+	Only []string
 }
 
 func defaultOptions() options {
-	return options{Layers: 4, LayerSize: 256 << 20, Rounds: 3, BigLayer: 2 << 30, Clients: 16}
+	return options{Layers: 4, LayerSize: 256 << 20, Rounds: 3, BigLayer: 2 << 30, Clients: 16, CPUBlob: 1 << 30}
+}
+
+// runs says whether the section is to run.
+func (o options) runs(section string) bool {
+	return len(o.Only) == 0 || slices.Contains(o.Only, section)
 }
 
 type sizeFlag struct{ p *int64 }
@@ -90,7 +104,11 @@ type results struct {
 	UpstreamFetches map[string]int       `json:"upstreamFetchesPerBlob"`
 	ManifestDirect  float64              `json:"manifestMedianDirectMs"`
 	ManifestShroud  float64              `json:"manifestMedianShroudMs"`
-	Targets         []target             `json:"targets"`
+	// ImagePull counts shroud's upstream requests, by kind, for one pull
+	// of an image: "cold" by a fresh process, "warm" right after.
+	ImagePull map[string]map[string]int `json:"upstreamRequestsPerImagePull,omitempty"`
+	CPU       *cpuResults               `json:"cpu,omitempty"`
+	Targets   []target                  `json:"targets"`
 }
 
 func (r *results) writeJSON(path string) error {
@@ -169,10 +187,14 @@ func (e *env) startRegistry(ctx context.Context, dir string) (string, error) {
 }
 
 func (e *env) startShroud(ctx context.Context, upstream, dataDir string, extra ...string) (addr string, cmd *exec.Cmd, err error) {
+	return e.startShroudBin(ctx, e.shroud, upstream, dataDir, extra...)
+}
+
+func (e *env) startShroudBin(ctx context.Context, bin, upstream, dataDir string, extra ...string) (addr string, cmd *exec.Cmd, err error) {
 	if addr, err = freeAddr(); err != nil {
 		return "", nil, err
 	}
-	cmd, err = e.start(ctx, e.shroud, append([]string{"serve", "--listen", addr, "--upstream", upstream, "--data-dir", dataDir, "--log-level", "warn"}, extra...)...)
+	cmd, err = e.start(ctx, bin, append([]string{"serve", "--listen", addr, "--upstream", upstream, "--data-dir", dataDir, "--log-level", "warn"}, extra...)...)
 	if err != nil {
 		return "", nil, err
 	}
@@ -313,6 +335,7 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 	if err != nil {
 		return nil, err
 	}
+	regPid := e.procs[len(e.procs)-1].Process.Pid
 	// bench/vbr is pulled under verify-before-release, the rest as usual.
 	policy := filepath.Join(work, "shroud.yaml")
 	if err := os.WriteFile(policy, []byte("policy:\n"+
@@ -344,7 +367,7 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 		return nil
 	}
 	total := int64(o.Layers) * o.LayerSize
-	for r := 0; r < o.Rounds; r++ {
+	for r := 0; r < o.Rounds && o.runs("timing"); r++ {
 		fmt.Fprintf(out, "round %d of %d (%d layers of %d MiB)\n", r+1, o.Rounds, o.Layers, o.LayerSize>>20)
 		srcs := map[string]string{}
 		for _, k := range []string{"plain", "enc", "shroud", "vbr"} {
@@ -424,59 +447,71 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 		res.Seconds[k] = median(v)
 	}
 	s := res.Seconds
-	res.Targets = append(res.Targets,
-		target{"push through shroud / skopeo client-side encryption", s["push through shroud"] / s["push skopeo-encrypted direct"], 0.8, "x", false},
-		target{"push through shroud / plain push", s["push through shroud"] / s["push plain direct"], 1.4, "x", false},
-		target{"re-push through shroud", s["re-push through shroud"], 1, "s", false},
-		target{"pull through shroud / skopeo decryption", s["pull through shroud"] / s["pull skopeo-decrypted direct"], 0.6, "x", false},
-		target{"pull through shroud / plain pull", s["pull through shroud"] / s["pull plain direct"], 1.4, "x", false},
-		target{"pull verify-before-release / pull through shroud", s["pull through shroud verify-before-release"] / s["pull through shroud"], 2.0, "x", false},
-	)
-	_ = total
+	if o.runs("timing") {
+		res.Targets = append(res.Targets,
+			target{"push through shroud / skopeo client-side encryption", s["push through shroud"] / s["push skopeo-encrypted direct"], 0.8, "x", false},
+			target{"push through shroud / plain push", s["push through shroud"] / s["push plain direct"], 1.4, "x", false},
+			target{"re-push through shroud", s["re-push through shroud"], 1, "s", false},
+			target{"pull through shroud / skopeo decryption", s["pull through shroud"] / s["pull skopeo-decrypted direct"], 0.6, "x", false},
+			target{"pull through shroud / plain pull", s["pull through shroud"] / s["pull plain direct"], 1.4, "x", false},
+			target{"pull verify-before-release / pull through shroud", s["pull through shroud verify-before-release"] / s["pull through shroud"], 2.0, "x", false},
+		)
+	}
 
 	// Memory: one big layer through a fresh shroud process each way.
-	fmt.Fprintf(out, "memory: one layer of %d MiB\n", o.BigLayer>>20)
-	big, err := makeLayout(filepath.Join(work, "img-big"), 1, o.BigLayer)
-	if err != nil {
-		return nil, err
+	if o.runs("memory") {
+		fmt.Fprintf(out, "memory: one layer of %d MiB\n", o.BigLayer>>20)
+		big, err := makeLayout(filepath.Join(work, "img-big"), 1, o.BigLayer)
+		if err != nil {
+			return nil, err
+		}
+		stopProc(shCmd)
+		if shAddr, shCmd, err = e.startShroud(ctx, "http://"+reg, filepath.Join(work, "shroud")); err != nil {
+			return nil, err
+		}
+		if err := skopeo(ctx, "copy", "--dest-tls-verify=false", big, "docker://"+shAddr+"/bench/big:1"); err != nil {
+			return nil, err
+		}
+		if res.PeakRSSPushMiB, err = peakRSS(shCmd.Process.Pid); err != nil {
+			return nil, err
+		}
+		stopProc(shCmd)
+		os.RemoveAll(filepath.Join(work, "img-big"))
+		if shAddr, shCmd, err = e.startShroud(ctx, "http://"+reg, filepath.Join(work, "shroud")); err != nil {
+			return nil, err
+		}
+		if err := skopeo(ctx, "copy", "--src-tls-verify=false", "docker://"+shAddr+"/bench/big:1", "oci:"+filepath.Join(work, "out-big")+":x"); err != nil {
+			return nil, err
+		}
+		if res.PeakRSSPullMiB, err = peakRSS(shCmd.Process.Pid); err != nil {
+			return nil, err
+		}
+		os.RemoveAll(filepath.Join(work, "out-big"))
+		fmt.Fprintf(out, "  peak RSS pushing %.1f MiB, pulling %.1f MiB\n", res.PeakRSSPushMiB, res.PeakRSSPullMiB)
+		res.Targets = append(res.Targets,
+			target{"peak RSS pushing one big layer", res.PeakRSSPushMiB, 100, "MiB", false},
+			target{"peak RSS pulling one big layer", res.PeakRSSPullMiB, 100, "MiB", false})
+		// Manifest latency, warm cache.
+		if err := manifestLatency(ctx, reg, shAddr, res, out); err != nil {
+			return nil, err
+		}
+		res.Targets = append(res.Targets, target{"extra manifest GET latency (median, warm)", res.ManifestShroud - res.ManifestDirect, 1, "ms", false})
 	}
 	stopProc(shCmd)
-	if shAddr, shCmd, err = e.startShroud(ctx, "http://"+reg, filepath.Join(work, "shroud")); err != nil {
-		return nil, err
-	}
-	if err := skopeo(ctx, "copy", "--dest-tls-verify=false", big, "docker://"+shAddr+"/bench/big:1"); err != nil {
-		return nil, err
-	}
-	if res.PeakRSSPushMiB, err = peakRSS(shCmd.Process.Pid); err != nil {
-		return nil, err
-	}
-	stopProc(shCmd)
-	os.RemoveAll(filepath.Join(work, "img-big"))
-	if shAddr, shCmd, err = e.startShroud(ctx, "http://"+reg, filepath.Join(work, "shroud")); err != nil {
-		return nil, err
-	}
-	if err := skopeo(ctx, "copy", "--src-tls-verify=false", "docker://"+shAddr+"/bench/big:1", "oci:"+filepath.Join(work, "out-big")+":x"); err != nil {
-		return nil, err
-	}
-	if res.PeakRSSPullMiB, err = peakRSS(shCmd.Process.Pid); err != nil {
-		return nil, err
-	}
-	os.RemoveAll(filepath.Join(work, "out-big"))
-	fmt.Fprintf(out, "  peak RSS pushing %.1f MiB, pulling %.1f MiB\n", res.PeakRSSPushMiB, res.PeakRSSPullMiB)
-	res.Targets = append(res.Targets,
-		target{"peak RSS pushing one big layer", res.PeakRSSPushMiB, 100, "MiB", false},
-		target{"peak RSS pulling one big layer", res.PeakRSSPullMiB, 100, "MiB", false})
 
 	// Concurrency: clients pulling the same image at once through a
 	// shroud whose upstream requests are counted.
-	if err := concurrency(ctx, e, o, reg, res, out); err != nil {
-		return nil, err
+	if o.runs("concurrency") {
+		if err := concurrency(ctx, e, o, reg, res, out); err != nil {
+			return nil, err
+		}
 	}
-	// Manifest latency, warm cache.
-	if err := manifestLatency(ctx, reg, shAddr, res, out); err != nil {
-		return nil, err
+	// CPU seconds per GiB pushed and pulled.
+	if o.runs("cpu") && o.CPUBlob > 0 {
+		if err := cpuCost(ctx, e, o, reg, regPid, res, out); err != nil {
+			return nil, err
+		}
 	}
-	res.Targets = append(res.Targets, target{"extra manifest GET latency (median, warm)", res.ManifestShroud - res.ManifestDirect, 1, "ms", false})
 
 	fmt.Fprintf(out, "\nmedians over %d rounds (%d MiB image):\n", o.Rounds, total>>20)
 	names := make([]string, 0, len(s))
@@ -486,6 +521,9 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 	sort.Strings(names)
 	for _, k := range names {
 		fmt.Fprintf(out, "  %-28s %7.2f s\n", k, s[k])
+	}
+	if res.CPU != nil {
+		reportCPU(res.CPU, res, out)
 	}
 	fmt.Fprintf(out, "\ntargets:\n")
 	for i := range res.Targets {
@@ -500,25 +538,78 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 	return res, nil
 }
 
-// countingProxy forwards to the registry and counts blob GETs per digest.
+// countingProxy forwards to the registry and counts blob GETs per digest,
+// and every request by kind ("GET manifest", "HEAD blob", ...).
 type countingProxy struct {
 	mu     sync.Mutex
 	counts map[string]int
+	kinds  map[string]int
 	rp     *httputil.ReverseProxy
 }
 
 func (c *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
 	if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
-		c.mu.Lock()
 		c.counts[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
-		c.mu.Unlock()
 	}
+	kind := "other"
+	switch {
+	case strings.Contains(r.URL.Path, "/manifests/"):
+		kind = "manifest"
+	case strings.Contains(r.URL.Path, "/blobs/uploads/"):
+		kind = "upload"
+	case strings.Contains(r.URL.Path, "/blobs/"):
+		kind = "blob"
+	case strings.Contains(r.URL.Path, "/tags/"):
+		kind = "tags"
+	case strings.Contains(r.URL.Path, "/referrers/"):
+		kind = "referrers"
+	}
+	c.kinds[r.Method+" "+kind]++
+	c.mu.Unlock()
 	c.rp.ServeHTTP(w, r)
+}
+
+// reset zeroes the counts and returns the request counts by kind so far.
+func (c *countingProxy) reset() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := c.kinds
+	c.counts, c.kinds = map[string]int{}, map[string]int{}
+	return k
+}
+
+// pullImage pulls every layer of ref (manifest, config, layers), checking
+// the digests.
+func pullImage(ctx context.Context, ref name.Reference) error {
+	img, err := remote.Image(ref, remote.WithContext(ctx))
+	if err != nil {
+		return err
+	}
+	if _, err := img.RawConfigFile(); err != nil {
+		return err
+	}
+	ls, err := img.Layers()
+	if err != nil {
+		return err
+	}
+	for _, l := range ls {
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, rc) // go-containerregistry checks the digest at EOF
+		rc.Close()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func concurrency(ctx context.Context, e *env, o options, reg string, res *results, out io.Writer) error {
 	target, _ := url.Parse("http://" + reg)
-	cp := &countingProxy{counts: map[string]int{}, rp: httputil.NewSingleHostReverseProxy(target)}
+	cp := &countingProxy{counts: map[string]int{}, kinds: map[string]int{}, rp: httputil.NewSingleHostReverseProxy(target)}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -530,7 +621,7 @@ func concurrency(ctx context.Context, e *env, o options, reg string, res *result
 	if err != nil {
 		return err
 	}
-	defer stopProc(cmd)
+	defer func() { stopProc(cmd) }()
 	src, err := makeLayout(filepath.Join(e.work, "img-conc"), 4, 16<<20)
 	if err != nil {
 		return err
@@ -538,12 +629,24 @@ func concurrency(ctx context.Context, e *env, o options, reg string, res *result
 	if err := skopeo(ctx, "copy", "--dest-tls-verify=false", src, "docker://"+addr+"/bench/conc:1"); err != nil {
 		return err
 	}
-	cp.mu.Lock()
-	cp.counts = map[string]int{}
-	cp.mu.Unlock()
+	// One pull of the image by a fresh process (cold), then by the same
+	// one again (warm): the upstream requests each costs.
+	stopProc(cmd)
+	if addr, cmd, err = e.startShroud(ctx, "http://"+ln.Addr().String(), filepath.Join(e.work, "shroud-concurrency")); err != nil {
+		return err
+	}
 	ref, err := name.ParseReference(addr+"/bench/conc:1", name.Insecure)
 	if err != nil {
 		return err
+	}
+	cp.reset()
+	res.ImagePull = map[string]map[string]int{}
+	for _, kind := range []string{"cold", "warm"} {
+		if err := pullImage(ctx, ref); err != nil {
+			return fmt.Errorf("%s pull: %w", kind, err)
+		}
+		res.ImagePull[kind] = cp.reset()
+		fmt.Fprintf(out, "  one %s pull of a %d-layer image: upstream requests %v\n", kind, 4, res.ImagePull[kind])
 	}
 	errs := make(chan error, o.Clients)
 	var wg sync.WaitGroup
@@ -551,24 +654,7 @@ func concurrency(ctx context.Context, e *env, o options, reg string, res *result
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			img, err := remote.Image(ref, remote.WithContext(ctx))
-			if err == nil {
-				var ls []v1.Layer
-				if ls, err = img.Layers(); err == nil {
-					for _, l := range ls {
-						var rc io.ReadCloser
-						if rc, err = l.Compressed(); err != nil {
-							break
-						}
-						_, err = io.Copy(io.Discard, rc) // go-containerregistry checks the digest at EOF
-						rc.Close()
-						if err != nil {
-							break
-						}
-					}
-				}
-			}
-			errs <- err
+			errs <- pullImage(ctx, ref)
 		}()
 	}
 	wg.Wait()

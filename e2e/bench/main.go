@@ -4,9 +4,12 @@
 // registry (plain, and encrypted by skopeo itself) and through shroud;
 // it reports medians and ratios, shroud's peak memory for one big layer,
 // how often 16 concurrent pulls fetch each blob from the registry, and
-// the latency shroud adds to a manifest GET.
+// the latency shroud adds to a manifest GET, how many upstream requests
+// one pull of an image costs, and shroud's CPU seconds per GiB pushed and
+// pulled (cold and warm) for a client that does no work of its own.
 //
-//	go run ./e2e/bench [-layers 4] [-layer-size 256MiB] [-rounds 3] [-big-layer 2GiB] [-json out.json]
+//	go run ./e2e/bench [-layers 4] [-layer-size 256MiB] [-rounds 3] [-big-layer 2GiB] [-cpu-blob 1GiB] [-json out.json]
+//	go run ./e2e/bench -only cpu -shroud-before /tmp/shroud-old   # before/after in one run
 //
 // It needs skopeo and the Go toolchain; it builds shroud and distribution's
 // registry (pinned in go.mod) itself, and runs everything on 127.0.0.1.
@@ -18,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 )
 
 func main() {
@@ -28,7 +32,13 @@ func main() {
 	flag.Var(sizeFlag{&o.BigLayer}, "big-layer", "the one layer of the memory measurement")
 	flag.IntVar(&o.Clients, "clients", o.Clients, "concurrent pulls")
 	flag.StringVar(&o.JSON, "json", "", "also write the results as JSON to this file")
+	flag.Var(sizeFlag{&o.CPUBlob}, "cpu-blob", "the one blob of the CPU measurement (at least 512MiB for figures that mean something)")
+	flag.StringVar(&o.ShroudBefore, "shroud-before", "", "another shroud binary (the code before a change) to measure in the CPU section, in the same run")
+	only := flag.String("only", "", "comma-separated sections to run: timing, memory, concurrency, cpu (default: all)")
 	flag.Parse()
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	res, err := run(ctx, o, os.Stdout)
