@@ -228,7 +228,7 @@ func TestTruncatedUpload(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.do("PUT", loc+"?digest="+d.String(), nil).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
+	c.do("PUT", withQuery(loc, "digest", d.String()), nil).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
 	c.do("HEAD", "/v2/trunc/app/blobs/"+d.String(), nil).want(t, 404, "")
 	c.do("POST", "/v2/trunc/app/blobs/uploads/?digest="+d.String(), bytes.NewReader(b)).want(t, 201, "")
 	checkBlob(t, c, "trunc/app", b)

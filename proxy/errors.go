@@ -137,3 +137,13 @@ func classify(err error) *apiError {
 	}
 	return &apiError{status: http.StatusInternalServerError, code: codeUnknown, message: "internal error", cause: err}
 }
+
+// statusOf is the HTTP status an error is answered with, 0 for one that
+// is not an API error.
+func statusOf(err error) int {
+	var e *apiError
+	if errors.As(err, &e) {
+		return e.status
+	}
+	return 0
+}

@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/shroud-oci/shroud/auth"
@@ -53,9 +55,6 @@ type Options struct {
 	// fetch (unlinked files, as large as the blob); empty means the
 	// system's temporary directory.
 	SpoolDir string
-	// MaxTagScan bounds the tags read to find a manifest by a digest the
-	// cache has forgotten; zero means 256.
-	MaxTagScan int
 	// Meter records shroud's metrics (metrics.go); nil records none.
 	Meter metric.Meter
 	// StallTimeout is how long a response or a request body may go
@@ -78,6 +77,15 @@ type Options struct {
 	// index; nil with Auth set lets every authenticated client pull and
 	// push everywhere.
 	Access *auth.Access
+	// Ledger is the shared tier's register of where each upload session
+	// stands (cache.RedisLedger): with it a sealed session state is taken
+	// at most once across every replica. Nil: this process keeps the
+	// records, and a session another replica opened is checked against
+	// the upstream's offset.
+	Ledger Ledger
+	// SharedHealth, when set, reports the shared tier's health: /readyz
+	// says "degraded" while it fails (shroud still serves, slower).
+	SharedHealth func(ctx context.Context) error
 }
 
 // Handler serves the OCI distribution API in front of an upstream registry.
@@ -89,14 +97,11 @@ type Handler struct {
 	log     *slog.Logger
 	uploads *sessions
 	fetches *fetches
-	maxScan int
 	metrics *metrics
 	router  *mux.Router
 	limits  *limits
-	// restored remembers restored manifests by upstream digest, misses
-	// the digests a tag scan did not find.
+	// restored remembers restored manifests by upstream digest.
 	restored *restoredCache
-	misses   *misses
 	// authn and access are shroud's own authentication (access.go); nil
 	// authn: the upstream decides.
 	authn  *auth.Authenticator
@@ -107,6 +112,10 @@ type Handler struct {
 	// upload session state into Location URLs (session_state.go).
 	pointers *crypto.KeyedHash
 	stateBox *crypto.Box
+	// sharedHealth is Options.SharedHealth; draining is set once the
+	// process stops taking new work (Drain).
+	sharedHealth func(ctx context.Context) error
+	draining     atomic.Bool
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -125,15 +134,14 @@ func New(o Options) (*Handler, error) {
 		policy:   o.Policy,
 		mirrors:  map[string]*backend{},
 		log:      o.Logger,
-		uploads:  newSessions(o.UploadTTL, m.uploads),
 		fetches:  newFetches(o.SpoolDir),
-		maxScan:  o.MaxTagScan,
 		metrics:  m,
 		limits:   newLimits(o.MaxStreams, o.StallTimeout),
 		restored: newRestoredCache(),
-		misses:   newMisses(),
 		authn:    o.Auth,
 		access:   o.Access,
+
+		sharedHealth: o.SharedHealth,
 	}
 	if h.authn != nil && h.access == nil {
 		if h.access, err = auth.NewAccess(make([]auth.RuleGrants, len(o.Policy.Rules()))); err != nil {
@@ -146,9 +154,8 @@ func New(o Options) (*Handler, error) {
 	if err := h.deriveKeys(); err != nil {
 		return nil, err
 	}
-	if h.maxScan <= 0 {
-		h.maxScan = 256
-	}
+	h.uploads = newSessions(h.stateBox, cache.NewMemoryLedger(maxLocalSessions), o.Ledger, o.UploadTTL, m.uploads,
+		func(ctx context.Context, err error) { h.SharedFailed(ctx, "ledger", err) })
 	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}, m, h.ownAuth()); err != nil {
 		return nil, err
 	}
@@ -317,6 +324,22 @@ func newID(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// maxLocalSessions bounds the upload records one process keeps.
+const maxLocalSessions = 100_000
+
+// SharedFailed counts a failed call to the shared tier (op names it:
+// blob, manifest, ledger...) and logs it at debug level; the caller went
+// on without it.
+func (h *Handler) SharedFailed(ctx context.Context, op string, err error) {
+	h.metrics.sharedErrors.Add(ctx, 1, metric.WithAttributes(attribute.String("shroud.op", op)))
+	h.log.Debug("shared tier call failed", "op", op, "err", err)
+}
+
+// Drain makes /readyz answer 503 from now on, so that a load balancer
+// sends no new work while the requests in flight finish (the server's
+// Shutdown waits for them).
+func (h *Handler) Drain() { h.draining.Store(true) }
 
 // deriveKeys sets the keys the Handler derives from shroud's identity.
 func (h *Handler) deriveKeys() error {

@@ -315,7 +315,7 @@ func TestStalledUploadBodyIsCut(t *testing.T) {
 		t.Fatalf("a cut upload was answered %q, want 408 or nothing", answer[:n])
 	}
 	// The upload is abandoned: nothing can be added to it any more.
-	c.do("PUT", loc+"?digest="+digest.FromBytes(chunk).String(), bytes.NewReader(nil)).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
+	c.do("PUT", withQuery(loc, "digest", digest.FromBytes(chunk).String()), bytes.NewReader(nil)).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
 }
 
 // Stream flood: beyond the cap on concurrent blob streams a client gets

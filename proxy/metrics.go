@@ -38,8 +38,12 @@ type metrics struct {
 	// cacheLookups: mapping cache lookups {shroud.table = blob | manifest,
 	// shroud.result = hit | miss}.
 	cacheLookups metric.Int64Counter
-	// uploads: upload sessions open.
+	// uploads: upload requests in flight (a session's state lives in its
+	// Location, so no replica holds the sessions themselves).
 	uploads metric.Int64UpDownCounter
+	// sharedErrors: calls to the shared tier (Redis/Valkey) that failed
+	// {shroud.op}; shroud answered from its own memory and the upstream.
+	sharedErrors metric.Int64Counter
 }
 
 func newMetrics(m metric.Meter) (*metrics, error) {
@@ -47,7 +51,7 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		m = noop.NewMeterProvider().Meter("")
 	}
 	var mt metrics
-	var errs [9]error
+	var errs [10]error
 	mt.requests, errs[0] = m.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of the requests shroud served."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
@@ -66,7 +70,9 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 	mt.cacheLookups, errs[7] = m.Int64Counter("shroud.cache.lookups",
 		metric.WithDescription("Mapping cache lookups."))
 	mt.uploads, errs[8] = m.Int64UpDownCounter("shroud.uploads.active",
-		metric.WithDescription("Upload sessions open."))
+		metric.WithDescription("Upload requests in flight."))
+	mt.sharedErrors, errs[9] = m.Int64Counter("shroud.cache.shared_errors",
+		metric.WithDescription("Shared tier (Redis/Valkey) calls that failed; shroud served from its own memory and the upstream."))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("proxy: metrics: %w", err)
 	}

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -39,11 +38,12 @@ func (h *Handler) startUpload(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if d := q.Get("digest"); d != "" {
-		u.mu.Lock()
-		defer u.mu.Unlock()
 		return h.complete(w, r, be, u, d)
 	}
-	h.uploads.add(u)
+	if err := h.uploads.open(r.Context(), u); err != nil {
+		h.cancelUpstream(r.Context(), be, u.location)
+		return err
+	}
 	writeUploadState(w, u, http.StatusAccepted)
 	return nil
 }
@@ -116,8 +116,13 @@ func (h *Handler) patchUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer h.unlockUpload(u)
-	if err := h.appendBody(r.Context(), h.backendNamed(u.ns, r), u, r); err != nil {
+	defer h.unlockUpload(r.Context(), u)
+	be := h.backendNamed(u.ns, r)
+	if err := h.appendBody(r.Context(), be, u, r); err != nil {
+		return err
+	}
+	if err := h.uploads.advance(r.Context(), u); err != nil {
+		h.abandon(r.Context(), be, u)
 		return err
 	}
 	writeUploadState(w, u, http.StatusAccepted)
@@ -130,7 +135,7 @@ func (h *Handler) finishUpload(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	defer h.unlockUpload(u)
+	defer h.unlockUpload(r.Context(), u)
 	return h.complete(w, r, h.backendNamed(u.ns, r), u, r.URL.Query().Get("digest"))
 }
 
@@ -211,7 +216,7 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 		h.abandon(ctx, be, u)
 		return cache.Blob{}, err
 	}
-	h.uploads.remove(u.id)
+	h.uploads.end(ctx, u, "done")
 	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo, Bound: true}
 	if want.Algorithm() != digest.SHA256 {
 		if err := h.verifyBlob(ctx, be, u.repo, b); err != nil {
@@ -245,10 +250,9 @@ func (h *Handler) verifyBlob(ctx context.Context, be *backend, repo string, b ca
 	return err
 }
 
-// abandon marks a session failed and cancels it upstream.
+// abandon records a session failed and cancels it upstream.
 func (h *Handler) abandon(ctx context.Context, be *backend, u *upload) {
-	u.failed = errors.New("an earlier request on this upload failed")
-	h.uploads.remove(u.id)
+	h.uploads.end(ctx, u, "failed")
 	h.cancelUpstream(ctx, be, u.location)
 }
 
@@ -260,13 +264,22 @@ func (h *Handler) cancelUpstream(ctx context.Context, be *backend, loc string) {
 	}
 }
 
-// uploadStatus serves GET on an upload: its offset.
+// uploadStatus serves GET on an upload: its offset. It does not wait
+// for, nor stop, a PATCH streaming into the session.
 func (h *Handler) uploadStatus(w http.ResponseWriter, r *http.Request) error {
-	u, err := h.lockUpload(r)
+	u, be, err := h.openState(r)
 	if err != nil {
 		return err
 	}
-	defer h.unlockUpload(u)
+	if err := h.uploads.current(r.Context(), u, h.upstreamOffset(be, u)); err != nil {
+		return err
+	}
+	if err := h.reauthorize(r.Context(), be, u); err != nil {
+		return err
+	}
+	if err := h.uploads.seal(u); err != nil {
+		return err
+	}
 	writeUploadState(w, u, http.StatusNoContent)
 	return nil
 }
@@ -275,66 +288,91 @@ func (h *Handler) uploadStatus(w http.ResponseWriter, r *http.Request) error {
 // cancelled first, with the client's credentials, so the upstream decides
 // whether this client may: holding the session's URL is not enough.
 func (h *Handler) cancelUpload(w http.ResponseWriter, r *http.Request) error {
-	u, err := h.lockUpload(r)
+	u, be, err := h.openState(r)
 	if err != nil {
 		return err
 	}
-	defer h.unlockUpload(u)
+	if err := h.uploads.current(r.Context(), u, h.upstreamOffset(be, u)); err != nil && statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
+		return err
+	}
 	// An upstream that cannot cancel (some cannot) expires the session on
 	// its own; a refusal leaves the session as it was.
-	if err := h.backendNamed(u.ns, r).cl.CancelUpload(r.Context(), u.location); upstream.IsStatus(err, http.StatusUnauthorized) || upstream.IsStatus(err, http.StatusForbidden) {
+	if err := be.cl.CancelUpload(r.Context(), u.location); upstream.IsStatus(err, http.StatusUnauthorized) || upstream.IsStatus(err, http.StatusForbidden) {
 		return err
 	} else if err != nil {
 		logger(r.Context()).Warn("cancel upstream upload", "err", err)
 	}
-	h.uploads.remove(u.id)
+	if err := h.uploads.cancel(r.Context(), u); err != nil {
+		return err
+	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
-// lockUpload finds the request's session and locks it. The session is
-// the principal's that opened it; credentials of that principal the
-// upstream has not accepted for it yet (a refreshed token, or a forged
-// one naming the same subject) are checked upstream first, with a status
-// request that changes nothing: a refusal is the client's error and
-// leaves the session as it was.
-func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
+// openState opens the upload state the request carries (its _state)
+// for the client the request speaks for, and the backend it is on.
+func (h *Handler) openState(r *http.Request) (*upload, *backend, error) {
 	v := mux.Vars(r)
-	u := h.uploads.get(v["uuid"], v["name"])
-	var be *backend
-	if u != nil {
-		be = h.backendNamed(u.ns, r)
-		if subtle.ConstantTimeCompare([]byte(u.owner), []byte(be.principal)) != 1 {
-			// Another client's session: holding its URL is not enough
-			// to read, feed or cancel it. Answered as if it did not
-			// exist.
-			h.uploads.done(u)
-			u = nil
+	u, err := h.uploads.unseal(v["uuid"], v["name"], r.URL.Query().Get("_state"), h.backendNamed("", r).principal)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, h.backendNamed(u.ns, r), nil
+}
+
+// upstreamOffset asks the upstream how many bytes u's session holds:
+// what a session no ledger knows is checked against.
+func (h *Handler) upstreamOffset(be *backend, u *upload) func(ctx context.Context) (int64, error) {
+	return func(ctx context.Context) (int64, error) {
+		off, err := be.cl.UploadStatus(ctx, u.location)
+		if err == nil {
+			u.accepted = be.auth
 		}
+		return off, err
 	}
-	if u == nil {
-		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s is unknown, finished, cancelled or expired", v["uuid"])
+}
+
+// reauthorize checks upstream, with a status request that changes
+// nothing, credentials of the session's principal that the upstream has
+// not accepted for it yet (a refreshed token, or a forged one naming the
+// same subject): a refusal is the client's error.
+func (h *Handler) reauthorize(ctx context.Context, be *backend, u *upload) error {
+	if u.accepted == be.auth {
+		return nil
 	}
-	u.mu.Lock()
-	if u.failed != nil {
-		h.unlockUpload(u)
-		return nil, apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s: %v; start a new upload", v["uuid"], u.failed)
+	if _, err := be.cl.UploadStatus(ctx, u.location); err != nil {
+		return err
 	}
-	if u.accepted != be.auth {
-		if err := be.cl.UploadStatus(r.Context(), u.location); err != nil {
-			h.unlockUpload(u)
-			return nil, err
-		}
-		u.accepted = be.auth
+	u.accepted = be.auth
+	return nil
+}
+
+// lockUpload opens the request's session state and takes the session
+// for this request (sessions.claim): the session is the principal's that
+// opened it, and its credentials are checked upstream when they are new
+// to it (reauthorize).
+func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
+	u, be, err := h.openState(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.reauthorize(r.Context(), be, u); err != nil {
+		return nil, err
+	}
+	if err := h.uploads.claim(r.Context(), u, h.upstreamOffset(be, u)); err != nil {
+		return nil, err
 	}
 	return u, nil
 }
 
-// unlockUpload ends a request's work on its session, whose idle time
-// starts now.
-func (h *Handler) unlockUpload(u *upload) {
-	u.mu.Unlock()
-	h.uploads.done(u)
+// unlockUpload ends a request's hold on its session if nothing else did
+// (advance, end): the state it came with stays current.
+func (h *Handler) unlockUpload(ctx context.Context, u *upload) {
+	if u.claimed != "" {
+		if err := h.uploads.keep(ctx, u); err != nil {
+			logger(ctx).Warn("release upload", "err", err)
+		}
+	}
 }
 
 // lockChunk locks the request's session and checks that the chunk the
@@ -345,7 +383,7 @@ func (h *Handler) lockChunk(r *http.Request) (*upload, error) {
 		return nil, err
 	}
 	if err := checkContentRange(r, u); err != nil {
-		h.unlockUpload(u)
+		h.unlockUpload(r.Context(), u)
 		return nil, err
 	}
 	return u, nil
@@ -398,7 +436,11 @@ func parseDigest(s string) (digest.Digest, error) {
 	return d, nil
 }
 
-func uploadLocation(u *upload) string { return "/v2/" + u.repo + "/blobs/uploads/" + u.id }
+// uploadLocation is where the client continues an upload: the session id
+// and, sealed, the whole state of the session.
+func uploadLocation(u *upload) string {
+	return "/v2/" + u.repo + "/blobs/uploads/" + u.id + "?_state=" + u.token
+}
 
 // rangeHeader is the Range of an upload holding n bytes ("0-0" when empty,
 // as distribution answers).

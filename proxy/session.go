@@ -2,7 +2,14 @@ package proxy
 
 import (
 	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"io"
+	"net/http"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -11,11 +18,24 @@ import (
 	"github.com/shroud-oci/shroud/crypto"
 )
 
-// upload is one client upload session. Its state (upstream location,
-// cipher and hash state) is all a later request needs, so a session could
-// be sealed into the Location URL for stateless replicas.
+// Ledger is a compare-and-swap register: where each upload session
+// stands, so that a sealed session state is used at most once. Swap with
+// old "" creates, with new "" deletes. cache.Ledger implements it, in
+// memory and on the shared tier.
+type Ledger interface {
+	Get(ctx context.Context, name string) (value string, ok bool, err error)
+	Swap(ctx context.Context, name, old, new string, ttl time.Duration) (swapped bool, err error)
+}
+
+// maxLocation bounds the Location shroud hands a client for an upload:
+// the upstream's own location travels sealed inside it.
+const maxLocation = 6 << 10
+
+// upload is one client upload session as one request works on it. Its
+// whole state (upstream location, layer key, stream state) travels in
+// the Location URL, sealed (sealedUpload): any replica that holds
+// shroud's identity continues it, and none keeps it in memory.
 type upload struct {
-	mu    sync.Mutex // held by the one request working on the session
 	id    string
 	repo  string
 	ns    string // the backend (mirror origin) the session was opened on
@@ -26,87 +46,321 @@ type upload struct {
 	accepted string
 	location string // the upstream session's current location
 	enc      *crypto.Encrypter
-	failed   error // set when the session can no longer complete
-	// busy counts the requests holding the session (guarded by
-	// sessions.mu); a busy session does not expire, an idle one expires
-	// a TTL after its last request ended.
-	busy    int
-	expires time.Time
+	// step counts the requests that moved the session on; the ledger
+	// holds the step each session stands at, so that an older state
+	// (a replay, or a retry after a later chunk) is refused.
+	step int64
+	// claimed is the ledger record this request holds the session by,
+	// and ledger the one it is held in.
+	claimed string
+	ledger  Ledger
+	token   string // the sealed state for the next request
 }
 
 // offset is the number of bytes the session holds.
 func (u *upload) offset() int64 { return u.enc.Size() }
 
-// sessions holds upload sessions in memory, keyed by an unguessable id.
-type sessions struct {
-	mu    sync.Mutex
-	m     map[string]*upload
-	ttl   time.Duration
-	now   func() time.Time
-	gauge metric.Int64UpDownCounter // sessions open
+// sealedUpload is the state an upload's Location carries, sealed with
+// the identity's upload-state key and bound to the session id.
+type sealedUpload struct {
+	ID       string `json:"id"`
+	Repo     string `json:"repo"`
+	NS       string `json:"ns,omitempty"`
+	Owner    string `json:"owner"`
+	Accepted string `json:"accepted"`
+	Location string `json:"loc"`
+	Key      []byte `json:"key"`
+	Nonce    []byte `json:"nonce"`
+	Stream   []byte `json:"stream"`
+	Step     int64  `json:"step"`
+	Expires  int64  `json:"exp"`
 }
 
-func newSessions(ttl time.Duration, gauge metric.Int64UpDownCounter) *sessions {
+// sessions seals upload states into tokens and keeps the ledger of where
+// each session stands: the shared tier's when there is one (every
+// replica sees every step), this process's otherwise or while the shared
+// one fails. A session neither ledger knows (opened on another replica
+// while the shared tier was down, or evicted from it) is checked against
+// the upstream's own offset before it goes on.
+type sessions struct {
+	box    *crypto.Box
+	local  Ledger
+	shared Ledger
+	ttl    time.Duration
+	now    func() time.Time
+	gauge  metric.Int64UpDownCounter // upload requests in flight
+	// sharedFailed reports a failing shared ledger (a metric, /readyz).
+	sharedFailed func(ctx context.Context, err error)
+}
+
+func newSessions(box *crypto.Box, local, shared Ledger, ttl time.Duration, gauge metric.Int64UpDownCounter, sharedFailed func(context.Context, error)) *sessions {
 	if ttl <= 0 {
 		ttl = time.Hour
 	}
-	return &sessions{m: map[string]*upload{}, ttl: ttl, now: time.Now, gauge: gauge}
-}
-
-func (s *sessions) add(u *upload) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.sweepLocked()
-	u.expires = s.now().Add(s.ttl)
-	s.m[u.id] = u
-	s.gauge.Add(context.Background(), 1)
-}
-
-// get returns the session id of repo, or nil, for a request to work on;
-// the request calls done when it ends.
-func (s *sessions) get(id, repo string) *upload {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u := s.m[id]
-	if u == nil || u.repo != repo || (u.busy == 0 && s.now().After(u.expires)) {
-		return nil
+	if sharedFailed == nil {
+		sharedFailed = func(context.Context, error) {}
 	}
-	u.busy++
-	return u
+	return &sessions{box: box, local: local, shared: shared, ttl: ttl, now: time.Now, gauge: gauge, sharedFailed: sharedFailed}
 }
 
-// done ends a request's hold on a session got from get.
-func (s *sessions) done(u *upload) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u.busy--
-	u.expires = s.now().Add(s.ttl)
+// recordTTL is how long a ledger record outlives the session's last
+// step: longer than any state of it stays valid, so a valid state always
+// finds its record (short of an evicting or failed shared tier).
+func (s *sessions) recordTTL() time.Duration { return 2 * s.ttl }
+
+func ledgerName(id string) string { return "upload/" + id }
+
+func record(phase string, step, offset int64) string {
+	return phase + ":" + strconv.FormatInt(step, 10) + ":" + strconv.FormatInt(offset, 10)
 }
 
-func (s *sessions) remove(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.dropLocked(id)
+// parseRecord reads a ledger record: phase, step and offset.
+func parseRecord(v string) (phase string, step, offset int64, ok bool) {
+	parts := strings.Split(v, ":")
+	if len(parts) != 3 {
+		return "", 0, 0, false
+	}
+	st, err1 := strconv.ParseInt(parts[1], 10, 64)
+	off, err2 := strconv.ParseInt(parts[2], 10, 64)
+	return parts[0], st, off, err1 == nil && err2 == nil
 }
 
-func (s *sessions) dropLocked(id string) {
-	if _, ok := s.m[id]; ok {
-		delete(s.m, id)
-		s.gauge.Add(context.Background(), -1)
+// swap tries the shared ledger, then (on its failure, or without one)
+// this process's; it reports the ledger that answered.
+func (s *sessions) swap(ctx context.Context, name, old, new string) (bool, Ledger) {
+	if s.shared != nil {
+		ok, err := s.shared.Swap(ctx, name, old, new, s.recordTTL())
+		if err == nil {
+			return ok, s.shared
+		}
+		s.sharedFailed(ctx, err)
+	}
+	ok, err := s.local.Swap(ctx, name, old, new, s.recordTTL())
+	if err != nil {
+		return false, s.local
+	}
+	return ok, s.local
+}
+
+// get reads a record from the shared ledger, or (on its failure, or
+// without one) this process's.
+func (s *sessions) get(ctx context.Context, name string) (string, bool) {
+	if s.shared != nil {
+		v, ok, err := s.shared.Get(ctx, name)
+		if err == nil {
+			return v, ok
+		}
+		s.sharedFailed(ctx, err)
+	}
+	v, ok, _ := s.local.Get(ctx, name)
+	return v, ok
+}
+
+// open records a new session at step 0 and seals its first state.
+func (s *sessions) open(ctx context.Context, u *upload) error {
+	ok, _ := s.swap(ctx, ledgerName(u.id), "", record("idle", 0, 0))
+	if !ok {
+		return fmt.Errorf("upload %s: the id is taken", u.id)
+	}
+	return s.seal(u)
+}
+
+// seal sets u.token to u's state, valid for the TTL from now.
+func (s *sessions) seal(u *upload) error {
+	st, err := u.enc.MarshalState()
+	if err != nil {
+		return err
+	}
+	k := u.enc.Key()
+	b, err := json.Marshal(sealedUpload{
+		ID: u.id, Repo: u.repo, NS: u.ns, Owner: u.owner, Accepted: u.accepted,
+		Location: u.location, Key: k.Key, Nonce: k.Nonce, Stream: st,
+		Step: u.step, Expires: s.now().Add(s.ttl).Unix(),
+	})
+	if err != nil {
+		return fmt.Errorf("seal upload state: %w", err)
+	}
+	sealed, err := s.box.Seal(b, stateAD(u.id))
+	if err != nil {
+		return err
+	}
+	u.token = base64.RawURLEncoding.EncodeToString(sealed)
+	if len(uploadLocation(u)) > maxLocation {
+		return apiErr(http.StatusBadGateway, codeUnknown, "the upstream's upload location is too long to carry in a Location header")
+	}
+	return nil
+}
+
+func stateAD(id string) []byte { return []byte("shroud upload state\x00" + id) }
+
+// unseal opens the state a request carries for session id of repo. What
+// does not open, or names another session, repository or client, is as
+// unknown as a session that never existed.
+func (s *sessions) unseal(id, repo, token, principal string) (*upload, error) {
+	unknown := apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s is unknown, finished, cancelled or expired", id)
+	raw, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || token == "" {
+		return nil, unknown
+	}
+	b, err := s.box.Open(raw, stateAD(id))
+	if err != nil {
+		return nil, unknown
+	}
+	var st sealedUpload
+	if err := json.Unmarshal(b, &st); err != nil || st.ID != id || st.Repo != repo {
+		return nil, unknown
+	}
+	if s.now().Unix() > st.Expires {
+		return nil, unknown
+	}
+	// Another client's session: holding its URL is not enough to read,
+	// feed or cancel it.
+	if subtle.ConstantTimeCompare([]byte(st.Owner), []byte(principal)) != 1 {
+		return nil, unknown
+	}
+	enc, err := crypto.ResumeEncrypter(crypto.LayerKey{Key: st.Key, Nonce: st.Nonce}, st.Stream)
+	if err != nil {
+		return nil, unknown
+	}
+	return &upload{id: st.ID, repo: st.Repo, ns: st.NS, owner: st.Owner, accepted: st.Accepted,
+		location: st.Location, enc: enc, step: st.Step, token: token}, nil
+}
+
+// errRecord explains a ledger record that a state does not continue.
+func errRecord(u *upload, cur string) error {
+	phase, step, offset, ok := parseRecord(cur)
+	switch {
+	case !ok:
+		return apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s is unknown, finished, cancelled or expired", u.id)
+	case phase == "done":
+		return apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s is finished", u.id)
+	case phase == "failed":
+		return apiErr(http.StatusNotFound, codeBlobUploadUnknown, "upload %s: an earlier request on it failed or cancelled it; start a new upload", u.id)
+	case phase == "busy" && step == u.step:
+		return apiErr(http.StatusConflict, codeBlobUploadInvalid, "upload %s: another request is writing to it now", u.id)
+	default:
+		return apiErr(http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid,
+			"upload %s: this state is stale (%d bytes); a later request moved the upload on to %d bytes: continue from the Location of the last response", u.id, u.offset(), offset)
 	}
 }
 
-// sweepLocked drops expired sessions; one a request still works on (a
-// PATCH streaming for longer than the TTL) is not expired. The upstream
-// sessions of those dropped expire on the upstream's own schedule: shroud
-// does not keep the client's credentials to cancel them.
-func (s *sessions) sweepLocked() {
-	now := s.now()
-	for id, u := range s.m {
-		if u.busy == 0 && now.After(u.expires) {
-			s.dropLocked(id)
+// claim takes the session for one request: its record goes from idle at
+// the state's step to busy, or the request is refused. check asks the
+// upstream for the session's offset when no ledger knows it.
+func (s *sessions) claim(ctx context.Context, u *upload, check func(ctx context.Context) (int64, error)) error {
+	name := ledgerName(u.id)
+	busy := record("busy", u.step, u.offset())
+	ok, l := s.swap(ctx, name, record("idle", u.step, u.offset()), busy)
+	if !ok {
+		cur, found := s.get(ctx, name)
+		phase, step, _, _ := parseRecord(cur)
+		switch {
+		case found && step < u.step && (phase == "idle" || phase == "busy"):
+			// The request that issued this state moved the session on
+			// but could not record it (the shared tier failed as it
+			// ended): the state, which only that request could seal,
+			// is the newer truth.
+			ok, l = s.swap(ctx, name, cur, busy)
+		case found:
+			return errRecord(u, cur)
+		default:
+			// No ledger knows the session: the upstream's offset must
+			// be the state's, so that no chunk is encrypted twice under
+			// one key stream.
+			off, err := check(ctx)
+			if err != nil {
+				return err
+			}
+			if off != u.offset() && (u.offset() > 1 || off > 1 || off < 0) {
+				return errRecord(u, record("idle", u.step+1, off))
+			}
+			ok, l = s.swap(ctx, name, "", busy)
+		}
+		if !ok {
+			return apiErr(http.StatusConflict, codeBlobUploadInvalid, "upload %s: another request is writing to it now", u.id)
 		}
 	}
+	u.claimed, u.ledger = busy, l
+	s.gauge.Add(ctx, 1)
+	return nil
+}
+
+// current checks, without taking the session, that u's state is the one
+// the session stands at (a status request, which a streaming PATCH need
+// not wait for).
+func (s *sessions) current(ctx context.Context, u *upload, check func(ctx context.Context) (int64, error)) error {
+	cur, found := s.get(ctx, ledgerName(u.id))
+	phase, step, _, _ := parseRecord(cur)
+	switch {
+	case found && step == u.step && (phase == "idle" || phase == "busy"):
+		return nil
+	case found && step < u.step && (phase == "idle" || phase == "busy"):
+		return nil
+	case found:
+		return errRecord(u, cur)
+	}
+	off, err := check(ctx)
+	if err != nil {
+		return err
+	}
+	if off != u.offset() && (u.offset() > 1 || off > 1 || off < 0) {
+		return errRecord(u, record("idle", u.step+1, off))
+	}
+	return nil
+}
+
+// cancel records the session cancelled from any state of it (nothing is
+// encrypted, so an older state will do: a client may cancel with the
+// Location it started with). A finished session is not cancelled; a
+// request still writing finds its record changed and fails.
+func (s *sessions) cancel(ctx context.Context, u *upload) error {
+	name := ledgerName(u.id)
+	cur, found := s.get(ctx, name)
+	phase, _, _, _ := parseRecord(cur)
+	if found && phase != "idle" && phase != "busy" {
+		return errRecord(u, cur)
+	}
+	if ok, _ := s.swap(ctx, name, cur, record("failed", u.step, u.offset())); !ok && found {
+		return apiErr(http.StatusConflict, codeBlobUploadInvalid, "upload %s: changed while it was being cancelled; try again", u.id)
+	}
+	return nil
+}
+
+// advance ends a request that moved the session on: the next step is
+// recorded and sealed into u.token.
+func (s *sessions) advance(ctx context.Context, u *upload) error {
+	next := record("idle", u.step+1, u.offset())
+	if ok := s.release(ctx, u, next); !ok {
+		return apiErr(http.StatusConflict, codeBlobUploadInvalid, "upload %s: its record changed while this request wrote to it", u.id)
+	}
+	u.step++
+	return s.seal(u)
+}
+
+// keep ends a request that did not move the session on (a status
+// request, a refused cancel): the state it came with stays the current one.
+func (s *sessions) keep(ctx context.Context, u *upload) error {
+	s.release(ctx, u, record("idle", u.step, u.offset()))
+	return s.seal(u)
+}
+
+// end records a session as finished or failed: no state of it is taken
+// again.
+func (s *sessions) end(ctx context.Context, u *upload, phase string) {
+	s.release(ctx, u, record(phase, u.step, u.offset()))
+}
+
+func (s *sessions) release(ctx context.Context, u *upload, next string) bool {
+	if u.claimed == "" {
+		return true
+	}
+	defer s.gauge.Add(ctx, -1)
+	ok, err := u.ledger.Swap(context.WithoutCancel(ctx), ledgerName(u.id), u.claimed, next, s.recordTTL())
+	if err != nil && u.ledger == s.shared {
+		s.sharedFailed(ctx, err)
+	}
+	u.claimed = ""
+	return ok || err != nil
 }
 
 // gate passes reads through until closed; after close a read fails. It

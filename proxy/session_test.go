@@ -1,53 +1,215 @@
 package proxy
 
 import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/metric/noop"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
 )
 
-// An idle upload session expires a TTL after its last request ended; one
-// a request still works on (a PATCH streaming for longer than the TTL)
-// neither expires nor is swept, and its TTL starts again when it ends.
-func TestSessionExpiry(t *testing.T) {
-	const ttl = time.Hour
+func testSessions(t *testing.T, shared Ledger) *sessions {
+	t.Helper()
+	box, err := crypto.NewBox(bytes.Repeat([]byte{7}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newSessions(box, cache.NewMemoryLedger(100), shared, time.Hour, noop.Int64UpDownCounter{}, nil)
+}
+
+func testUpload(t *testing.T) *upload {
+	t.Helper()
+	key, _ := crypto.NewLayerKey()
+	enc, err := crypto.NewEncrypter(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &upload{id: newID(16), repo: "r", owner: "alice", location: "http://upstream/v2/r/blobs/uploads/x", enc: enc}
+}
+
+
+func noCheck(t *testing.T) func(context.Context) (int64, error) {
+	return func(context.Context) (int64, error) {
+		t.Helper()
+		t.Fatal("the upstream was asked for the offset of a session the ledger knows")
+		return 0, nil
+	}
+}
+
+// A session's state is taken once per step: after a chunk moved it on,
+// the state from before is stale (416), and while a request writes to it
+// a second one is refused (409), never a fork of the key stream.
+func TestUploadStateTakenOncePerStep(t *testing.T) {
+	ctx := context.Background()
+	s := testSessions(t, nil)
+	u := testUpload(t)
+	if err := s.open(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	first := u.token
+	a, err := s.unseal(u.id, "r", first, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.claim(ctx, a, noCheck(t)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := s.unseal(u.id, "r", first, "alice")
+	if err := s.claim(ctx, b, noCheck(t)); statusOf(err) != http.StatusConflict {
+		t.Fatalf("a second request on a busy session: %v", err)
+	}
+	a.enc.XOR(make([]byte, 10))
+	if err := s.advance(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.claim(ctx, b, noCheck(t)); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("the state from before a later chunk was taken: %v", err)
+	}
+	c, err := s.unseal(u.id, "r", a.token, "alice")
+	if err != nil || c.offset() != 10 || c.step != 1 {
+		t.Fatalf("the next state: %+v %v", c, err)
+	}
+	if err := s.claim(ctx, c, noCheck(t)); err != nil {
+		t.Fatal(err)
+	}
+	s.end(ctx, c, "done")
+	d, _ := s.unseal(u.id, "r", a.token, "alice")
+	if err := s.claim(ctx, d, noCheck(t)); statusOf(err) != http.StatusNotFound {
+		t.Fatalf("a finished session was taken again: %v", err)
+	}
+}
+
+// A state is refused, as if the session did not exist, when it was
+// changed, moved to another session id or repository, expired, or is
+// presented by another client.
+func TestUploadStateForgedMovedExpiredOrForeign(t *testing.T) {
+	ctx := context.Background()
+	s := testSessions(t, nil)
 	now := time.Unix(1_000_000, 0)
-	s := newSessions(ttl, noop.Int64UpDownCounter{})
 	s.now = func() time.Time { return now }
+	u := testUpload(t)
+	if err := s.open(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := base64.RawURLEncoding.DecodeString(u.token)
+	raw[len(raw)/2] ^= 1
+	cases := map[string]func() (*upload, error){
+		"changed":          func() (*upload, error) { return s.unseal(u.id, "r", base64.RawURLEncoding.EncodeToString(raw), "alice") },
+		"other id":         func() (*upload, error) { return s.unseal(newID(16), "r", u.token, "alice") },
+		"other repository": func() (*upload, error) { return s.unseal(u.id, "other", u.token, "alice") },
+		"other client":     func() (*upload, error) { return s.unseal(u.id, "r", u.token, "mallory") },
+		"empty":            func() (*upload, error) { return s.unseal(u.id, "r", "", "alice") },
+		"not base64":       func() (*upload, error) { return s.unseal(u.id, "r", "%%%", "alice") },
+	}
+	for name, f := range cases {
+		if _, err := f(); statusOf(err) != http.StatusNotFound {
+			t.Errorf("%s state: %v", name, err)
+		}
+	}
+	now = now.Add(time.Hour + time.Second)
+	if _, err := s.unseal(u.id, "r", u.token, "alice"); statusOf(err) != http.StatusNotFound {
+		t.Errorf("a state older than the TTL: %v", err)
+	}
+}
 
-	idle := &upload{id: "idle", repo: "r"}
-	streaming := &upload{id: "streaming", repo: "r"}
-	s.add(idle)
-	s.add(streaming)
-	if s.get("idle", "other") != nil {
-		t.Fatal("a session was found under another repository")
+// A replica whose ledger does not know a session (another replica opened
+// it, no shared tier) continues it only if the upstream holds exactly
+// the state's offset.
+func TestUploadStateUnknownToLedgerCheckedUpstream(t *testing.T) {
+	ctx := context.Background()
+	opener, other := testSessions(t, nil), testSessions(t, nil)
+	u := testUpload(t)
+	if err := opener.open(ctx, u); err != nil {
+		t.Fatal(err)
 	}
-	if s.get("streaming", "r") != streaming {
-		t.Fatal("a new session is not found")
-	}
+	a, _ := opener.unseal(u.id, "r", u.token, "alice")
+	opener.claim(ctx, a, noCheck(t))
+	a.enc.XOR(make([]byte, 100))
+	opener.advance(ctx, a)
 
-	now = now.Add(2 * ttl) // the PATCH on "streaming" is still running
-	if s.get("idle", "r") != nil {
-		t.Fatal("an idle session outlived its TTL")
+	stale, err := other.unseal(u.id, "r", u.token, "alice")
+	if err != nil {
+		t.Fatal(err)
 	}
-	s.add(&upload{id: "new", repo: "r"}) // sweeps
-	if _, ok := s.m["idle"]; ok {
-		t.Fatal("the expired session was not swept")
+	if err := other.claim(ctx, stale, func(context.Context) (int64, error) { return 100, nil }); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("a state at 0 when the upstream holds 100 bytes: %v", err)
 	}
-	if _, ok := s.m["streaming"]; !ok {
-		t.Fatal("a session a request works on was swept")
+	next, _ := other.unseal(u.id, "r", a.token, "alice")
+	if err := other.claim(ctx, next, func(context.Context) (int64, error) { return 100, nil }); err != nil {
+		t.Fatalf("the current state on another replica: %v", err)
 	}
+	if err := other.claim(ctx, next, noCheck(t)); statusOf(err) != http.StatusConflict {
+		t.Fatalf("once taken there, the same state again: %v", err)
+	}
+	if err := other.claim(ctx, stale, func(context.Context) (int64, error) { return -1, errors.New("down") }); err == nil {
+		t.Fatalf("a state that could not be checked was taken")
+	}
+}
 
-	s.done(streaming) // the PATCH ends; the client PUTs within the TTL
-	now = now.Add(ttl - time.Minute)
-	u := s.get("streaming", "r")
-	if u != streaming {
-		t.Fatal("a session was lost while a request worked on it")
+// With a shared ledger, a state taken on one replica is stale on every
+// other, whatever the upstream says of its offset: a lying upstream
+// cannot make shroud encrypt two chunks under one key stream.
+func TestUploadStateSharedLedgerBeatsLyingUpstream(t *testing.T) {
+	ctx := context.Background()
+	shared := cache.NewMemoryLedger(100)
+	a, b := testSessions(t, shared), testSessions(t, shared)
+	u := testUpload(t)
+	if err := a.open(ctx, u); err != nil {
+		t.Fatal(err)
 	}
-	s.done(u)
-	now = now.Add(ttl + time.Second)
-	if s.get("streaming", "r") != nil {
-		t.Fatal("a session idle for longer than the TTL after its last request was found")
+	x, _ := a.unseal(u.id, "r", u.token, "alice")
+	if err := a.claim(ctx, x, noCheck(t)); err != nil {
+		t.Fatal(err)
 	}
+	x.enc.XOR(make([]byte, 5))
+	a.advance(ctx, x)
+	replay, _ := b.unseal(u.id, "r", u.token, "alice")
+	lie := func(context.Context) (int64, error) { return 0, nil }
+	if err := b.claim(ctx, replay, lie); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("a replayed state on another replica: %v", err)
+	}
+	cur, _ := b.unseal(u.id, "r", x.token, "alice")
+	if err := b.claim(ctx, cur, noCheck(t)); err != nil {
+		t.Fatalf("the current state on another replica: %v", err)
+	}
+}
+
+// A shared ledger that fails is counted and the session goes on with
+// this process's ledger and the upstream's offset.
+func TestUploadStateSharedLedgerDown(t *testing.T) {
+	ctx := context.Background()
+	var failures int
+	box, _ := crypto.NewBox(bytes.Repeat([]byte{7}, 32))
+	s := newSessions(box, cache.NewMemoryLedger(100), downLedger{}, time.Hour, noop.Int64UpDownCounter{},
+		func(context.Context, error) { failures++ })
+	u := testUpload(t)
+	if err := s.open(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	x, _ := s.unseal(u.id, "r", u.token, "alice")
+	if err := s.claim(ctx, x, noCheck(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.advance(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	if failures == 0 {
+		t.Fatalf("the failing shared ledger was not reported")
+	}
+}
+
+type downLedger struct{}
+
+func (downLedger) Get(context.Context, string) (string, bool, error) {
+	return "", false, errors.New("connection refused")
+}
+func (downLedger) Swap(context.Context, string, string, string, time.Duration) (bool, error) {
+	return false, errors.New("connection refused")
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -71,6 +72,19 @@ func (a answer) want(t *testing.T, status int, code string) {
 	}
 }
 
+// withQuery adds a query parameter to an upload Location, which carries
+// a query (_state) of its own, as clients do.
+func withQuery(loc, key, value string) string {
+	u, err := url.Parse(loc)
+	if err != nil {
+		panic(err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
 // unsized hides a body's length so that it goes out chunked, as docker's
 // streamed PATCH does.
 type unsized struct{ r io.Reader }
@@ -112,7 +126,7 @@ func TestUploadStyles(t *testing.T) {
 				}
 				return loc
 			}
-			withDigest := func(loc string, d digest.Digest) string { return loc + "?digest=" + d.String() }
+			withDigest := func(loc string, d digest.Digest) string { return withQuery(loc, "digest", d.String()) }
 
 			t.Run("monolithic POST", func(t *testing.T) {
 				b, d := randBlob(t, 70_000)
@@ -175,13 +189,14 @@ func TestUploadStyles(t *testing.T) {
 				c.do("PUT", withDigest(loc, d), nil).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
 			})
 			t.Run("invalid digest", func(t *testing.T) {
-				c.do("PUT", post()+"?digest=sha256:nothex", bytes.NewReader([]byte("x"))).want(t, 400, "DIGEST_INVALID")
+				c.do("PUT", withQuery(post(), "digest", "sha256:nothex"), bytes.NewReader([]byte("x"))).want(t, 400, "DIGEST_INVALID")
 			})
 			t.Run("cancelled halfway", func(t *testing.T) {
 				b, d := randBlob(t, 40_000)
 				loc := post()
 				a := c.do("PATCH", loc, bytes.NewReader(b[:20_000]))
 				a.want(t, 202, "")
+				loc = a.header.Get("Location")
 				c.do("DELETE", loc, nil).want(t, 204, "")
 				c.do("PATCH", loc, bytes.NewReader(b[20_000:])).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
 				c.do("PUT", withDigest(loc, d), nil).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
@@ -190,15 +205,18 @@ func TestUploadStyles(t *testing.T) {
 			t.Run("chunk out of order", func(t *testing.T) {
 				b, d := randBlob(t, 30)
 				loc := post()
-				c.do("PATCH", loc, bytes.NewReader(b[:10]), "Content-Range", "0-9").want(t, 202, "")
-				a := c.do("PATCH", loc, bytes.NewReader(b[20:]), "Content-Range", "20-29")
+				a := c.do("PATCH", loc, bytes.NewReader(b[:10]), "Content-Range", "0-9")
+				a.want(t, 202, "")
+				loc = a.header.Get("Location")
+				a = c.do("PATCH", loc, bytes.NewReader(b[20:]), "Content-Range", "20-29")
 				a.want(t, 416, "BLOB_UPLOAD_INVALID")
 				if a.header.Get("Range") != "0-9" || a.header.Get("Location") != loc {
 					t.Fatalf("416 Range %q Location %q, want 0-9 and the session", a.header.Get("Range"), a.header.Get("Location"))
 				}
 				// The session is intact: the right chunk continues it.
-				c.do("PATCH", loc, bytes.NewReader(b[10:]), "Content-Range", "10-29").want(t, 202, "")
-				c.do("PUT", withDigest(loc, d), nil).want(t, 201, "")
+				a = c.do("PATCH", loc, bytes.NewReader(b[10:]), "Content-Range", "10-29")
+				a.want(t, 202, "")
+				c.do("PUT", withDigest(a.header.Get("Location"), d), nil).want(t, 201, "")
 				checkBlob(t, c, repo, b)
 			})
 			t.Run("session of another repository", func(t *testing.T) {

@@ -94,6 +94,21 @@ type options struct {
 	upAuth     authn.Authenticator
 	tls        *tls.Config
 	spool      string
+	ledger     proxy.Ledger
+	cache      cache.Store
+}
+
+// WithLedger gives shroud a shared upload ledger (replicas that share
+// one see each other's upload steps, as with the Redis tier).
+func WithLedger(l proxy.Ledger) Option {
+	return func(o *options) { o.ledger = l }
+}
+
+// WithCache has shroud's default upstream use store for its mappings
+// (replicas that share one share what they learned, as with the Redis
+// tier).
+func WithCache(store cache.Store) Option {
+	return func(o *options) { o.cache = store }
 }
 
 // WithSpoolDir has shroud spool shared fetches and held blobs in dir.
@@ -277,8 +292,11 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 	if os.Getenv("SHROUD_TEST_LOG") != "" {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	if o.cache != nil {
+		def.Cache = o.cache
+	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter, SpoolDir: o.spool,
-		Auth: authenticator, Access: access})
+		Auth: authenticator, Access: access, Ledger: o.ledger})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/opencontainers/go-digest"
@@ -288,17 +289,37 @@ func (c *Client) PatchUpload(ctx context.Context, loc string, body io.Reader, of
 }
 
 // UploadStatus asks for the state of the session at loc, changing
-// nothing: whether the upstream lets the credentials at hand touch it.
-func (c *Client) UploadStatus(ctx context.Context, loc string) error {
+// nothing: whether the upstream lets the credentials at hand touch it,
+// and the offset it holds (its Range, "0-<last>"; -1 when it names none).
+// "0-0" is 0 or 1 byte: the spec's empty session says it too.
+func (c *Client) UploadStatus(ctx context.Context, loc string) (int64, error) {
 	if _, err := c.sessionURL(loc); err != nil {
-		return err
+		return -1, err
 	}
 	resp, err := c.do(ctx, request{method: http.MethodGet, url: loc, want: []int{200, 204}})
 	if err != nil {
-		return err
+		return -1, err
 	}
 	drain(resp)
-	return nil
+	return parseUploadRange(resp.Header.Get("Range")), nil
+}
+
+// parseUploadRange reads an upload's Range ("0-<last>", also with
+// "bytes="): the number of bytes held, or -1.
+func parseUploadRange(v string) int64 {
+	v = strings.TrimPrefix(strings.TrimSpace(v), "bytes=")
+	a, b, ok := strings.Cut(v, "-")
+	if !ok || a != "0" {
+		return -1
+	}
+	last, err := strconv.ParseInt(b, 10, 64)
+	if err != nil || last < 0 {
+		return -1
+	}
+	if last == 0 {
+		return 0
+	}
+	return last + 1
 }
 
 // CommitUpload completes the session at loc as blob d.

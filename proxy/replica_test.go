@@ -1,0 +1,184 @@
+package proxy_test
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/internal/shroudtest"
+)
+
+// replicas starts n shroud replicas sharing one identity in front of up,
+// with opts, as a Deployment runs them.
+func replicas(t *testing.T, up shroudtest.Upstream, n int, opts ...shroudtest.Option) []call {
+	t.Helper()
+	first := shroudtest.Start(t, up, opts...)
+	cs := []call{{t, first.URL}}
+	for i := 1; i < n; i++ {
+		s := shroudtest.StartWithIdentity(t, up, first.Keyring, first.DataDir, opts...)
+		cs = append(cs, call{t, s.URL})
+	}
+	return cs
+}
+
+// The failure: behind a round-robin balancer every request of
+// one upload lands on another replica. The session's state travels in
+// its Location, so each replica continues it; the blob pulls back
+// byte-identical from every replica and the upstream holds none of its
+// plaintext. With and without a shared ledger.
+func TestUploadContinuesOnAnotherReplica(t *testing.T) {
+	for _, shared := range []bool{false, true} {
+		t.Run(fmt.Sprintf("shared ledger %v", shared), func(t *testing.T) {
+			up := shroudtest.Distribution(t)
+			// One store stands for the shared tier's mappings (the e2e
+			// tests use Redis): a HEAD on any replica finds the blob.
+			store, _ := cache.NewLRU(0)
+			opts := []shroudtest.Option{shroudtest.WithCache(store)}
+			if shared {
+				opts = append(opts, shroudtest.WithLedger(cache.NewMemoryLedger(100)))
+			}
+			rs := replicas(t, up, 3, opts...)
+			const repo = "replicas/app"
+			b := atkRandBytes(t, 3<<20+17)
+			a := rs[0].do("POST", "/v2/"+repo+"/blobs/uploads/", nil)
+			a.want(t, 202, "")
+			loc := a.header.Get("Location")
+			const chunk = 1 << 20
+			for i, off := 0, 0; off < len(b); i, off = i+1, off+chunk {
+				end := min(off+chunk, len(b))
+				a = rs[(i+1)%3].do("PATCH", loc, bytes.NewReader(b[off:end]), "Content-Range", fmt.Sprintf("%d-%d", off, end-1))
+				a.want(t, 202, "")
+				if a.header.Get("Range") != fmt.Sprintf("0-%d", end-1) {
+					t.Fatalf("Range after chunk %d: %q", i, a.header.Get("Range"))
+				}
+				loc = a.header.Get("Location")
+			}
+			st := rs[2].do("GET", loc, nil)
+			if st.status != 204 || st.header.Get("Range") != fmt.Sprintf("0-%d", len(b)-1) {
+				t.Fatalf("status on another replica: %d %q", st.status, st.header.Get("Range"))
+			}
+			d := digest.FromBytes(b)
+			rs[1].do("PUT", withQuery(loc, "digest", d.String()), nil).want(t, 201, "")
+			for _, c := range rs {
+				checkBlob(t, c, repo, b)
+			}
+			if f := atkStorageHolding(t, up, atkPlaintextNeedles(b)...); f != "" {
+				t.Fatalf("upstream file %s holds plaintext of the blob", f)
+			}
+			if strings.Contains(loc, "http") || !strings.Contains(loc, "_state=") {
+				t.Fatalf("Location %q does not carry the sealed state", loc)
+			}
+		})
+	}
+}
+
+// lyingUploadStatus answers every upload status request with an empty
+// session, whatever the session holds: the upstream that would let a
+// replayed state encrypt a second chunk under the same key stream.
+func lyingUploadStatus(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/uploads/") {
+			w.Header().Set("Range", "0-0")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Attack: a client replays an upload's first Location after a later
+// chunk, with other bytes, on another replica. Were the state taken, the
+// new bytes would be encrypted under the key stream the first chunk
+// already used, and the registry would hold the XOR of two plaintexts.
+// With a shared ledger the replay is refused (416) even when the
+// upstream lies about the session's offset, nothing of the replayed
+// chunk reaches the upstream, and the session goes on intact from its
+// current Location. Without one, the upstream's own offset refuses it.
+func TestUploadStateReplayedAfterLaterChunk(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		shared bool
+		mw     func(http.Handler) http.Handler
+	}{
+		{"shared ledger, lying upstream", true, lyingUploadStatus},
+		{"no shared ledger, honest upstream", false, func(h http.Handler) http.Handler { return h }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var rec shroudtest.Recorder
+			up := shroudtest.Behind(t, shroudtest.Distribution(t), shroudtest.Chain(rec.Middleware, tc.mw))
+			store, _ := cache.NewLRU(0)
+			opts := []shroudtest.Option{shroudtest.WithCache(store)}
+			if tc.shared {
+				opts = append(opts, shroudtest.WithLedger(cache.NewMemoryLedger(100)))
+			}
+			rs := replicas(t, up, 2, opts...)
+			const repo = "replay/app"
+			first, second := atkRandBytes(t, 100_000), atkRandBytes(t, 100_000)
+			a := rs[0].do("POST", "/v2/"+repo+"/blobs/uploads/", nil)
+			a.want(t, 202, "")
+			l0 := a.header.Get("Location")
+			a = rs[0].do("PATCH", l0, bytes.NewReader(first))
+			a.want(t, 202, "")
+			l1 := a.header.Get("Location")
+
+			patches := rec.Count(func(r shroudtest.Request) bool { return r.Method == http.MethodPatch })
+			replay := rs[1].do("PATCH", l0, bytes.NewReader(second))
+			replay.want(t, http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID")
+			if n := rec.Count(func(r shroudtest.Request) bool { return r.Method == http.MethodPatch }); n != patches {
+				t.Fatalf("the replayed chunk reached the upstream (%d PATCHes, was %d)", n, patches)
+			}
+			rs[0].do("PUT", withQuery(l0, "digest", digest.FromBytes(second).String()), nil).want(t, http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID")
+
+			// The session is intact from its current Location.
+			a = rs[1].do("PATCH", l1, bytes.NewReader(second))
+			a.want(t, 202, "")
+			whole := append(bytes.Clone(first), second...)
+			rs[0].do("PUT", withQuery(a.header.Get("Location"), "digest", digest.FromBytes(whole).String()), nil).want(t, 201, "")
+			checkBlob(t, rs[1], repo, whole)
+		})
+	}
+}
+
+// Attack: a forged or altered Location. A client changes a byte of the
+// sealed state (to move the offset, or swap the upstream location for
+// another session's), moves it to another session id, or sends it as
+// another user: each is BLOB_UPLOAD_UNKNOWN, and shroud sends the
+// upstream nothing for it.
+func TestUploadStateForgedOrMoved(t *testing.T) {
+	var rec shroudtest.Recorder
+	up := shroudtest.Behind(t, shroudtest.Distribution(t), rec.Middleware)
+	rs := replicas(t, up, 2)
+	const repo = "forged/app"
+	a := rs[0].do("POST", "/v2/"+repo+"/blobs/uploads/", nil)
+	a.want(t, 202, "")
+	loc := a.header.Get("Location")
+	other := rs[0].do("POST", "/v2/"+repo+"/blobs/uploads/", nil).header.Get("Location")
+	path, state, _ := strings.Cut(loc, "?_state=")
+	otherPath, _, _ := strings.Cut(other, "?_state=")
+	flip := []byte(state)
+	if flip[10] == 'A' {
+		flip[10] = 'B'
+	} else {
+		flip[10] = 'A'
+	}
+	rec.Reset()
+	for name, target := range map[string]string{
+		"altered state":  path + "?_state=" + string(flip),
+		"no state":       path,
+		"moved to other": otherPath + "?_state=" + state,
+		"other repo":     strings.Replace(loc, "/v2/"+repo+"/", "/v2/forged/other/", 1),
+	} {
+		rs[1].do("PATCH", target, bytes.NewReader([]byte("data"))).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
+		rs[1].do("GET", target, nil).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
+		if n := rec.Count(nil); n != 0 {
+			t.Fatalf("%s: shroud sent the upstream %d requests for it", name, n)
+		}
+	}
+	rs[1].do("PATCH", loc, bytes.NewReader([]byte("data")), "Authorization", atkBasicAuth("mallory", "x")).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
+	rs[1].do("PATCH", loc, bytes.NewReader([]byte("data"))).want(t, 202, "")
+}
