@@ -34,7 +34,6 @@ func testUpload(t *testing.T) *upload {
 	return &upload{id: newID(16), repo: "r", owner: "alice", location: "http://upstream/v2/r/blobs/uploads/x", enc: enc}
 }
 
-
 func noCheck(t *testing.T) func(context.Context) (int64, error) {
 	return func(context.Context) (int64, error) {
 		t.Helper()
@@ -101,7 +100,9 @@ func TestUploadStateForgedMovedExpiredOrForeign(t *testing.T) {
 	raw, _ := base64.RawURLEncoding.DecodeString(u.token)
 	raw[len(raw)/2] ^= 1
 	cases := map[string]func() (*upload, error){
-		"changed":          func() (*upload, error) { return s.unseal(u.id, "r", base64.RawURLEncoding.EncodeToString(raw), "alice") },
+		"changed": func() (*upload, error) {
+			return s.unseal(u.id, "r", base64.RawURLEncoding.EncodeToString(raw), "alice")
+		},
 		"other id":         func() (*upload, error) { return s.unseal(newID(16), "r", u.token, "alice") },
 		"other repository": func() (*upload, error) { return s.unseal(u.id, "other", u.token, "alice") },
 		"other client":     func() (*upload, error) { return s.unseal(u.id, "r", u.token, "mallory") },
