@@ -3,8 +3,12 @@
 // It encrypts blobs as they are uploaded (push.go), rewrites manifests to
 // their ocicrypt form on the way up (manifest_push.go) and restores them on
 // the way down (manifest_pull.go), and decrypts blobs as they are downloaded
-// (pull.go). Tags and the ping pass through, the catalog filtered by the
-// policy (passthrough.go); /healthz and /readyz answer probes (health.go).
+// (pull.go). Every manifest it stores is also tagged upstream with a
+// pointer, a tag named by a keyed hash of the digest its client pushed, so
+// that a pull by that digest finds it after a restart and on any replica
+// (pointer.go). The ping passes through, tag lists without the pointers,
+// the catalog filtered by the policy (passthrough.go); /healthz and
+// /readyz answer probes (health.go).
 // What happens is counted with the OpenTelemetry Meter given (metrics.go).
 // Handlers return errors; errors.go writes them once as OCI error JSON.
 //
@@ -70,8 +74,19 @@
 //     whole verified blob.
 //   - Restored manifests are remembered by upstream digest (bounded, ten
 //     minutes), an index restores at most 1024 distinct children, referrers
-//     one level deep (at most 1024), and a digest a tag scan did not find is
-//     not scanned for again for a minute per client.
+//     one level deep (at most 1024).
+//   - A pointer tag (shroud-<64 hex>: HMAC of backend, repository and the
+//     client's digest under a key derived from the identity) is trusted
+//     only when what it names restores from a seal valid for the
+//     repository to an original of exactly that digest; anything else is
+//     MANIFEST_UNKNOWN, never the bytes it names. Pushed by tag, a
+//     manifest is PUT by its pointer first, then by the tag; by digest,
+//     by its pointer alone. Tags of the pointer form are shroud's: a
+//     client's PUT of one is DENIED, a GET or DELETE MANIFEST_UNKNOWN, and
+//     tag lists leave them out (a page may hold fewer than n, even none;
+//     its Link leads on while the upstream has more). A DELETE by digest
+//     deletes the manifest the cache maps it to and the one its pointer
+//     names, then the pointer; deleting a tag leaves the pointer.
 //   - A request path that is not in its clean form (dot or empty segments,
 //     encoded dots or slashes) is NAME_INVALID before the policy decides.
 //   - Cancelling an upload is cancelled upstream first, with the client's

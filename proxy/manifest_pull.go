@@ -3,12 +3,9 @@ package proxy
 import (
 	"context"
 	"crypto/hmac"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 
@@ -21,11 +18,13 @@ import (
 	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
-// served is a manifest as shroud serves it.
+// served is a manifest as shroud serves it; sealed says it is the
+// original of a seal this shroud vouches for in the repository (openSealed).
 type served struct {
 	body        []byte
 	contentType string
 	digest      digest.Digest
+	sealed      bool
 }
 
 // is says whether the served bytes have digest d (in d's algorithm).
@@ -44,6 +43,9 @@ func (h *Handler) getManifest(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo, ref := v["name"], v["reference"]
 	ctx, be := r.Context(), h.backend(r)
+	if _, byDigest := isDigest(ref); !byDigest && isPointerTag(ref) {
+		return errPointerTag(r.Method, ref)
+	}
 	if r.Header.Get(HeaderView) == "upstream" {
 		return h.getUpstreamManifest(w, r, be, repo, ref)
 	}
@@ -78,7 +80,11 @@ const HeaderView = "X-Shroud-View"
 
 func (h *Handler) getUpstreamManifest(w http.ResponseWriter, r *http.Request, be *backend, repo, ref string) error {
 	if d, ok := isDigest(ref); ok {
-		if mm, ok := be.manifestMapping(r.Context(), repo, d); ok {
+		mm, ok, err := h.manifestFor(r.Context(), be, repo, d, crypto.NewUnwrapBudget(maxUnwrapsPerRequest))
+		if err != nil {
+			return err
+		}
+		if ok {
 			ref = mm.UpstreamDigest.String()
 		}
 	}
@@ -118,8 +124,9 @@ func (h *Handler) headFromCache(ctx context.Context, be *backend, repo, ref stri
 
 // resolveManifest finds the manifest a client means by ref and returns it
 // as the client pushed it (or decrypted, for images encrypted elsewhere).
-// The restorations it takes (an index's children, the tags a scan opens)
-// share one request's unwrap budget.
+// By digest: the cache's mapping, else the manifest's pointer (pointer.go),
+// else the upstream's manifest of that digest as it is. The restorations
+// it takes (an index's children) share one request's unwrap budget.
 func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref string) (served, error) {
 	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest)
 	d, byDigest := isDigest(ref)
@@ -137,6 +144,13 @@ func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref st
 			return s.as(d), nil
 		}
 	}
+	// Some registries keep a deleted manifest reachable through its
+	// tags: a pointer must not bring back what a client deleted here.
+	if !be.deleted.Contains(repoKey(repo, d)) {
+		if s, _, ok, err := h.pointed(ctx, be, repo, d, budget); err != nil || ok {
+			return s, err
+		}
+	}
 	um, err := be.cl.GetManifest(ctx, repo, ref)
 	if err == nil {
 		// Asked for by its upstream digest: the bytes of that digest.
@@ -144,11 +158,6 @@ func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref st
 	}
 	if !upstream.IsStatus(err, http.StatusNotFound) {
 		return served{}, err
-	}
-	if !be.deleted.Contains(repoKey(repo, d)) {
-		if s, ok, err := h.scanTags(ctx, be, repo, d, budget); err != nil || ok {
-			return s, err
-		}
 	}
 	return served{}, apiErr(http.StatusNotFound, codeManifestUnknown, "manifest %s is unknown to repository %s", d, repo)
 }
@@ -159,63 +168,6 @@ func (h *Handler) restoreByUpstream(ctx context.Context, be *backend, repo strin
 		return served{}, err
 	}
 	return h.restore(ctx, be, repo, um, 0, budget)
-}
-
-// scanTags looks for a manifest the cache has forgotten (after a restart,
-// or evicted) among the repository's tags and the indexes they name.
-// A digest not found is remembered per client for a while (missTTL), so
-// that asking for it again costs no scan. The tags' restorations draw on
-// budget: a scan the request's budget cannot pay for to its end fails
-// (and is not remembered as a miss).
-func (h *Handler) scanTags(ctx context.Context, be *backend, repo string, d digest.Digest, budget *crypto.UnwrapBudget) (served, bool, error) {
-	miss := missKey(be, repo, d)
-	if h.misses.lru.Contains(miss) {
-		return served{}, false, nil
-	}
-	s, ok, err := h.scanTagsOnce(ctx, be, repo, d, budget)
-	if err == nil && !ok {
-		h.misses.lru.Add(miss, struct{}{})
-	}
-	return s, ok, err
-}
-
-func (h *Handler) scanTagsOnce(ctx context.Context, be *backend, repo string, d digest.Digest, budget *crypto.UnwrapBudget) (served, bool, error) {
-	resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/tags/list", url.Values{"n": {strconv.Itoa(h.maxScan)}}, nil)
-	if err != nil {
-		return served{}, false, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return served{}, false, nil
-	}
-	var list struct {
-		Tags []string `json:"tags"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 4<<20)).Decode(&list); err != nil {
-		return served{}, false, nil
-	}
-	for _, tag := range list.Tags[:min(len(list.Tags), h.maxScan)] {
-		um, err := be.cl.GetManifest(ctx, repo, tag)
-		if err != nil {
-			continue
-		}
-		s, err := h.restore(ctx, be, repo, um, 0, budget)
-		if spentBy(err, budget) {
-			return served{}, false, err
-		}
-		if err != nil {
-			continue
-		}
-		if s.is(d) {
-			return s.as(d), true, nil
-		}
-		if mm, ok := be.manifestMapping(ctx, repo, d); ok {
-			if s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest, budget); err == nil && s.is(d) {
-				return s.as(d), true, nil
-			}
-		}
-	}
-	return served{}, false, nil
 }
 
 // restore turns an upstream manifest into what the client should see: the
@@ -378,7 +330,7 @@ func unwrapsSpent(ctx context.Context, err error, mb *crypto.UnwrapBudget, repo 
 			message: fmt.Sprintf("manifest %s of %s needs more than the %d key unwrap attempts shroud spends on one manifest", upDigest, repo, mb.Limit())}
 	}
 	return &apiError{status: http.StatusBadRequest, code: codeManifestInvalid, cause: err,
-		message: fmt.Sprintf("restoring manifest %s of %s goes over the %d key unwrap attempts shroud spends on one request (an index's children, referrers, the tags a scan opens)", upDigest, repo, spent.Budget.Limit())}
+		message: fmt.Sprintf("restoring manifest %s of %s goes over the %d key unwrap attempts shroud spends on one request (an index's children, referrers)", upDigest, repo, spent.Budget.Limit())}
 }
 
 // errNotSealedHere is a manifest whose seal this shroud cannot vouch for
@@ -476,39 +428,74 @@ func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um u
 			break
 		}
 	}
-	s := served{body: seal.Manifest, contentType: seal.ContentType, digest: digest.FromBytes(seal.Manifest)}
+	s := served{body: seal.Manifest, contentType: seal.ContentType, digest: digest.FromBytes(seal.Manifest), sealed: true}
 	rec.manifests = append(rec.manifests, cache.Manifest{Repository: repo, PlainDigest: s.digest, ContentType: seal.ContentType, Size: int64(len(seal.Manifest)),
 		UpstreamDigest: um.Digest, UpstreamMediaType: um.ContentType, UpstreamSize: int64(len(um.Body))})
 	return s, nil
 }
 
-// deleteManifest deletes the upstream manifest a digest maps to (a tag is
-// passed through) and forgets the mapping.
+// deleteManifest deletes, for a digest, every upstream manifest shroud
+// knows to store it: the one the cache maps it to and the one its pointer
+// names (each push of a manifest stores one of its own), then the pointer
+// itself, and forgets the mapping. distribution drops the tags of a
+// manifest deleted by digest, the pointer with them; a registry that
+// keeps them would go on serving it through the pointer. A tag is passed
+// through: the manifest it named stays findable by its digest.
 func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo, ref := v["name"], v["reference"]
 	ctx, be := r.Context(), h.backend(r)
-	target := ref
 	d, byDigest := isDigest(ref)
-	if byDigest {
-		if mm, ok := be.manifestMapping(ctx, repo, d); ok {
-			target = mm.UpstreamDigest.String()
-		} else if _, ok, err := h.scanTags(ctx, be, repo, d, crypto.NewUnwrapBudget(maxUnwrapsPerRequest)); err == nil && ok {
-			if mm, ok := be.manifestMapping(ctx, repo, d); ok {
-				target = mm.UpstreamDigest.String()
-			}
+	if !byDigest {
+		if isPointerTag(ref) {
+			return errPointerTag(r.Method, ref)
 		}
+		if err := be.cl.DeleteManifest(ctx, repo, ref); err != nil {
+			return err
+		}
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(http.StatusAccepted)
+		return nil
 	}
-	if err := be.cl.DeleteManifest(ctx, repo, target); err != nil {
+	var targets []digest.Digest
+	if mm, ok := be.manifestMapping(ctx, repo, d); ok {
+		targets = append(targets, mm.UpstreamDigest)
+	}
+	_, um, pointed, err := h.pointed(ctx, be, repo, d, crypto.NewUnwrapBudget(maxUnwrapsPerRequest))
+	if err != nil {
 		return err
 	}
-	if byDigest {
-		// Some registries keep a deleted manifest reachable through its
-		// tags; the scan for forgotten digests must not bring it back.
-		be.deleted.Add(repoKey(repo, d), struct{}{})
-		if err := be.cache.DeleteManifest(ctx, repo, d); err != nil {
-			logger(ctx).Warn("cache delete failed", "err", err)
+	if pointed && !slices.Contains(targets, um.Digest) {
+		targets = append(targets, um.Digest)
+	}
+	if len(targets) == 0 {
+		targets = append(targets, d) // a manifest the upstream holds as it is, or none
+	}
+	var deleted bool
+	var unknown error
+	for _, t := range targets {
+		switch err := be.cl.DeleteManifest(ctx, repo, t.String()); {
+		case err == nil:
+			deleted = true
+		case upstream.IsStatus(err, http.StatusNotFound):
+			unknown = err // deleted already (a stale mapping), or never stored
+		default:
+			return err
 		}
+	}
+	if !deleted {
+		return unknown
+	}
+	if pointed {
+		if err := be.cl.DeleteManifest(ctx, repo, h.pointerTag(be, repo, d)); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+			logger(ctx).Info("the upstream kept the pointer tag of a deleted manifest", "repository", repo, "plain_digest", d, "err", err)
+		}
+	}
+	// A registry may keep a deleted manifest reachable through its tags:
+	// this process does not find it again through its pointer.
+	be.deleted.Add(repoKey(repo, d), struct{}{})
+	if err := be.cache.DeleteManifest(ctx, repo, d); err != nil {
+		logger(ctx).Warn("cache delete failed", "err", err)
 	}
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)

@@ -23,11 +23,15 @@ import (
 
 // putManifest serves a manifest PUT: the manifest is rewritten to its
 // encrypted form, the client's bytes sealed into it, and the result stored
-// upstream; the client is answered with the digest of what it sent.
+// upstream under its pointer tag (pointer.go) and the client's tag, if it
+// pushed one; the client is answered with the digest of what it sent.
 func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo, ref := v["name"], v["reference"]
 	ctx, be := r.Context(), h.backend(r)
+	if _, byDigest := isDigest(ref); !byDigest && isPointerTag(ref) {
+		return errPointerTag(r.Method, ref)
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, upstream.MaxManifestSize+1))
 	if err != nil {
 		return fmt.Errorf("read manifest: %w", err)
@@ -83,14 +87,10 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	upRef := ref
-	if byDigest {
-		upRef = digest.FromBytes(out).String()
-	}
 	if len(out) > upstream.MaxManifestSize {
 		return apiErr(http.StatusBadRequest, codeManifestInvalid, "the encrypted manifest would have %d bytes, more than the %d registries accept", len(out), upstream.MaxManifestSize)
 	}
-	upDigest, subjectProcessed, err := be.cl.PutManifest(ctx, repo, upRef, m.mediaType, out)
+	upDigest, subjectProcessed, err := h.storeManifest(ctx, be, repo, ref, plainDigest, m.mediaType, out)
 	if err != nil {
 		return err
 	}
@@ -118,6 +118,30 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusCreated)
 	return nil
+}
+
+// storeManifest PUTs an encrypted manifest upstream: by the pointer tag of
+// the digest its client pushed, so that a pull by that digest finds it
+// after a restart and on any replica, then by the client's tag, if it
+// pushed one. The pointer goes first: a manifest is findable by its digest
+// before its tag names it. No PUT by digest: a tag stores the manifest as
+// much as a digest does, and makes it findable by its own.
+func (h *Handler) storeManifest(ctx context.Context, be *backend, repo, ref string, plainDigest digest.Digest, mediaType string, out []byte) (digest.Digest, bool, error) {
+	upDigest, subjectProcessed, err := be.cl.PutManifest(ctx, repo, h.pointerTag(be, repo, plainDigest), mediaType, out)
+	if err != nil {
+		return "", false, err
+	}
+	if _, byDigest := isDigest(ref); byDigest {
+		return upDigest, subjectProcessed, nil
+	}
+	tagged, processed, err := be.cl.PutManifest(ctx, repo, ref, mediaType, out)
+	if err != nil {
+		return "", false, err
+	}
+	if tagged != upDigest {
+		return "", false, fmt.Errorf("upstream stored manifest %s under tag %s, %s under its pointer", tagged, ref, upDigest)
+	}
+	return upDigest, subjectProcessed || processed, nil
 }
 
 // validatePush checks what can be checked of a pushed manifest without
@@ -158,6 +182,9 @@ func (h *Handler) authorizePush(ctx context.Context, be *backend, repo string) e
 // rule says (which layers, for which recipients), and records in seal the
 // pairings it vouches for. Descriptors that repeat are worked on once.
 func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest, rule *crypto.Rule, seal *crypto.Seal) error {
+	// The manifests the cache does not know (children, subject) are found
+	// through their pointers; restoring them shares one budget.
+	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest)
 	if m.isIndex() {
 		mapped := map[digest.Digest]ocispec.Descriptor{}
 		for i := range m.manifests {
@@ -167,7 +194,7 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 				continue
 			}
 			plain := c.Digest
-			if err := h.mapChild(ctx, be, repo, c); err != nil {
+			if err := h.mapChild(ctx, be, repo, c, budget); err != nil {
 				return err
 			}
 			if c.Digest != plain {
@@ -215,7 +242,11 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 		}
 	}
 	if m.subject != nil {
-		if mm, ok := be.manifestMapping(ctx, repo, m.subject.Digest); ok {
+		mm, ok, err := h.manifestFor(ctx, be, repo, m.subject.Digest, budget)
+		if err != nil {
+			return fmt.Errorf("subject %s: %w", m.subject.Digest, err)
+		}
+		if ok {
 			m.subject.Digest, m.subject.Size, m.subject.MediaType = mm.UpstreamDigest, mm.UpstreamSize, mm.UpstreamMediaType
 			m.subject.Data = nil
 		}
@@ -224,9 +255,14 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 }
 
 // mapChild points an index entry at the encrypted form of the manifest the
-// client pushed, or keeps it if the upstream holds it as it is.
-func (h *Handler) mapChild(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor) error {
-	if mm, ok := be.manifestMapping(ctx, repo, d.Digest); ok {
+// client pushed (found in the cache, or through its pointer), or keeps it
+// if the upstream holds it as it is.
+func (h *Handler) mapChild(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, budget *crypto.UnwrapBudget) error {
+	mm, ok, err := h.manifestFor(ctx, be, repo, d.Digest, budget)
+	if err != nil {
+		return fmt.Errorf("index child %s: %w", d.Digest, err)
+	}
+	if ok {
 		d.Digest, d.Size, d.MediaType = mm.UpstreamDigest, mm.UpstreamSize, mm.UpstreamMediaType
 		return nil
 	}

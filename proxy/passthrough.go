@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/shroud-oci/shroud/crypto"
@@ -79,8 +80,142 @@ func (h *Handler) catalog(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(map[string][]string{"repositories": visible})
 }
 
+// Bounds on a tag list page: the bytes read of one upstream page (a page
+// of 1,000 tags is some 100 KiB), the upstream pages read for one client
+// page, and the least shroud asks the upstream for when the client names
+// n (pointer tags take room in the upstream's pages, and are not shown).
+const (
+	maxTagsPage     = 4 << 20
+	maxTagPages     = 8
+	minUpstreamTags = 100
+)
+
+// tags answers a repository's tag list without shroud's pointer tags
+// (pointer.go). With n, the page is filled from as many upstream pages as
+// it takes (at most maxTagPages): a page may hold fewer tags than n, even
+// none, but its Link leads on as long as the upstream has more. The Link
+// starts the next page after the last tag served when the page filled,
+// else where the upstream's own next page starts. Without n the upstream's
+// first page is answered, filtered, with a Link to its next. Only n and
+// last are passed on (and ns, in the Link).
 func (h *Handler) tags(w http.ResponseWriter, r *http.Request) error {
-	return h.forward(w, r, "/v2/"+mux.Vars(r)["name"]+"/tags/list", r.URL.Query())
+	repo := mux.Vars(r)["name"]
+	ctx, be := r.Context(), h.backend(r)
+	in := r.URL.Query()
+	want := -1 // whatever the upstream's first page holds
+	if n := in.Get("n"); n != "" {
+		v, err := strconv.Atoi(n)
+		if err != nil || v <= 0 {
+			// Nothing to hide in no tags; the upstream's answer to an n
+			// it does not take.
+			return h.forward(w, r, "/v2/"+repo+"/tags/list", in)
+		}
+		want = v
+	}
+	cursor := in.Get("last")
+	visible := []string{}
+	more := false
+	for page := 0; ; page++ {
+		q := url.Values{}
+		if cursor != "" {
+			q.Set("last", cursor)
+		}
+		if want > 0 {
+			q.Set("n", strconv.Itoa(max(want, minUpstreamTags)))
+		}
+		resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/tags/list", q, nil)
+		if page == 0 {
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				defer resp.Body.Close()
+				return h.passResponse(w, r, resp, be.cl.Base())
+			}
+		} else if err != nil || resp.StatusCode != http.StatusOK {
+			// What has been read is served; the client asking for
+			// the next page gets the upstream's answer itself.
+			if err == nil {
+				resp.Body.Close()
+			}
+			more = true
+			break
+		}
+		var list struct {
+			Tags []string `json:"tags"`
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, maxTagsPage)).Decode(&list)
+		next, hasNext := linkLast(resp.Header.Get("Link"))
+		resp.Body.Close()
+		if err != nil {
+			return &apiError{status: http.StatusBadGateway, code: codeUnknown, message: "the upstream's tag list does not parse", cause: err}
+		}
+		full := false
+		for _, tag := range list.Tags {
+			if isPointerTag(tag) {
+				continue
+			}
+			if len(visible) == want {
+				full = true // want > 0: the page is full, this tag starts the next
+				break
+			}
+			visible = append(visible, tag)
+		}
+		if full || (len(visible) == want && hasNext) {
+			cursor, more = visible[len(visible)-1], true
+			break
+		}
+		if !hasNext {
+			more = false
+			break
+		}
+		if next == "" && len(list.Tags) > 0 {
+			next = list.Tags[len(list.Tags)-1]
+		}
+		if next == "" || next == cursor {
+			// A Link that leads nowhere new: the upstream's list
+			// ends here as far as shroud can follow it.
+			more = false
+			break
+		}
+		cursor, more = next, true
+		if want < 0 || page+1 == maxTagPages {
+			break
+		}
+	}
+	if more {
+		q := url.Values{"last": {cursor}}
+		if want > 0 {
+			q.Set("n", strconv.Itoa(want))
+		}
+		if ns := in.Get("ns"); ns != "" {
+			q.Set("ns", ns)
+		}
+		w.Header().Set("Link", "</v2/"+repo+"/tags/list?"+q.Encode()+`>; rel="next"`)
+	}
+	body, err := json.Marshal(map[string]any{"name": repo, "tags": visible})
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
+	return nil
+}
+
+// linkLast reads the last parameter of a Link header's next URL; ok says
+// there is a next page.
+func linkLast(link string) (last string, ok bool) {
+	start, end := strings.Index(link, "<"), strings.Index(link, ">")
+	if start < 0 || end < start {
+		return "", false
+	}
+	u, err := url.Parse(link[start+1 : end])
+	if err != nil {
+		return "", true
+	}
+	return u.Query().Get("last"), true
 }
 
 // forward relays a read-only request to the upstream and its answer back,

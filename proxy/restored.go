@@ -32,8 +32,9 @@ const (
 	maxUnwrapsPerManifest    = 1024
 	maxUnwrapsPerSealedLayer = 8
 	// maxUnwrapsPerRequest bounds them for all the restorations of one
-	// request: an index's children, the referrers of a subject, the tags
-	// a scan opens. 64 platforms of 128 layers of 2, say.
+	// request: an index's children, the referrers of a subject, the
+	// manifests an index or a referrer pushed names, found through their
+	// pointers. 64 platforms of 128 layers of 2, say.
 	maxUnwrapsPerRequest = 16384
 	// restoredEntries and restoredBody bound the memory of restored
 	// manifests: 1024 entries of at most 256 KiB.
@@ -41,8 +42,6 @@ const (
 	restoredBody    = 256 << 10
 	// restoredTTL is how long a restoration is reused.
 	restoredTTL = 10 * time.Minute
-	// missTTL is how long a digest found nowhere is not looked for again.
-	missTTL = time.Minute
 	// restoredFailureTTL is how long a manifest whose content made its
 	// restoration fail is refused without trying again.
 	restoredFailureTTL = time.Minute
@@ -125,20 +124,6 @@ func checkFanOut(children []ocispec.Descriptor) error {
 		return apiErr(http.StatusBadRequest, codeManifestInvalid, "the index names %d distinct manifests, more than the %d shroud restores", len(seen), maxIndexChildren)
 	}
 	return nil
-}
-
-// misses remembers manifest digests a tag scan did not find, per backend,
-// repository and client, so that asking again costs no scan for a while.
-type misses struct {
-	lru *timedLRU[struct{}]
-}
-
-func newMisses() *misses {
-	return &misses{lru: newTimedLRU[struct{}](10_000, missTTL)}
-}
-
-func missKey(be *backend, repo string, d digest.Digest) string {
-	return fmt.Sprintf("%s\x00%s\x00%s\x00%s", be.name, repo, d, be.auth)
 }
 
 // timedLRU is an LRU whose entries also expire a TTL after they were
