@@ -72,6 +72,18 @@ type Config struct {
 	// IdleTimeout is how long a client connection is kept open with no
 	// request on it. 0: for ever. Default 2m.
 	IdleTimeout time.Duration `yaml:"idle-timeout"`
+	// DrainTimeout is how long, after SIGTERM, the requests in flight
+	// (pulls, uploads) get to finish before shroud cuts them and exits;
+	// /readyz answers 503 from the signal on. Default 30s.
+	DrainTimeout time.Duration `yaml:"drain-timeout"`
+	// DrainDelay is how long after SIGTERM shroud goes on taking new
+	// requests (while /readyz says 503) before it stops listening: the
+	// time a load balancer takes to see it go (Kubernetes: an endpoints
+	// update, a few seconds). Default 0.
+	DrainDelay time.Duration `yaml:"drain-delay"`
+	// Shared is the shared tier replicas keep their mappings and upload
+	// ledger in. Empty: each replica keeps its own, in memory.
+	Shared Shared `yaml:"shared"`
 	// MaxStreams bounds the blob streams (blob GETs, upload requests with
 	// a body) served at once; beyond it a client is answered 429
 	// TOOMANYREQUESTS with a Retry-After. 0: no bound. Default 256.
@@ -222,6 +234,38 @@ type Rule struct {
 	Push []string `yaml:"push"`
 }
 
+// Shared is a Redis or Valkey deployment (go-redis' universal client:
+// one address is a single server, several a cluster, a MasterName a
+// sentinel set). Keys are keyed hashes and values are sealed with keys
+// derived from shroud's identity: the server learns no digest, name or
+// key. Run it with maxmemory-policy allkeys-lru (README "Replicas").
+type Shared struct {
+	// Addrs are host:port addresses. Empty: no shared tier.
+	Addrs []string `yaml:"addrs"`
+	// MasterName is the sentinel master's name, for a sentinel set.
+	MasterName string `yaml:"master-name"`
+	// Username and PasswordFile are the ACL user and a file holding its
+	// password (the password never sits in the config).
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password-file"`
+	// DB is the database number (single server and sentinel only).
+	DB int `yaml:"db"`
+	// TLS connects with TLS, trusting the system roots and CA (a PEM
+	// file) if set.
+	TLS bool   `yaml:"tls"`
+	CA  string `yaml:"ca"`
+	// Prefix starts every key. Default "shroud:".
+	Prefix string `yaml:"prefix"`
+	// TTL is how long an entry lives after its last write. Default 720h.
+	TTL time.Duration `yaml:"ttl"`
+	// Timeout bounds each call; a slower server is treated as down for
+	// that call. Default 500ms.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Enabled says whether a shared tier is configured.
+func (s Shared) Enabled() bool { return len(s.Addrs) > 0 }
+
 // Default returns the configuration with every default filled in.
 func Default() Config {
 	return Config{
@@ -233,6 +277,7 @@ func Default() Config {
 		StallTimeout: 2 * time.Minute,
 		IdleTimeout:  2 * time.Minute,
 		MaxStreams:   256,
+		DrainTimeout: 30 * time.Second,
 	}
 }
 
@@ -321,6 +366,18 @@ func (c Config) Validate() error {
 	}
 	if c.StallTimeout < 0 {
 		errs = append(errs, fmt.Errorf("stall-timeout %s is negative (0 turns it off)", c.StallTimeout))
+	}
+	if c.DrainTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("drain-timeout %s must be positive", c.DrainTimeout))
+	}
+	if c.DrainDelay < 0 {
+		errs = append(errs, fmt.Errorf("drain-delay %s is negative", c.DrainDelay))
+	}
+	if c.Shared.TTL < 0 || c.Shared.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("shared: ttl and timeout must not be negative"))
+	}
+	if !c.Shared.Enabled() && (c.Shared.MasterName != "" || c.Shared.PasswordFile != "" || c.Shared.TLS) {
+		errs = append(errs, fmt.Errorf("shared: settings without addrs"))
 	}
 	if c.IdleTimeout < 0 {
 		errs = append(errs, fmt.Errorf("idle-timeout %s is negative (0 turns it off)", c.IdleTimeout))

@@ -88,6 +88,10 @@ func TestValidate(t *testing.T) {
 		func(c *Config) { c.LogLevel = "loud" },
 		func(c *Config) { c.Upstreams = map[string]string{"docker.io": "nope"} },
 		func(c *Config) { c.TLSCert = "cert.pem" }, // no key
+		func(c *Config) { c.DrainTimeout = 0 },
+		func(c *Config) { c.DrainDelay = -time.Second },
+		func(c *Config) { c.Shared = Shared{PasswordFile: "pw"} }, // no addrs
+		func(c *Config) { c.Shared = Shared{Addrs: []string{"r:6379"}, Timeout: -time.Second} },
 	} {
 		c := Default()
 		bad(&c)

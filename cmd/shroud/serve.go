@@ -28,9 +28,6 @@ import (
 	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
-// shutdownTimeout bounds how long in-flight requests get at shutdown.
-const shutdownTimeout = 30 * time.Second
-
 // listFlag is a repeatable string flag.
 type listFlag []string
 
@@ -53,6 +50,9 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		uploadTTL                 = fs.Duration("upload-ttl", d.UploadTTL, "how long an idle upload session is kept")
 		stallTimeout              = fs.Duration("stall-timeout", d.StallTimeout, "cut a response or request body that makes no progress for this long (0: never); no bound on a stream's length")
 		idleTimeout               = fs.Duration("idle-timeout", d.IdleTimeout, "close a client connection idle for this long (0: never)")
+		drainTimeout              = fs.Duration("drain-timeout", d.DrainTimeout, "after SIGTERM, how long requests in flight get to finish")
+		drainDelay                = fs.Duration("drain-delay", d.DrainDelay, "after SIGTERM, how long new requests are still taken (while /readyz is 503)")
+		sharedAddr                = fs.String("shared-redis", "", "Redis/Valkey address (host:port) of the shared tier replicas share state in")
 		maxStreams                = fs.Int("max-streams", d.MaxStreams, "blob streams (pulls, upload bodies) served at once; beyond it 429 TOOMANYREQUESTS (0: no bound)")
 		tlsCert                   = fs.String("tls-cert", "", "PEM certificate (chain) to serve HTTPS with; needs --tls-key")
 		tlsKey                    = fs.String("tls-key", "", "PEM private key of --tls-cert")
@@ -100,6 +100,12 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.StallTimeout = *stallTimeout
 		case "idle-timeout":
 			c.IdleTimeout = *idleTimeout
+		case "drain-timeout":
+			c.DrainTimeout = *drainTimeout
+		case "drain-delay":
+			c.DrainDelay = *drainDelay
+		case "shared-redis":
+			c.Shared.Addrs = []string{*sharedAddr}
 		case "max-streams":
 			c.MaxStreams = *maxStreams
 		case "tls-cert":
@@ -305,10 +311,42 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return err
 		}
 	}
+	var ledger proxy.Ledger
+	var sharedHealth func(context.Context) error
+	var tier *sharedTier
+	if cfg.Shared.Enabled() {
+		if tier, err = newSharedTier(cfg.Shared, keys.Identity()); err != nil {
+			return err
+		}
+		defer tier.Close()
+		sh, t, err := tier.store("", &def, log)
+		if err != nil {
+			return err
+		}
+		// A probe asks the server now: Tiered's own health only knows
+		// the last call, which may be minutes old.
+		ledger, sharedHealth = sh.Ledger(), func(ctx context.Context) error {
+			if err := t.Health(ctx); err != nil {
+				return err
+			}
+			return sh.Ping(ctx)
+		}
+		for origin, m := range mirrors {
+			if _, _, err := tier.store(origin, &m, log); err != nil {
+				return err
+			}
+			mirrors[origin] = m
+		}
+		log.Info("shared tier", "addrs", cfg.Shared.Addrs)
+	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter,
-		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams), Auth: authn, Access: access})
+		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams), Auth: authn, Access: access,
+		Ledger: ledger, SharedHealth: sharedHealth})
 	if err != nil {
 		return err
+	}
+	if tier != nil {
+		tier.failed = h.SharedFailed
 	}
 	// No ReadTimeout or WriteTimeout: they bound a whole request, and a
 	// multi-GiB blob takes as long as it takes. The handler cuts a stream
@@ -328,7 +366,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("serving metrics", "listen", m.ln.Addr().String(), "path", "/metrics")
 	}
 	log.Info("shroud is serving", "listen", api.ln.Addr().String(), "tls", tlsCfg != nil, "upstream", upURL, "mirrors", len(mirrors), "policy_rules", len(pol.Rules()))
-	return serveAll(ctx, log, servers)
+	return serveAll(ctx, log, servers, h, cfg.DrainDelay, cfg.DrainTimeout)
 }
 
 // offWhenZero turns a limit's "0: off" in the config into the "negative:
@@ -346,9 +384,13 @@ type listener struct {
 	ln  net.Listener
 }
 
-// serveAll serves every listener until one fails or ctx is done, then
-// shuts them all down, giving requests in flight shutdownTimeout.
-func serveAll(ctx context.Context, log *slog.Logger, ls []listener) error {
+// serveAll serves every listener until one fails or ctx is done (SIGTERM),
+// then drains: /readyz answers 503 at once (drainer.Drain), new requests
+// are still taken for delay (the load balancer's time to notice), then
+// the listeners close and requests in flight get timeout to finish.
+// Those still running then are cut: their clients see the connection
+// close, never a response passed off as complete, and retry elsewhere.
+func serveAll(ctx context.Context, log *slog.Logger, ls []listener, drainer interface{ Drain() }, delay, timeout time.Duration) error {
 	errc := make(chan error, len(ls))
 	for _, l := range ls {
 		go func() {
@@ -363,13 +405,26 @@ func serveAll(ctx context.Context, log *slog.Logger, ls []listener) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		log.Info("shutting down")
+		log.Info("draining: /readyz answers 503; requests in flight finish", "delay", delay, "timeout", timeout)
+		drainer.Drain()
+		if delay > 0 {
+			select {
+			case <-time.After(delay):
+			case err = <-errc:
+			}
+		}
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	for _, l := range ls {
-		err = errors.Join(err, l.srv.Shutdown(sctx))
+		if serr := l.srv.Shutdown(sctx); errors.Is(serr, context.DeadlineExceeded) {
+			log.Warn("drain timeout: cutting the requests still in flight", "timeout", timeout)
+			l.srv.Close()
+		} else {
+			err = errors.Join(err, serr)
+		}
 	}
+	log.Info("stopped")
 	return err
 }
 
