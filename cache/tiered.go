@@ -1,0 +1,211 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// DefaultBackoff is how long a Tiered leaves a failing shared tier alone
+// by default.
+const DefaultBackoff = time.Second
+
+// TieredOptions configure a Tiered. The zero value is usable.
+type TieredOptions struct {
+	// OnError, if set, is called with each shared-tier failure (op names
+	// the Store method), which the call then answers from the LRU alone:
+	// where the proxy counts them.
+	OnError func(op string, err error)
+	// Backoff is how long after a failed shared call the shared tier is
+	// skipped, calls answering from the LRU alone without waiting on it
+	// (and without calling OnError), before it is tried again (zero:
+	// DefaultBackoff; negative: never skipped). A Health that finds it
+	// answering again ends the wait early. It keeps a hung Redis from
+	// costing every call OpTimeout.
+	Backoff time.Duration
+}
+
+// Tiered is a Store with the in-process LRU in front of a Shared: it reads
+// the LRU and, on a miss, the shared tier, filling the LRU with what that
+// finds; it writes both. The shared tier's failures are never the
+// caller's: they go to OnError and the call answers from the LRU alone, so
+// shroud stays correct, and only slower, while Redis is down.
+//
+// The LRU in front is not told of another replica's writes. Its entries
+// carry no TTL: a manifest mapping is a hint that the proxy checks against
+// the upstream (it fetches or HEADs the upstream digest the mapping names),
+// so when another replica deletes a manifest, this replica's LRU may hold
+// the mapping until it falls out, and the upstream's 404 for the digest it
+// names is then the answer, as it would be without a cache. Blob mappings
+// are never deleted, and a manifest mapping replaced on another replica
+// is replaced here by the next restoration that meets it. A TTL on the
+// front would cost every hot entry a Redis read per period and buy no
+// correctness, so there is none.
+type Tiered struct {
+	front   *LRU
+	shared  *Shared
+	onError func(op string, err error)
+	backoff time.Duration
+	now     func() time.Time
+
+	mu        sync.Mutex
+	lastErr   error     // the last shared call's, nil if it succeeded
+	skipUntil time.Time // the shared tier is left alone until then
+}
+
+var _ Store = (*Tiered)(nil)
+
+// NewTiered returns a Tiered of front in front of shared.
+func NewTiered(front *LRU, shared *Shared, opts TieredOptions) (*Tiered, error) {
+	if front == nil || shared == nil {
+		return nil, errors.New("tiered cache: an LRU and a shared tier are needed")
+	}
+	t := &Tiered{front: front, shared: shared, onError: opts.OnError, backoff: opts.Backoff, now: time.Now}
+	if t.backoff == 0 {
+		t.backoff = DefaultBackoff
+	}
+	return t, nil
+}
+
+// useShared says whether to call the shared tier now.
+func (t *Tiered) useShared() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.lastErr == nil || t.backoff < 0 || !t.now().Before(t.skipUntil)
+}
+
+// record notes the outcome of a shared call, and says whether it
+// succeeded.
+func (t *Tiered) record(op string, err error) bool {
+	t.mu.Lock()
+	t.lastErr = err
+	if err != nil {
+		t.skipUntil = t.now().Add(t.backoff)
+	}
+	t.mu.Unlock()
+	if err != nil && t.onError != nil {
+		t.onError(op, err)
+	}
+	return err == nil
+}
+
+// Health reports the shared tier's state: nil when the last shared call
+// succeeded or a PING succeeds now, else the error (the tier is degraded:
+// calls answer from the LRU alone).
+func (t *Tiered) Health(ctx context.Context) error {
+	t.mu.Lock()
+	err := t.lastErr
+	t.mu.Unlock()
+	if err == nil {
+		return nil
+	}
+	err = t.shared.Ping(ctx)
+	t.mu.Lock()
+	t.lastErr = err
+	if err != nil {
+		t.skipUntil = t.now().Add(t.backoff)
+	} else {
+		t.skipUntil = time.Time{}
+	}
+	t.mu.Unlock()
+	return err
+}
+
+// Blob implements Store.
+func (t *Tiered) Blob(ctx context.Context, repo string, plainDigest digest.Digest) (Blob, bool, error) {
+	if b, ok, err := t.front.Blob(ctx, repo, plainDigest); ok || err != nil {
+		return b, ok, err
+	}
+	if !t.useShared() {
+		return Blob{}, false, nil
+	}
+	b, ok, err := t.shared.Blob(ctx, repo, plainDigest)
+	if !t.record("blob", err) || !ok {
+		return Blob{}, false, nil
+	}
+	return b, true, t.front.PutBlob(ctx, b)
+}
+
+// PutBlob implements Store.
+func (t *Tiered) PutBlob(ctx context.Context, b Blob) error {
+	if err := t.front.PutBlob(ctx, b); err != nil {
+		return err
+	}
+	if t.useShared() {
+		t.record("put blob", t.shared.PutBlob(ctx, b))
+	}
+	return nil
+}
+
+// Origin implements Store: the LRU's, else the shared tier's. The LRU may
+// know fewer origins of a digest than the shared tier (those recorded
+// here), so an LRU miss within accept's scope still asks the shared tier.
+func (t *Tiered) Origin(ctx context.Context, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
+	if b, ok, err := t.front.Origin(ctx, plainDigest, accept); ok || err != nil {
+		return b, ok, err
+	}
+	if !t.useShared() {
+		return Blob{}, false, nil
+	}
+	b, ok, err := t.shared.Origin(ctx, plainDigest, accept)
+	if !t.record("origin", err) || !ok {
+		return Blob{}, false, nil
+	}
+	return b, true, t.front.PutBlob(ctx, b)
+}
+
+// Manifest implements Store.
+func (t *Tiered) Manifest(ctx context.Context, repo string, plainDigest digest.Digest) (Manifest, bool, error) {
+	if m, ok, err := t.front.Manifest(ctx, repo, plainDigest); ok || err != nil {
+		return m, ok, err
+	}
+	if !t.useShared() {
+		return Manifest{}, false, nil
+	}
+	m, ok, err := t.shared.Manifest(ctx, repo, plainDigest)
+	if !t.record("manifest", err) || !ok {
+		return Manifest{}, false, nil
+	}
+	return m, true, t.front.PutManifest(ctx, m)
+}
+
+// ManifestByUpstream implements Store.
+func (t *Tiered) ManifestByUpstream(ctx context.Context, repo string, upstreamDigest digest.Digest) (Manifest, bool, error) {
+	if m, ok, err := t.front.ManifestByUpstream(ctx, repo, upstreamDigest); ok || err != nil {
+		return m, ok, err
+	}
+	if !t.useShared() {
+		return Manifest{}, false, nil
+	}
+	m, ok, err := t.shared.ManifestByUpstream(ctx, repo, upstreamDigest)
+	if !t.record("manifest by upstream", err) || !ok {
+		return Manifest{}, false, nil
+	}
+	return m, true, t.front.PutManifest(ctx, m)
+}
+
+// PutManifest implements Store.
+func (t *Tiered) PutManifest(ctx context.Context, m Manifest) error {
+	if err := t.front.PutManifest(ctx, m); err != nil {
+		return err
+	}
+	if t.useShared() {
+		t.record("put manifest", t.shared.PutManifest(ctx, m))
+	}
+	return nil
+}
+
+// DeleteManifest implements Store: from both tiers; other replicas' LRUs
+// keep theirs (see Tiered).
+func (t *Tiered) DeleteManifest(ctx context.Context, repo string, plainDigest digest.Digest) error {
+	if err := t.front.DeleteManifest(ctx, repo, plainDigest); err != nil {
+		return err
+	}
+	if t.useShared() {
+		t.record("delete manifest", t.shared.DeleteManifest(ctx, repo, plainDigest))
+	}
+	return nil
+}
