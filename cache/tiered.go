@@ -141,8 +141,11 @@ func (t *Tiered) PutBlob(ctx context.Context, b Blob) error {
 }
 
 // Origin implements Store: the LRU's, else the shared tier's. The LRU may
-// know fewer origins of a digest than the shared tier (those recorded
-// here), so an LRU miss within accept's scope still asks the shared tier.
+// know fewer origins of a digest than the shared tier (those recorded or
+// looked up here), so an LRU miss within accept's scope still asks the
+// shared tier, and an LRU hit is the most recent origin this replica
+// knows of, not always the most recent of all: any bound origin serves a
+// mount.
 func (t *Tiered) Origin(ctx context.Context, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
 	if b, ok, err := t.front.Origin(ctx, plainDigest, accept); ok || err != nil {
 		return b, ok, err

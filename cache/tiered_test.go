@@ -1,0 +1,157 @@
+package cache
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/shroud-oci/shroud/crypto"
+)
+
+// newTestTiered returns a replica's Tiered on client: its own LRU, the
+// deployment's keys.
+func newTestTiered(t *testing.T, client redis.UniversalClient, id *crypto.Identity, opts TieredOptions) *Tiered {
+	t.Helper()
+	front, err := NewLRU(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := NewTiered(front, newTestShared(t, client, keysOf(t, id), SharedOptions{OpTimeout: 300 * time.Millisecond}), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+func TestTieredRoundTrip(t *testing.T) {
+	rs := startRedis(t)
+	id := testIdentity(t)
+	tr := newTestTiered(t, rs.client(), id, TieredOptions{})
+	storeRoundTrip(t, id, tr, tr)
+}
+
+// Two replicas sharing one Redis: what one writes, the other reads.
+func TestTieredReplicasShareOneRedis(t *testing.T) {
+	rs := startRedis(t)
+	id := testIdentity(t)
+	a := newTestTiered(t, rs.client(), id, TieredOptions{})
+	b := newTestTiered(t, rs.client(), id, TieredOptions{})
+	storeRoundTrip(t, id, a, b)
+
+	// A delete on one replica reaches a third that had not read it; the
+	// second's LRU may keep it (see Tiered's doc).
+	ctx := ctxT(t)
+	m := testManifest("team/app", "deleted later")
+	if err := a.PutManifest(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := b.Manifest(ctx, m.Repository, m.PlainDigest); !ok {
+		t.Fatal("replica b does not see replica a's manifest")
+	}
+	if err := a.DeleteManifest(ctx, m.Repository, m.PlainDigest); err != nil {
+		t.Fatal(err)
+	}
+	c := newTestTiered(t, rs.client(), id, TieredOptions{})
+	if _, ok, err := c.Manifest(ctx, m.Repository, m.PlainDigest); ok || err != nil {
+		t.Fatalf("replica c finds a manifest replica a deleted: %v %v", ok, err)
+	}
+}
+
+// Redis dies mid-test: calls answer from the LRU with no error, OnError
+// counts the failures, Health says degraded; Redis back on the same port:
+// Health is nil again and writes reach it.
+func TestTieredSurvivesRedisDeath(t *testing.T) {
+	rs := startRedis(t)
+	id := testIdentity(t)
+	var mu sync.Mutex
+	var failures []string
+	tr := newTestTiered(t, rs.client(), id, TieredOptions{
+		Backoff: time.Hour, // only Health ends the wait
+		OnError: func(op string, err error) { mu.Lock(); failures = append(failures, op); mu.Unlock() },
+	})
+	ctx := ctxT(t)
+	before := layerBlob(t, id, "r", "before", 0)
+	if err := tr.PutBlob(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Health(ctx); err != nil {
+		t.Fatalf("Health with Redis up = %v", err)
+	}
+
+	rs.stop()
+	m := testManifest("r", "during")
+	during := layerBlob(t, id, "r", "during", 0)
+	if err := tr.PutBlob(ctx, during); err != nil {
+		t.Fatalf("PutBlob with Redis down = %v, want nil", err)
+	}
+	if err := tr.PutManifest(ctx, m); err != nil {
+		t.Fatalf("PutManifest with Redis down = %v, want nil", err)
+	}
+	for _, bl := range []Blob{before, during} {
+		if got, ok, err := tr.Blob(ctx, "r", bl.PlainDigest); err != nil || !ok || !equalBlob(got, bl) {
+			t.Fatalf("Blob with Redis down = %v %v, want the LRU's answer", ok, err)
+		}
+	}
+	if _, ok, err := tr.Manifest(ctx, "r", m.PlainDigest); err != nil || !ok {
+		t.Fatalf("Manifest with Redis down = %v %v", ok, err)
+	}
+	if _, ok, err := tr.Blob(ctx, "r", testManifest("r", "unknown").PlainDigest); err != nil || ok {
+		t.Fatalf("Blob miss with Redis down = %v %v, want a plain miss", ok, err)
+	}
+	mu.Lock()
+	if len(failures) == 0 || failures[0] != "put blob" {
+		t.Errorf("OnError calls = %v, want the failing put blob first", failures)
+	}
+	mu.Unlock()
+	if err := tr.Health(ctx); err == nil {
+		t.Fatal("Health with Redis down = nil")
+	} else {
+		t.Logf("Health with Redis down: %v", err)
+	}
+
+	rs.start()
+	if err := tr.Health(ctx); err != nil {
+		t.Fatalf("Health with Redis back = %v", err)
+	}
+	after := layerBlob(t, id, "r", "after", 0)
+	if err := tr.PutBlob(ctx, after); err != nil {
+		t.Fatal(err)
+	}
+	other := newTestTiered(t, rs.client(), id, TieredOptions{})
+	if _, ok, err := other.Blob(ctx, "r", after.PlainDigest); err != nil || !ok {
+		t.Fatalf("a write after Redis came back did not reach it: %v %v", ok, err)
+	}
+}
+
+// Against a hung Redis the first call costs OpTimeout and the calls in the
+// backoff after it cost nothing.
+func TestTieredBacksOffAHungRedis(t *testing.T) {
+	addr := hungRedis(t)
+	id := testIdentity(t)
+	errs := 0
+	var mu sync.Mutex
+	tr := newTestTiered(t, newClient(t, addr), id, TieredOptions{Backoff: time.Hour, OnError: func(string, error) { mu.Lock(); errs++; mu.Unlock() }})
+	ctx := ctxT(t)
+	m := testManifest("r", "m")
+	start := time.Now()
+	if _, ok, err := tr.Manifest(ctx, "r", m.PlainDigest); ok || err != nil {
+		t.Fatalf("Manifest = %v %v", ok, err)
+	}
+	if took := time.Since(start); took > 450*time.Millisecond {
+		t.Fatalf("first call took %v, more than OpTimeout", took)
+	}
+	start = time.Now()
+	for range 20 {
+		tr.Manifest(ctx, "r", m.PlainDigest)
+		tr.PutManifest(ctx, m)
+	}
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Fatalf("40 calls in the backoff took %v: they waited on the hung Redis", took)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if errs != 1 {
+		t.Fatalf("OnError called %d times, want once (then skipped)", errs)
+	}
+}
