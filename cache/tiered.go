@@ -202,7 +202,9 @@ func (t *Tiered) PutManifest(ctx context.Context, m Manifest) error {
 }
 
 // DeleteManifest implements Store: from both tiers; other replicas' LRUs
-// keep theirs (see Tiered).
+// keep theirs (see Tiered). A delete while the shared tier fails or is
+// skipped reaches the LRU alone, so the shared tier keeps the mapping
+// until its TTL: like a stale LRU entry, a hint the upstream's 404 answers.
 func (t *Tiered) DeleteManifest(ctx context.Context, repo string, plainDigest digest.Digest) error {
 	if err := t.front.DeleteManifest(ctx, repo, plainDigest); err != nil {
 		return err
