@@ -3,9 +3,12 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
 )
 
@@ -54,6 +57,12 @@ type Tiered struct {
 	mu        sync.Mutex
 	lastErr   error     // the last shared call's, nil if it succeeded
 	skipUntil time.Time // the shared tier is left alone until then
+
+	// synced holds the keys whose LRU entry is known to be in the shared
+	// tier as it is (read from it, or written to it): writing the same
+	// entry again (every pull restores its manifest's mappings) costs no
+	// Redis round trip.
+	synced *lru.Cache[string, struct{}]
 }
 
 var _ Store = (*Tiered)(nil)
@@ -63,7 +72,11 @@ func NewTiered(front *LRU, shared *Shared, opts TieredOptions) (*Tiered, error) 
 	if front == nil || shared == nil {
 		return nil, errors.New("tiered cache: an LRU and a shared tier are needed")
 	}
-	t := &Tiered{front: front, shared: shared, onError: opts.OnError, backoff: opts.Backoff, now: time.Now}
+	synced, err := lru.New[string, struct{}](DefaultEntries)
+	if err != nil {
+		return nil, fmt.Errorf("tiered cache: %w", err)
+	}
+	t := &Tiered{front: front, shared: shared, onError: opts.OnError, backoff: opts.Backoff, now: time.Now, synced: synced}
 	if t.backoff == 0 {
 		t.backoff = DefaultBackoff
 	}
@@ -126,18 +139,30 @@ func (t *Tiered) Blob(ctx context.Context, repo string, plainDigest digest.Diges
 	if !t.record("blob", err) || !ok {
 		return Blob{}, false, nil
 	}
+	t.synced.Add("b"+key(repo, plainDigest), struct{}{})
 	return b, true, t.front.PutBlob(ctx, b)
 }
 
-// PutBlob implements Store.
+// PutBlob implements Store. An entry the shared tier already holds as it
+// is is not written again.
 func (t *Tiered) PutBlob(ctx context.Context, b Blob) error {
+	k := "b" + key(b.Repository, b.PlainDigest)
+	if old, ok, _ := t.front.Blob(ctx, b.Repository, b.PlainDigest); ok && t.synced.Contains(k) && sameBlob(old, b) {
+		return nil
+	}
 	if err := t.front.PutBlob(ctx, b); err != nil {
 		return err
 	}
-	if t.useShared() {
-		t.record("put blob", t.shared.PutBlob(ctx, b))
+	t.synced.Remove(k)
+	if t.useShared() && t.record("put blob", t.shared.PutBlob(ctx, b)) {
+		t.synced.Add(k, struct{}{})
 	}
 	return nil
+}
+
+func sameBlob(a, b Blob) bool {
+	return a.PlainDigest == b.PlainDigest && a.CipherDigest == b.CipherDigest && a.Size == b.Size &&
+		a.Repository == b.Repository && a.Bound == b.Bound && a.Layer == b.Layer && maps.Equal(a.Annotations, b.Annotations)
 }
 
 // Origin implements Store: the LRU's, else the shared tier's. The LRU may
@@ -172,6 +197,7 @@ func (t *Tiered) Manifest(ctx context.Context, repo string, plainDigest digest.D
 	if !t.record("manifest", err) || !ok {
 		return Manifest{}, false, nil
 	}
+	t.synced.Add("m"+key(repo, plainDigest), struct{}{})
 	return m, true, t.front.PutManifest(ctx, m)
 }
 
@@ -190,13 +216,19 @@ func (t *Tiered) ManifestByUpstream(ctx context.Context, repo string, upstreamDi
 	return m, true, t.front.PutManifest(ctx, m)
 }
 
-// PutManifest implements Store.
+// PutManifest implements Store. An entry the shared tier already holds as
+// it is is not written again.
 func (t *Tiered) PutManifest(ctx context.Context, m Manifest) error {
+	k := "m" + key(m.Repository, m.PlainDigest)
+	if old, ok, _ := t.front.Manifest(ctx, m.Repository, m.PlainDigest); ok && t.synced.Contains(k) && old == m {
+		return nil
+	}
 	if err := t.front.PutManifest(ctx, m); err != nil {
 		return err
 	}
-	if t.useShared() {
-		t.record("put manifest", t.shared.PutManifest(ctx, m))
+	t.synced.Remove(k)
+	if t.useShared() && t.record("put manifest", t.shared.PutManifest(ctx, m)) {
+		t.synced.Add(k, struct{}{})
 	}
 	return nil
 }
@@ -206,6 +238,7 @@ func (t *Tiered) PutManifest(ctx context.Context, m Manifest) error {
 // skipped reaches the LRU alone, so the shared tier keeps the mapping
 // until its TTL: like a stale LRU entry, a hint the upstream's 404 answers.
 func (t *Tiered) DeleteManifest(ctx context.Context, repo string, plainDigest digest.Digest) error {
+	t.synced.Remove("m" + key(repo, plainDigest))
 	if err := t.front.DeleteManifest(ctx, repo, plainDigest); err != nil {
 		return err
 	}

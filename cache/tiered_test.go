@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,5 +155,62 @@ func TestTieredBacksOffAHungRedis(t *testing.T) {
 	defer mu.Unlock()
 	if errs != 1 {
 		t.Fatalf("OnError called %d times, want once (then skipped)", errs)
+	}
+}
+
+// Every pull restores its manifest's mappings: writing again what the
+// shared tier already holds costs no Redis write, and a changed entry is
+// written.
+func TestTieredWritesUnchangedEntriesOnce(t *testing.T) {
+	rs := startRedis(t)
+	id := testIdentity(t)
+	client := rs.client()
+	tr := newTestTiered(t, client, id, TieredOptions{})
+	ctx := ctxT(t)
+	writes := func() int64 {
+		t.Helper()
+		info, err := client.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var total int64
+		for _, line := range strings.Split(info, "\n") {
+			for _, cmd := range []string{"cmdstat_set:", "cmdstat_setex:", "cmdstat_psetex:"} {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+					var n int64
+					fmt.Sscanf(strings.TrimPrefix(rest, "calls="), "%d", &n)
+					total += n
+				}
+			}
+		}
+		return total
+	}
+	b := layerBlob(t, id, "team/app", "layer", 0)
+	m := testManifest("team/app", "manifest")
+	if err := tr.PutBlob(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.PutManifest(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	first := writes()
+	if first == 0 {
+		t.Fatal("nothing was written to Redis")
+	}
+	for range 5 {
+		tr.PutBlob(ctx, b)
+		tr.PutManifest(ctx, m)
+	}
+	if n := writes(); n != first {
+		t.Fatalf("unchanged entries written again: %d SETs, was %d", n, first)
+	}
+	b.Size++
+	tr.PutBlob(ctx, b)
+	if n := writes(); n == first {
+		t.Fatal("a changed entry was not written")
+	}
+	other := newTestTiered(t, client, id, TieredOptions{})
+	if got, ok, _ := other.Blob(ctx, b.Repository, b.PlainDigest); !ok || got.Size != b.Size {
+		t.Fatalf("another replica reads %+v, want the changed entry", got)
 	}
 }

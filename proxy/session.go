@@ -355,7 +355,17 @@ func (s *sessions) release(ctx context.Context, u *upload, next string) bool {
 		return true
 	}
 	defer s.gauge.Add(ctx, -1)
-	ok, err := u.ledger.Swap(context.WithoutCancel(ctx), ledgerName(u.id), u.claimed, next, s.recordTTL())
+	ctx = context.WithoutCancel(ctx)
+	name := ledgerName(u.id)
+	ok, err := u.ledger.Swap(ctx, name, u.claimed, next, s.recordTTL())
+	if err == nil && !ok {
+		// A request that held the session for longer than the record
+		// lives (a multi-hour PATCH) finds it gone: nobody else can
+		// have taken it since, as no state of it was valid without it.
+		if _, found, gerr := u.ledger.Get(ctx, name); gerr == nil && !found {
+			ok, err = u.ledger.Swap(ctx, name, "", next, s.recordTTL())
+		}
+	}
 	if err != nil && u.ledger == s.shared {
 		s.sharedFailed(ctx, err)
 	}

@@ -315,7 +315,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var sharedHealth func(context.Context) error
 	var tier *sharedTier
 	if cfg.Shared.Enabled() {
-		if tier, err = newSharedTier(cfg.Shared, keys.Identity()); err != nil {
+		if tier, err = newSharedTier(cfg.Shared, keys.Identity(), log); err != nil {
 			return err
 		}
 		defer tier.Close()

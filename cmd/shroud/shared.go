@@ -32,8 +32,15 @@ type sharedTier struct {
 
 // newSharedTier connects to cfg's servers (lazily: a server down at start
 // makes shroud start degraded, not fail) with keys derived from id.
-func newSharedTier(cfg config.Shared, id *crypto.Identity) (*sharedTier, error) {
-	opts := &redis.UniversalOptions{Addrs: cfg.Addrs, MasterName: cfg.MasterName, Username: cfg.Username, DB: cfg.DB}
+func newSharedTier(cfg config.Shared, id *crypto.Identity, log *slog.Logger) (*sharedTier, error) {
+	// go-redis logs (a dial failing, a pool event) through a logger of
+	// its package; they go to shroud's log at debug level, the failures
+	// themselves being counted and shown on /readyz.
+	redis.SetLogger(redisLog{log})
+	opts := &redis.UniversalOptions{Addrs: cfg.Addrs, MasterName: cfg.MasterName, Username: cfg.Username, DB: cfg.DB,
+		// A call's deadline ends it and frees its connection (without it
+		// go-redis waits out its own 3 s read timeout).
+		ContextTimeoutEnabled: true}
 	if cfg.PasswordFile != "" {
 		b, err := os.ReadFile(cfg.PasswordFile)
 		if err != nil {
@@ -107,3 +114,10 @@ func (s *sharedTier) store(name string, b *proxy.Backend, log *slog.Logger) (*ca
 }
 
 func (s *sharedTier) Close() error { return s.client.Close() }
+
+// redisLog routes go-redis' own log lines to shroud's.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
