@@ -82,7 +82,7 @@ type Options struct {
 	// at most once across every replica. Nil: this process keeps the
 	// records, and a session another replica opened is checked against
 	// the upstream's offset.
-	Ledger Ledger
+	Ledger cache.Ledger
 	// SharedHealth, when set, reports the shared tier's health: /readyz
 	// says "degraded" while it fails (shroud still serves, slower).
 	SharedHealth func(ctx context.Context) error

@@ -15,17 +15,9 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
 )
-
-// Ledger is a compare-and-swap register: where each upload session
-// stands, so that a sealed session state is used at most once. Swap with
-// old "" creates, with new "" deletes. cache.Ledger implements it, in
-// memory and on the shared tier.
-type Ledger interface {
-	Get(ctx context.Context, name string) (value string, ok bool, err error)
-	Swap(ctx context.Context, name, old, new string, ttl time.Duration) (swapped bool, err error)
-}
 
 // maxLocation bounds the Location shroud hands a client for an upload:
 // the upstream's own location travels sealed inside it.
@@ -53,7 +45,7 @@ type upload struct {
 	// claimed is the ledger record this request holds the session by,
 	// and ledger the one it is held in.
 	claimed string
-	ledger  Ledger
+	ledger  cache.Ledger
 	token   string // the sealed state for the next request
 }
 
@@ -84,8 +76,8 @@ type sealedUpload struct {
 // the upstream's own offset before it goes on.
 type sessions struct {
 	box    *crypto.Box
-	local  Ledger
-	shared Ledger
+	local  cache.Ledger
+	shared cache.Ledger
 	ttl    time.Duration
 	now    func() time.Time
 	gauge  metric.Int64UpDownCounter // upload requests in flight
@@ -93,7 +85,7 @@ type sessions struct {
 	sharedFailed func(ctx context.Context, err error)
 }
 
-func newSessions(box *crypto.Box, local, shared Ledger, ttl time.Duration, gauge metric.Int64UpDownCounter, sharedFailed func(context.Context, error)) *sessions {
+func newSessions(box *crypto.Box, local, shared cache.Ledger, ttl time.Duration, gauge metric.Int64UpDownCounter, sharedFailed func(context.Context, error)) *sessions {
 	if ttl <= 0 {
 		ttl = time.Hour
 	}
@@ -127,7 +119,7 @@ func parseRecord(v string) (phase string, step, offset int64, ok bool) {
 
 // swap tries the shared ledger, then (on its failure, or without one)
 // this process's; it reports the ledger that answered.
-func (s *sessions) swap(ctx context.Context, name, old, new string) (bool, Ledger) {
+func (s *sessions) swap(ctx context.Context, name, old, new string) (bool, cache.Ledger) {
 	if s.shared != nil {
 		ok, err := s.shared.Swap(ctx, name, old, new, s.recordTTL())
 		if err == nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/shroud-oci/shroud/crypto"
 )
 
-func testSessions(t *testing.T, shared Ledger) *sessions {
+func testSessions(t *testing.T, shared cache.Ledger) *sessions {
 	t.Helper()
 	box, err := crypto.NewBox(bytes.Repeat([]byte{7}, 32))
 	if err != nil {

@@ -311,7 +311,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return err
 		}
 	}
-	var ledger proxy.Ledger
+	var ledger cache.Ledger
 	var sharedHealth func(context.Context) error
 	var tier *sharedTier
 	if cfg.Shared.Enabled() {

@@ -94,13 +94,13 @@ type options struct {
 	upAuth     authn.Authenticator
 	tls        *tls.Config
 	spool      string
-	ledger     proxy.Ledger
+	ledger     cache.Ledger
 	cache      cache.Store
 }
 
 // WithLedger gives shroud a shared upload ledger (replicas that share
 // one see each other's upload steps, as with the Redis tier).
-func WithLedger(l proxy.Ledger) Option {
+func WithLedger(l cache.Ledger) Option {
 	return func(o *options) { o.ledger = l }
 }
 
