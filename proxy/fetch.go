@@ -15,16 +15,12 @@ import (
 const fetchTimeout = time.Hour
 
 // fetches coalesces concurrent pulls of one ciphertext blob. The first
-// pull starts one fetch, which a goroutine of its own spools to an
-// unlinked temporary file at the upstream's pace; that pull and every pull
-// that arrives while the fetch lives read the spool as it grows: N
-// concurrent pulls cost the upstream one fetch, not N, and a slow client
-// slows no other. A client that leaves ends nothing for the others; the
-// last one to leave cancels the fetch and closes the spool. What is held
-// is bounded: one copy buffer per fetch, the rest on disk, and only
-// ciphertext, which the registry holds anyway. (A lone pull pays for the
-// spool: its bytes go through the page cache once more, BENCHMARKS.md.)
-// Only pulls with the same credentials share a fetch.
+// pull streams straight from the upstream, as if alone: a pull with no
+// company pays nothing. A pull that arrives while another is under way
+// starts one shared fetch spooled to an unlinked temporary file, and every
+// later pull joins it, reading the spool as it grows: N concurrent pulls
+// cost the upstream two fetches, not N. Only pulls with the same
+// credentials share a fetch.
 type fetches struct {
 	mu  sync.Mutex
 	m   map[string]*fetch
@@ -42,8 +38,11 @@ func fetchKey(be *backend, repo, cipherDigest string) string {
 // opener opens the upstream ciphertext.
 type opener func(ctx context.Context) (io.ReadCloser, error)
 
-// fetch is one spooled upstream fetch, shared by the pulls reading it.
+// fetch is one pull under way: either the first, direct one (a marker with
+// no spool) or a shared spooled fetch.
 type fetch struct {
+	direct bool
+
 	mu      sync.Mutex
 	cond    *sync.Cond
 	spool   *os.File
@@ -64,10 +63,18 @@ var errOversize = errors.New("the upstream sent more bytes than the blob has")
 func (fs *fetches) open(ctx context.Context, key string, size int64, open opener) (io.ReadCloser, error) {
 	fs.mu.Lock()
 	f := fs.m[key]
-	if f != nil && f.failed() {
-		f = nil // a pull that comes after a failure tries again
-	}
-	if f == nil {
+	switch {
+	case f == nil:
+		marker := &fetch{direct: true}
+		fs.m[key] = marker
+		fs.mu.Unlock()
+		rc, err := open(ctx)
+		if err != nil {
+			fs.forget(key, marker)
+			return nil, err
+		}
+		return &directReader{ReadCloser: rc, release: func() { fs.forget(key, marker) }}, nil
+	case f.direct:
 		sp, err := os.CreateTemp(fs.dir, "shroud-fetch-*")
 		if err != nil {
 			fs.mu.Unlock()
@@ -82,7 +89,7 @@ func (fs *fetches) open(ctx context.Context, key string, size int64, open opener
 		f.readers = 1
 		fs.mu.Unlock()
 		go f.run(fctx, size, open)
-	} else {
+	default:
 		f.mu.Lock()
 		f.readers++
 		f.mu.Unlock()
@@ -94,6 +101,14 @@ func (fs *fetches) open(ctx context.Context, key string, size int64, open opener
 		return nil, err
 	}
 	return t, nil
+}
+
+func (fs *fetches) forget(key string, f *fetch) {
+	fs.mu.Lock()
+	if fs.m[key] == f {
+		delete(fs.m, key)
+	}
+	fs.mu.Unlock()
 }
 
 // leave drops one reader of a shared fetch; the last one ends it: the
@@ -120,13 +135,6 @@ func (fs *fetches) leave(key string, f *fetch) {
 		f.mu.Unlock()
 		f.spool.Close()
 	}()
-}
-
-// failed says whether the fetch ended in an error.
-func (f *fetch) failed() bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.done && f.err != nil
 }
 
 // run copies the upstream ciphertext, size bytes, into the spool.
@@ -242,4 +250,17 @@ func (t *tailReader) Read(p []byte) (int, error) {
 func (t *tailReader) Close() error {
 	t.once.Do(t.release)
 	return nil
+}
+
+// directReader is the first pull's own upstream body.
+type directReader struct {
+	io.ReadCloser
+	release func()
+	once    sync.Once
+}
+
+func (d *directReader) Close() error {
+	err := d.ReadCloser.Close()
+	d.once.Do(d.release)
+	return err
 }

@@ -110,9 +110,11 @@ func pushRandomBlob(t *testing.T, s shroudtest.Shroud, size int) ([]byte, digest
 	return b, d
 }
 
-// Sixteen clients pulling one blob at once cost the upstream one fetch,
-// and all get the same bytes, the plaintext; a client with other
-// credentials gets a fetch of its own; nothing is left running after.
+// Sixteen clients pulling one blob at once cost the upstream two fetches
+// (the first pull streams alone, the others share one spooled fetch:
+// BENCHMARKS.md says why the first is not spooled too), and all get the
+// same bytes, the plaintext; a client with other credentials gets a fetch
+// of its own; nothing is left running after.
 func TestConcurrentPullsShareOneFetch(t *testing.T) {
 	noLeaks(t)
 	up, counts := startPullUpstream(t)
@@ -131,8 +133,8 @@ func TestConcurrentPullsShareOneFetch(t *testing.T) {
 			t.Fatalf("client %d: %d bytes, %v", i, len(bodies[i]), errs[i])
 		}
 	}
-	if n := counts.gets.Load(); n != 2 {
-		t.Fatalf("16 concurrent pulls with one credential and one with another made %d upstream fetches, want 2", n)
+	if n := counts.gets.Load(); n != 3 {
+		t.Fatalf("16 concurrent pulls with one credential and one with another made %d upstream fetches, want 3", n)
 	}
 	// Later, alone: a fetch of its own, nothing left from the shared one.
 	counts.gets.Store(0)
@@ -144,9 +146,9 @@ func TestConcurrentPullsShareOneFetch(t *testing.T) {
 	}
 }
 
-// A client that hangs up in the middle of a shared fetch, the first one
-// included, ends nothing for the others: they all get the whole blob from
-// the one fetch.
+// A client that hangs up in the middle of a pull, the first one (which
+// streams alone) included, ends nothing for the others: they all get the
+// whole blob from the shared fetch.
 func TestSharedFetchOutlivesAClientThatLeaves(t *testing.T) {
 	noLeaks(t)
 	up, counts := startPullUpstream(t)
@@ -176,8 +178,8 @@ func TestSharedFetchOutlivesAClientThatLeaves(t *testing.T) {
 			t.Fatalf("client %d after the first left: %d bytes, %v", i, len(bodies[i]), errs[i])
 		}
 	}
-	if n := counts.gets.Load(); n != 1 {
-		t.Fatalf("16 overlapping pulls, one of which left, made %d upstream fetches, want 1", n)
+	if n := counts.gets.Load(); n != 2 {
+		t.Fatalf("16 overlapping pulls, one of which left, made %d upstream fetches, want 2", n)
 	}
 }
 
@@ -197,7 +199,7 @@ func TestSharedFetchOfATamperedBlobFailsEveryClient(t *testing.T) {
 			t.Fatalf("client %d got a clean response of %d bytes from a tampered blob", i, len(bodies[i]))
 		}
 	}
-	if n := counts.gets.Load(); n != 1 {
-		t.Fatalf("16 concurrent pulls made %d upstream fetches, want 1", n)
+	if n := counts.gets.Load(); n != 2 {
+		t.Fatalf("16 concurrent pulls made %d upstream fetches, want 2", n)
 	}
 }
