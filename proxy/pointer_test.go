@@ -163,7 +163,12 @@ func ociDescs(im *v1.IndexManifest) []ocispec.Descriptor {
 // An artifact pushed through a restarted shroud names its subject (pushed
 // before the restart) by the subject's encrypted digest upstream.
 func TestPointerMapsSubjectAfterRestart(t *testing.T) {
-	up := shroudtest.Distribution(t)
+	for _, up := range shroudtest.Upstreams(t) {
+		t.Run(up.Name, func(t *testing.T) { testPointerMapsSubjectAfterRestart(t, up) })
+	}
+}
+
+func testPointerMapsSubjectAfterRestart(t *testing.T, up shroudtest.Upstream) {
 	s := shroudtest.Start(t, up)
 	img := must[v1.Image](t)(random.Image(10_000, 1))
 	if err := remote.Write(ref(t, s.Host(), "ptr/subj:1"), img); err != nil {
@@ -187,6 +192,18 @@ func TestPointerMapsSubjectAfterRestart(t *testing.T) {
 		t.Fatalf("the artifact's subject upstream is %v, want the encrypted image %s", upArt.Subject, upImg)
 	}
 	wantManifest(t, call{t, restarted(t, up, s).URL}, "ptr/subj", artDigest, body)
+
+	if up.Name != "ggcr" {
+		return // distribution v3 has no referrers API
+	}
+	// Another restart: the referrers of the image are found through its
+	// pointer, listed by the digest the client pushed.
+	a := call{t, restarted(t, up, s).URL}.do("GET", "/v2/ptr/subj/referrers/"+imgDigest.String(), nil)
+	a.want(t, 200, "")
+	var idx ocispec.Index
+	if err := json.Unmarshal(a.body, &idx); err != nil || len(idx.Manifests) != 1 || idx.Manifests[0].Digest != artDigest {
+		t.Fatalf("referrers after a restart: %s, want the artifact %s", a.body, artDigest)
+	}
 }
 
 // Tag lists through shroud show the client's tags only, the pointer tags

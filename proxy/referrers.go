@@ -31,8 +31,13 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusBadRequest, codeDigestInvalid, "invalid digest %q", v["digest"])
 	}
 	ctx, be := r.Context(), h.backend(r)
+	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest) // shared by the subject and the referrers
 	upSubject := subject
-	if mm, ok := be.manifestMapping(ctx, repo, subject); ok {
+	// The cache's mapping, else the subject's pointer (after a restart,
+	// on another replica).
+	if mm, ok, err := h.manifestFor(ctx, be, repo, subject, budget); err != nil {
+		return err
+	} else if ok {
 		upSubject = mm.UpstreamDigest
 	}
 	hdr := http.Header{"Accept": {ocispec.MediaTypeImageIndex}}
@@ -51,7 +56,6 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	if len(idx.Manifests) > maxReferrers {
 		return apiErr(http.StatusBadGateway, codeUnavailable, "the upstream lists %d referrers of %s, more than the %d shroud restores", len(idx.Manifests), subject, maxReferrers)
 	}
-	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest) // shared by the referrers
 	listed := idx.Manifests[:0]
 	for i := range idx.Manifests {
 		d := &idx.Manifests[i]
