@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -482,5 +483,125 @@ func (c registryClient) assertImage(ref string, manifest, layer []byte) {
 	resp.Body.Close()
 	if err != nil || !bytes.Equal(got, layer) {
 		c.t.Fatalf("layer of %s pulled: %d bytes (%v), want the %d pushed", ref, len(got), err, len(layer))
+	}
+}
+
+// The Redis dies mid-test: pushes and pulls through the balancer go on,
+// each replica's /readyz is still 200 with the shared tier "degraded",
+// and its shared-errors metric counts the failed calls; Redis back on
+// the same port, /readyz says the shared tier is ok again, and a push
+// works across the replicas again.
+func TestRedisKilledMidTest(t *testing.T) {
+	rs := startReplicaSet(t)
+	src1, img1 := ociLayout(t, 3, 200_000)
+	skopeo(t, "copy", "--dest-tls-verify=false", src1, "docker://"+rs.host()+"/team/one:1")
+	for _, r := range rs.replicas {
+		if status, body, raw := r.ready(t); status != 200 || body["shared"] != "ok" {
+			t.Fatalf("%s /readyz with Redis up: %d %s, want 200 shared ok", r.name, status, raw)
+		}
+	}
+
+	rs.redis.proc.kill(t)
+	t.Logf("killed redis-server (kill -9)")
+	// A push with Redis down: its uploads and its manifest land on
+	// both replicas. Its failure is reported, and the test goes on to
+	// check the rest of what an operator relies on during the outage.
+	src2, img2 := ociLayout(t, 3, 200_000)
+	pulls := []struct {
+		ref string
+		img v1.Image
+	}{{"team/one:1", img1}, {"team/one@" + digestOf(t, img1), img1}}
+	if out, err := skopeoErr(t, "copy", "--dest-tls-verify=false", src2, "docker://"+rs.host()+"/team/two:1"); err != nil {
+		t.Errorf("push through the balancer with Redis down: %v\n%s", err, out)
+	} else {
+		pulls = append(pulls, struct {
+			ref string
+			img v1.Image
+		}{"team/two:1", img2}, struct {
+			ref string
+			img v1.Image
+		}{"team/two@" + digestOf(t, img2), img2})
+		// The same image again into another repository: its
+		// layers are mounted, not uploaded twice, without Redis too.
+		before := layerBlobFiles(t, rs.storage)
+		if out, err := skopeoErr(t, "copy", "--dest-tls-verify=false", src2, "docker://"+rs.host()+"/team/three:1"); err != nil {
+			t.Errorf("push to another repository through the balancer with Redis down: %v\n%s", err, out)
+		} else if after := layerBlobFiles(t, rs.storage); after != before {
+			t.Logf("with Redis down, the same image into another repository stored %d new layer blobs upstream (a replica that did not see the first push cannot know its layers)", after-before)
+		}
+	}
+	for _, pull := range pulls {
+		dir := filepath.Join(t.TempDir(), "back")
+		skopeo(t, "copy", "--src-tls-verify=false", "docker://"+rs.host()+"/"+pull.ref, "oci:"+dir+":app")
+		assertSameImage(t, pull.img, dir)
+	}
+	t.Logf("requests per replica (nginx access log) with Redis down: %s", rs.perReplica(rs.lb.requests(t)))
+	for _, r := range rs.replicas {
+		status, body, raw := r.ready(t)
+		if status != 200 || body["shared"] != "degraded" || body["ready"] != true {
+			t.Fatalf("%s /readyz with Redis down: %d %s, want 200 ready, shared degraded", r.name, status, raw)
+		}
+		n := r.metricSum(t, "shroud_cache_shared_errors_total")
+		if n <= 0 {
+			t.Fatalf("%s shroud_cache_shared_errors_total %v with Redis down, want > 0:\n%s", r.name, n, grepLines(scrape(t, "http://"+r.metrics+"/metrics"), "shared"))
+		}
+		t.Logf("%s with Redis down: /readyz %d %s; shroud_cache_shared_errors_total %v", r.name, status, raw, n)
+	}
+
+	rs.redis.start()
+	t.Logf("redis-server started again on %s", rs.redis.addr)
+	for _, r := range rs.replicas {
+		var raw string
+		ok := false
+		for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline) && !ok; time.Sleep(100 * time.Millisecond) {
+			var status int
+			var body map[string]any
+			status, body, raw = r.ready(t)
+			ok = status == 200 && body["shared"] == "ok"
+		}
+		if !ok {
+			t.Fatalf("%s /readyz 15s after Redis came back: %s, want shared ok", r.name, raw)
+		}
+	}
+	src3, img3 := ociLayout(t, 3, 200_000)
+	skopeo(t, "copy", "--dest-tls-verify=false", src3, "docker://"+rs.host()+"/team/four:1")
+	dir := filepath.Join(t.TempDir(), "four")
+	skopeo(t, "copy", "--src-tls-verify=false", "docker://"+rs.host()+"/team/four@"+digestOf(t, img3), "oci:"+dir+":app")
+	assertSameImage(t, img3, dir)
+	rs.assertNoPlaintext(t, img1, img2, img3)
+}
+
+// grepLines are text's lines holding s.
+func grepLines(text, s string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// The conformance suite through nginx in front of two replicas sharing
+// one identity and one Redis passes every test it passes straight at a
+// fresh distribution v3 (TestConformanceParity's measure, for a
+// balanced deployment).
+func TestReplicasConformanceParity(t *testing.T) {
+	direct, directTotal := conformance(t, distributionV3(t).Host())
+	rs := startReplicaSet(t)
+	through, throughTotal := conformance(t, rs.host())
+	var lost []string
+	for name, n := range direct {
+		if through[name] < n {
+			lost = append(lost, fmt.Sprintf("%s (%d of %d)", name, through[name], n))
+		}
+	}
+	sort.Strings(lost)
+	line := fmt.Sprintf("conformance distribution-v3 via nginx and 2 replicas with redis: passed direct %d / passed through shroud %d / lost %d", directTotal, throughTotal, len(lost))
+	t.Log(line)
+	t.Logf("requests per replica (nginx access log): %s", rs.perReplica(rs.lb.requests(t)))
+	summarize(line)
+	if len(lost) > 0 {
+		t.Errorf("tests that pass straight at distribution-v3 fail through the balanced replicas:\n  %s", strings.Join(lost, "\n  "))
 	}
 }
