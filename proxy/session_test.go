@@ -214,3 +214,32 @@ func (downLedger) Get(context.Context, string) (string, bool, error) {
 func (downLedger) Swap(context.Context, string, string, string, time.Duration) (bool, error) {
 	return false, errors.New("connection refused")
 }
+
+// FuzzUnsealUploadState: whatever a client puts in _state, unseal refuses
+// it as an unknown session or opens a state shroud sealed, never panics.
+func FuzzUnsealUploadState(f *testing.F) {
+	s := testSessions(&testing.T{}, nil)
+	u := testUpload(&testing.T{})
+	if err := s.open(context.Background(), u); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(u.id, u.token)
+	f.Add(u.id, u.token[:len(u.token)/2])
+	f.Add("00", "")
+	f.Add(u.id, "AAAA")
+	f.Fuzz(func(t *testing.T, id, token string) {
+		got, err := s.unseal(id, "r", token, "alice")
+		if err != nil {
+			if statusOf(err) != http.StatusNotFound {
+				t.Fatalf("a refused state answered %v, want 404", err)
+			}
+			return
+		}
+		// Only a state sealed for this session id opens (the seeds are
+		// made anew in each fuzzing process, so no one token is "the"
+		// valid one here).
+		if got.id != id || got.repo != "r" || got.owner != "alice" {
+			t.Fatalf("a state for session %q, %q, %q opened as %q", got.id, got.repo, got.owner, id)
+		}
+	})
+}
