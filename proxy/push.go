@@ -85,9 +85,10 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, rep
 		// there (the spec lets a registry answer a mount so).
 		return false, nil
 	}
-	if b, ok := be.blob(ctx, from, plainDigest); ok && b.Bound && from != repo && h.mountCipher(ctx, be, repo, b, from) {
+	if b, ok := h.blobMapping(ctx, be, from, plainDigest); ok && b.Bound && from != repo && h.mountCipher(ctx, be, repo, b, from) {
 		b.Repository = repo
 		be.putBlob(ctx, b)
+		h.recordBlobPointer(ctx, be, b)
 	} else if _, ok := h.mountOrigin(ctx, be, repo, plainDigest); !ok {
 		return false, nil
 	}
@@ -233,6 +234,7 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 	}
 	be.deleted.Remove(repoKey(u.repo, want))
 	be.putBlob(ctx, b)
+	h.recordBlobPointer(ctx, be, b)
 	h.metrics.blobBytes.Add(ctx, s.Size, encryptDirection)
 	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", want, "cipher_digest", s.CipherDigest, "size", s.Size)
 	return b, nil
@@ -359,7 +361,8 @@ func (h *Handler) lockUpload(r *http.Request) (*upload, error) {
 	if err := h.reauthorize(r.Context(), be, u); err != nil {
 		return nil, err
 	}
-	if err := h.uploads.claim(r.Context(), u, h.upstreamOffset(be, u)); err != nil {
+	body := r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody
+	if err := h.uploads.claim(r.Context(), u, body, h.upstreamOffset(be, u)); err != nil {
 		return nil, err
 	}
 	return u, nil

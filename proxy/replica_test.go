@@ -8,8 +8,10 @@ import (
 	"testing"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 )
 
@@ -28,11 +30,11 @@ func replicas(t *testing.T, up shroudtest.Upstream, n int, opts ...shroudtest.Op
 
 // The issue's failure: behind a round-robin balancer every request of
 // one upload lands on another replica. The session's state travels in
-// its Location, so each replica continues it; the blob pulls back
-// byte-identical from every replica and the upstream holds none of its
-// plaintext. With and without a shared ledger.
+// its Location and its steps in the shared ledger, so each replica
+// continues it; the blob pulls back byte-identical from every replica
+// and the upstream holds none of its plaintext.
 func TestUploadContinuesOnAnotherReplica(t *testing.T) {
-	for _, shared := range []bool{false, true} {
+	for _, shared := range []bool{true} {
 		t.Run(fmt.Sprintf("shared ledger %v", shared), func(t *testing.T) {
 			up := shroudtest.Distribution(t)
 			// One store stands for the shared tier's mappings (the e2e
@@ -77,6 +79,26 @@ func TestUploadContinuesOnAnotherReplica(t *testing.T) {
 	}
 }
 
+// Without a shared ledger a replica that did not open an upload takes no
+// chunk of it (it cannot know that no other replica is writing at that
+// offset): 404, and the client starts again. Its final PUT, which
+// encrypts nothing, any replica commits once the upstream holds the
+// state's offset.
+func TestUploadWithoutSharedLedgerChunksStayOnTheirReplica(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	store, _ := cache.NewLRU(0)
+	rs := replicas(t, up, 2, shroudtest.WithCache(store))
+	const repo = "noshared/app"
+	b := atkRandBytes(t, 200_000)
+	a := rs[0].do("POST", "/v2/"+repo+"/blobs/uploads/", nil)
+	a.want(t, 202, "")
+	rs[1].do("PATCH", a.header.Get("Location"), bytes.NewReader(b)).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
+	a = rs[0].do("PATCH", a.header.Get("Location"), bytes.NewReader(b))
+	a.want(t, 202, "")
+	rs[1].do("PUT", withQuery(a.header.Get("Location"), "digest", digest.FromBytes(b).String()), nil).want(t, 201, "")
+	checkBlob(t, rs[1], repo, b)
+}
+
 // lyingUploadStatus answers every upload status request with an empty
 // session, whatever the session holds: the upstream that would let a
 // replayed state encrypt a second chunk under the same key stream.
@@ -104,9 +126,14 @@ func TestUploadStateReplayedAfterLaterChunk(t *testing.T) {
 		name   string
 		shared bool
 		mw     func(http.Handler) http.Handler
+		// want is the replay's answer; honest says the upstream reports
+		// offsets truly, so the session goes on from its current state.
+		want   int
+		honest bool
 	}{
-		{"shared ledger, lying upstream", true, lyingUploadStatus},
-		{"no shared ledger, honest upstream", false, func(h http.Handler) http.Handler { return h }},
+		{"shared ledger, lying upstream", true, lyingUploadStatus, http.StatusRequestedRangeNotSatisfiable, false},
+		{"shared ledger, honest upstream", true, func(h http.Handler) http.Handler { return h }, http.StatusRequestedRangeNotSatisfiable, true},
+		{"no shared ledger, honest upstream", false, func(h http.Handler) http.Handler { return h }, http.StatusNotFound, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var rec shroudtest.Recorder
@@ -128,14 +155,22 @@ func TestUploadStateReplayedAfterLaterChunk(t *testing.T) {
 
 			patches := rec.Count(func(r shroudtest.Request) bool { return r.Method == http.MethodPatch })
 			replay := rs[1].do("PATCH", l0, bytes.NewReader(second))
-			replay.want(t, http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID")
+			replay.want(t, tc.want, "")
 			if n := rec.Count(func(r shroudtest.Request) bool { return r.Method == http.MethodPatch }); n != patches {
 				t.Fatalf("the replayed chunk reached the upstream (%d PATCHes, was %d)", n, patches)
 			}
 			rs[0].do("PUT", withQuery(l0, "digest", digest.FromBytes(second).String()), nil).want(t, http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID")
 
-			// The session is intact from its current Location.
-			a = rs[1].do("PATCH", l1, bytes.NewReader(second))
+			if !tc.honest {
+				// An upstream that lies about the offset gets no chunk
+				// at all: the session is closed (the client starts
+				// again), nothing is encrypted twice.
+				rs[1].do("PATCH", l1, bytes.NewReader(second)).want(t, http.StatusRequestedRangeNotSatisfiable, "BLOB_UPLOAD_INVALID")
+				return
+			}
+			// The session is intact from its current Location (on the
+			// replica whose ledger holds it, without a shared one).
+			a = rs[0].do("PATCH", l1, bytes.NewReader(second))
 			a.want(t, 202, "")
 			whole := append(bytes.Clone(first), second...)
 			rs[0].do("PUT", withQuery(a.header.Get("Location"), "digest", digest.FromBytes(whole).String()), nil).want(t, 201, "")
@@ -180,5 +215,61 @@ func TestUploadStateForgedOrMoved(t *testing.T) {
 		}
 	}
 	rs[1].do("PATCH", loc, bytes.NewReader([]byte("data")), "Authorization", atkBasicAuth("mallory", "x")).want(t, 404, "BLOB_UPLOAD_UNKNOWN")
-	rs[1].do("PATCH", loc, bytes.NewReader([]byte("data"))).want(t, 202, "")
+	rs[0].do("PATCH", loc, bytes.NewReader([]byte("data"))).want(t, 202, "")
+}
+
+// A blob pushed through one replica is known to a replica that shares no
+// cache with it (no shared tier, or it is down, or it evicted the entry,
+// or after a restart): its pairing is recorded upstream in a sealed blob
+// pointer. The other replica serves HEAD and GET of it, and a manifest
+// pushed there names it as a layer; the upstream still holds one
+// ciphertext and no plaintext.
+func TestBlobKnownToReplicaThatSharesNoCache(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	rs := replicas(t, up, 2)
+	const repo = "blobptr/app"
+	layer := atkRandBytes(t, 300_000)
+	d := atkPushBlob(t, rs[0], repo, layer)
+	a := rs[1].do("HEAD", "/v2/"+repo+"/blobs/"+d.String(), nil)
+	a.want(t, 200, "")
+	if a.header.Get("Content-Length") != fmt.Sprint(len(layer)) {
+		t.Fatalf("HEAD on the other replica: size %q", a.header.Get("Content-Length"))
+	}
+	checkBlob(t, rs[1], repo, layer)
+	cfg := atkPushBlob(t, rs[0], repo, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
+	m := atkImageManifest(t, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cfg, Size: 78}, atkLayerDesc(layer))
+	// The config was uploaded through the other replica: a blob known
+	// only by its pointer is never stored as a plaintext config (the
+	// pointer cannot tell a config from a layer), so it is refused...
+	rs[1].do("PUT", "/v2/"+repo+"/manifests/v1", bytes.NewReader(m), "Content-Type", ocispec.MediaTypeImageManifest).want(t, 400, "MANIFEST_INVALID")
+	// ...and the client pushing its config there again succeeds.
+	atkPushBlob(t, rs[1], repo, []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`))
+	rs[1].do("PUT", "/v2/"+repo+"/manifests/v1", bytes.NewReader(m), "Content-Type", ocispec.MediaTypeImageManifest).want(t, 201, "")
+	if f := atkStorageHolding(t, up, atkPlaintextNeedles(layer)...); f != "" {
+		t.Fatalf("upstream file %s holds plaintext of the layer", f)
+	}
+}
+
+// Attack: the upstream repoints a blob's pointer tag at another blob's
+// pointer (both sealed by shroud for this repository). The replica that
+// reads it records the pairing the seal vouches for (the other blob's),
+// never the asked-for digest: 404, never the other blob's bytes.
+func TestAttackBlobPointerRepointed(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	first := shroudtest.Start(t, up)
+	const repo = "blobptr/evil"
+	secret, public := atkRandBytes(t, 10_000), atkRandBytes(t, 10_000)
+	ds := atkPushBlob(t, call{t, first.URL}, repo, secret)
+	dp := atkPushBlob(t, call{t, first.URL}, repo, public)
+	k := must[[]byte](t)(first.Keyring.Identity().DeriveKey(crypto.PurposeManifestPointer))
+	kh := must[*crypto.KeyedHash](t)(crypto.NewKeyedHash(k))
+	tagOf := func(d digest.Digest) string { return "shroud-" + kh.Sum("blob", "", repo, d.String()) }
+	// The upstream names secret's pointer for public's digest.
+	body := atkUpstreamRaw(t, up, repo+":"+tagOf(ds))
+	atkPutUpstream(t, up, repo, tagOf(dp), ocispec.MediaTypeImageManifest, body)
+	second := shroudtest.StartWithIdentity(t, up, first.Keyring, first.DataDir)
+	a := call{t, second.URL}.do("GET", "/v2/"+repo+"/blobs/"+dp.String(), nil)
+	if a.status == 200 || bytes.Contains(a.body, secret[:64]) {
+		t.Fatalf("a repointed blob pointer served %d, %d bytes", a.status, len(a.body))
+	}
 }

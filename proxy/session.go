@@ -17,6 +17,7 @@ import (
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
 // maxLocation bounds the Location shroud hands a client for an upload:
@@ -47,6 +48,9 @@ type upload struct {
 	claimed string
 	ledger  cache.Ledger
 	token   string // the sealed state for the next request
+	// shared says the session's steps are in the shared ledger
+	// (sealedUpload.Shared).
+	shared bool
 }
 
 // offset is the number of bytes the session holds.
@@ -66,6 +70,10 @@ type sealedUpload struct {
 	Stream   []byte `json:"stream"`
 	Step     int64  `json:"step"`
 	Expires  int64  `json:"exp"`
+	// Shared says the session's steps are recorded in the shared ledger:
+	// they are never taken from this process's ledger (which the other
+	// replicas do not see), even while the shared one fails.
+	Shared bool `json:"shared,omitempty"`
 }
 
 // sessions seals upload states into tokens and keeps the ledger of where
@@ -117,43 +125,65 @@ func parseRecord(v string) (phase string, step, offset int64, ok bool) {
 	return parts[0], st, off, err1 == nil && err2 == nil
 }
 
-// swap tries the shared ledger, then (on its failure, or without one)
-// this process's; it reports the ledger that answered.
-func (s *sessions) swap(ctx context.Context, name, old, new string) (bool, cache.Ledger) {
+// errLedgerDown answers a request on a session whose steps are in the
+// shared ledger while that fails: no other ledger may stand in for it.
+func errLedgerDown(id string) error {
+	e := apiErr(http.StatusServiceUnavailable, codeUnavailable, "upload %s: the shared tier that records it does not answer; retry", id)
+	e.header = http.Header{"Retry-After": {"5"}}
+	return e
+}
+
+// swap tries the shared ledger, then (on its failure, or without one, and
+// unless sharedOnly) this process's; it reports the ledger that answered.
+// A full ledger is 503: no live record is ever dropped for a new one.
+func (s *sessions) swap(ctx context.Context, name, old, new string, sharedOnly bool) (bool, cache.Ledger, error) {
 	if s.shared != nil {
 		ok, err := s.shared.Swap(ctx, name, old, new, s.recordTTL())
 		if err == nil {
-			return ok, s.shared
+			return ok, s.shared, nil
 		}
 		s.sharedFailed(ctx, err)
+		if sharedOnly {
+			return false, s.shared, err
+		}
 	}
 	ok, err := s.local.Swap(ctx, name, old, new, s.recordTTL())
 	if err != nil {
-		return false, s.local
+		e := apiErr(http.StatusServiceUnavailable, codeUnavailable, "too many uploads are open on this replica; retry later")
+		e.header = http.Header{"Retry-After": {"30"}}
+		e.cause = err
+		return false, s.local, e
 	}
-	return ok, s.local
+	return ok, s.local, nil
 }
 
 // get reads a record from the shared ledger, or (on its failure, or
 // without one) this process's.
-func (s *sessions) get(ctx context.Context, name string) (string, bool) {
+func (s *sessions) get(ctx context.Context, name string, sharedOnly bool) (string, bool, error) {
 	if s.shared != nil {
 		v, ok, err := s.shared.Get(ctx, name)
 		if err == nil {
-			return v, ok
+			return v, ok, nil
 		}
 		s.sharedFailed(ctx, err)
+		if sharedOnly {
+			return "", false, err
+		}
 	}
 	v, ok, _ := s.local.Get(ctx, name)
-	return v, ok
+	return v, ok, nil
 }
 
 // open records a new session at step 0 and seals its first state.
 func (s *sessions) open(ctx context.Context, u *upload) error {
-	ok, _ := s.swap(ctx, ledgerName(u.id), "", record("idle", 0, 0))
+	ok, l, err := s.swap(ctx, ledgerName(u.id), "", record("idle", 0, 0), false)
+	if err != nil {
+		return err
+	}
 	if !ok {
 		return fmt.Errorf("upload %s: the id is taken", u.id)
 	}
+	u.shared = l == s.shared && s.shared != nil
 	return s.seal(u)
 }
 
@@ -167,7 +197,7 @@ func (s *sessions) seal(u *upload) error {
 	b, err := json.Marshal(sealedUpload{
 		ID: u.id, Repo: u.repo, NS: u.ns, Owner: u.owner, Accepted: u.accepted,
 		Location: u.location, Key: k.Key, Nonce: k.Nonce, Stream: st,
-		Step: u.step, Expires: s.now().Add(s.ttl).Unix(),
+		Step: u.step, Expires: s.now().Add(s.ttl).Unix(), Shared: u.shared,
 	})
 	if err != nil {
 		return fmt.Errorf("seal upload state: %w", err)
@@ -215,7 +245,7 @@ func (s *sessions) unseal(id, repo, token, principal string) (*upload, error) {
 		return nil, unknown
 	}
 	return &upload{id: st.ID, repo: st.Repo, ns: st.NS, owner: st.Owner, accepted: st.Accepted,
-		location: st.Location, enc: enc, step: st.Step, token: token}, nil
+		location: st.Location, enc: enc, step: st.Step, token: token, shared: st.Shared}, nil
 }
 
 // errRecord explains a ledger record that a state does not continue.
@@ -237,14 +267,37 @@ func errRecord(u *upload, cur string) error {
 }
 
 // claim takes the session for one request: its record goes from idle at
-// the state's step to busy, or the request is refused. check asks the
-// upstream for the session's offset when no ledger knows it.
-func (s *sessions) claim(ctx context.Context, u *upload, check func(ctx context.Context) (int64, error)) error {
+// the state's step to busy, or the request is refused. body says the
+// request carries bytes to encrypt. check asks the upstream for the
+// session's offset.
+//
+// A session no ledger this process can see knows (opened on another
+// replica without the shared tier, or its record evicted) is taken only
+// by a request with no body (the final PUT, whose digests the state
+// holds): for one with a body, the upstream's offset cannot vouch that no
+// other replica is encrypting at that offset at the same moment, and
+// two chunks under one key stream would hand the registry their XOR. A
+// request with a body also checks, once it holds the session, that the
+// upstream holds the state's offset: a shared ledger rolled back (by
+// whoever can write to it) does not alone let an old state be replayed.
+func (s *sessions) claim(ctx context.Context, u *upload, body bool, check func(ctx context.Context) (int64, error)) error {
 	name := ledgerName(u.id)
 	busy := record("busy", u.step, u.offset())
-	ok, l := s.swap(ctx, name, record("idle", u.step, u.offset()), busy)
+	ledgerErr := func(err error) error {
+		if u.shared {
+			return errLedgerDown(u.id)
+		}
+		return err
+	}
+	ok, l, err := s.swap(ctx, name, record("idle", u.step, u.offset()), busy, u.shared)
+	if err != nil {
+		return ledgerErr(err)
+	}
 	if !ok {
-		cur, found := s.get(ctx, name)
+		cur, found, err := s.get(ctx, name, u.shared)
+		if err != nil {
+			return ledgerErr(err)
+		}
 		phase, step, _, _ := parseRecord(cur)
 		switch {
 		case found && step < u.step && (phase == "idle" || phase == "busy"):
@@ -252,21 +305,24 @@ func (s *sessions) claim(ctx context.Context, u *upload, check func(ctx context.
 			// but could not record it (the shared tier failed as it
 			// ended): the state, which only that request could seal,
 			// is the newer truth.
-			ok, l = s.swap(ctx, name, cur, busy)
+			ok, l, err = s.swap(ctx, name, cur, busy, u.shared)
 		case found:
 			return errRecord(u, cur)
+		case body:
+			return apiErr(http.StatusNotFound, codeBlobUploadUnknown,
+				"upload %s: no ledger this replica sees records it (opened on another replica without the shared tier, or its record was evicted), so nothing vouches that no other request writes at its offset; start a new upload", u.id)
 		default:
-			// No ledger knows the session: the upstream's offset must
-			// be the state's, so that no chunk is encrypted twice under
-			// one key stream.
 			off, err := check(ctx)
 			if err != nil {
 				return err
 			}
-			if off != u.offset() && (u.offset() > 1 || off > 1 || off < 0) {
+			if !sameOffset(off, u.offset()) {
 				return errRecord(u, record("idle", u.step+1, off))
 			}
-			ok, l = s.swap(ctx, name, "", busy)
+			ok, l, err = s.swap(ctx, name, "", busy, u.shared)
+		}
+		if err != nil {
+			return ledgerErr(err)
 		}
 		if !ok {
 			return apiErr(http.StatusConflict, codeBlobUploadInvalid, "upload %s: another request is writing to it now", u.id)
@@ -274,14 +330,42 @@ func (s *sessions) claim(ctx context.Context, u *upload, check func(ctx context.
 	}
 	u.claimed, u.ledger = busy, l
 	s.gauge.Add(ctx, 1)
+	if body {
+		// An upstream that cannot tell an upload's offset (ggcr's
+		// registry has no status request) is not asked: the check is
+		// against the shared tier, not the upstream. Its refusal of
+		// the client's credentials is the client's answer.
+		off, err := check(ctx)
+		if upstream.IsStatus(err, http.StatusUnauthorized) || upstream.IsStatus(err, http.StatusForbidden) {
+			s.release(ctx, u, record("idle", u.step, u.offset()))
+			return err
+		}
+		if err != nil {
+			off = -1
+		}
+		if off >= 0 && !sameOffset(off, u.offset()) {
+			s.end(ctx, u, "failed")
+			return apiErr(http.StatusRequestedRangeNotSatisfiable, codeBlobUploadInvalid,
+				"upload %s: the upstream holds %d bytes, this state %d: the session is closed; start a new upload", u.id, off, u.offset())
+		}
+	}
 	return nil
+}
+
+// sameOffset compares the upstream's offset with a state's; "0-0" is an
+// empty session or one of one byte.
+func sameOffset(upstream, state int64) bool {
+	return upstream == state || (upstream == 0 && state == 1)
 }
 
 // current checks, without taking the session, that u's state is the one
 // the session stands at (a status request, which a streaming PATCH need
 // not wait for).
 func (s *sessions) current(ctx context.Context, u *upload, check func(ctx context.Context) (int64, error)) error {
-	cur, found := s.get(ctx, ledgerName(u.id))
+	cur, found, err := s.get(ctx, ledgerName(u.id), u.shared)
+	if err != nil {
+		return errLedgerDown(u.id)
+	}
 	phase, step, _, _ := parseRecord(cur)
 	switch {
 	case found && step == u.step && (phase == "idle" || phase == "busy"):
@@ -295,7 +379,7 @@ func (s *sessions) current(ctx context.Context, u *upload, check func(ctx contex
 	if err != nil {
 		return err
 	}
-	if off != u.offset() && (u.offset() > 1 || off > 1 || off < 0) {
+	if !sameOffset(off, u.offset()) {
 		return errRecord(u, record("idle", u.step+1, off))
 	}
 	return nil
@@ -307,12 +391,17 @@ func (s *sessions) current(ctx context.Context, u *upload, check func(ctx contex
 // request still writing finds its record changed and fails.
 func (s *sessions) cancel(ctx context.Context, u *upload) error {
 	name := ledgerName(u.id)
-	cur, found := s.get(ctx, name)
+	cur, found, err := s.get(ctx, name, u.shared)
+	if err != nil {
+		return errLedgerDown(u.id)
+	}
 	phase, _, _, _ := parseRecord(cur)
 	if found && phase != "idle" && phase != "busy" {
 		return errRecord(u, cur)
 	}
-	if ok, _ := s.swap(ctx, name, cur, record("failed", u.step, u.offset())); !ok && found {
+	if ok, _, err := s.swap(ctx, name, cur, record("failed", u.step, u.offset()), u.shared); err != nil {
+		return errLedgerDown(u.id)
+	} else if !ok && found {
 		return apiErr(http.StatusConflict, codeBlobUploadInvalid, "upload %s: changed while it was being cancelled; try again", u.id)
 	}
 	return nil

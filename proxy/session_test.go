@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,30 +58,30 @@ func TestUploadStateTakenOncePerStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.claim(ctx, a, noCheck(t)); err != nil {
+	if err := s.claim(ctx, a, false, noCheck(t)); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := s.unseal(u.id, "r", first, "alice")
-	if err := s.claim(ctx, b, noCheck(t)); statusOf(err) != http.StatusConflict {
+	if err := s.claim(ctx, b, false, noCheck(t)); statusOf(err) != http.StatusConflict {
 		t.Fatalf("a second request on a busy session: %v", err)
 	}
 	a.enc.XOR(make([]byte, 10))
 	if err := s.advance(ctx, a); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.claim(ctx, b, noCheck(t)); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
+	if err := s.claim(ctx, b, false, noCheck(t)); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
 		t.Fatalf("the state from before a later chunk was taken: %v", err)
 	}
 	c, err := s.unseal(u.id, "r", a.token, "alice")
 	if err != nil || c.offset() != 10 || c.step != 1 {
 		t.Fatalf("the next state: %+v %v", c, err)
 	}
-	if err := s.claim(ctx, c, noCheck(t)); err != nil {
+	if err := s.claim(ctx, c, false, noCheck(t)); err != nil {
 		t.Fatal(err)
 	}
 	s.end(ctx, c, "done")
 	d, _ := s.unseal(u.id, "r", a.token, "alice")
-	if err := s.claim(ctx, d, noCheck(t)); statusOf(err) != http.StatusNotFound {
+	if err := s.claim(ctx, d, false, noCheck(t)); statusOf(err) != http.StatusNotFound {
 		t.Fatalf("a finished session was taken again: %v", err)
 	}
 }
@@ -121,8 +122,9 @@ func TestUploadStateForgedMovedExpiredOrForeign(t *testing.T) {
 }
 
 // A replica whose ledger does not know a session (another replica opened
-// it, no shared tier) continues it only if the upstream holds exactly
-// the state's offset.
+// it, no shared tier) takes no request with a body for it: nothing vouches
+// that no other replica writes at that offset now. A request without one
+// (the final PUT) goes on only if the upstream holds the state's offset.
 func TestUploadStateUnknownToLedgerCheckedUpstream(t *testing.T) {
 	ctx := context.Background()
 	opener, other := testSessions(t, nil), testSessions(t, nil)
@@ -131,27 +133,105 @@ func TestUploadStateUnknownToLedgerCheckedUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, _ := opener.unseal(u.id, "r", u.token, "alice")
-	opener.claim(ctx, a, noCheck(t))
+	at := func(n int64) func(context.Context) (int64, error) {
+		return func(context.Context) (int64, error) { return n, nil }
+	}
+	if err := opener.claim(ctx, a, true, at(0)); err != nil {
+		t.Fatal(err)
+	}
 	a.enc.XOR(make([]byte, 100))
 	opener.advance(ctx, a)
 
-	stale, err := other.unseal(u.id, "r", u.token, "alice")
-	if err != nil {
-		t.Fatal(err)
+	body, _ := other.unseal(u.id, "r", a.token, "alice")
+	if err := other.claim(ctx, body, true, at(100)); statusOf(err) != http.StatusNotFound {
+		t.Fatalf("a chunk on a session this replica's ledger does not know: %v", err)
 	}
-	if err := other.claim(ctx, stale, func(context.Context) (int64, error) { return 100, nil }); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
+	stale, _ := other.unseal(u.id, "r", u.token, "alice")
+	if err := other.claim(ctx, stale, false, at(100)); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
 		t.Fatalf("a state at 0 when the upstream holds 100 bytes: %v", err)
 	}
 	next, _ := other.unseal(u.id, "r", a.token, "alice")
-	if err := other.claim(ctx, next, func(context.Context) (int64, error) { return 100, nil }); err != nil {
-		t.Fatalf("the current state on another replica: %v", err)
+	if err := other.claim(ctx, next, false, at(100)); err != nil {
+		t.Fatalf("the final PUT of the current state on another replica: %v", err)
 	}
-	if err := other.claim(ctx, next, noCheck(t)); statusOf(err) != http.StatusConflict {
+	if err := other.claim(ctx, next, false, noCheck(t)); statusOf(err) != http.StatusConflict {
 		t.Fatalf("once taken there, the same state again: %v", err)
 	}
-	if err := other.claim(ctx, stale, func(context.Context) (int64, error) { return -1, errors.New("down") }); err == nil {
+	if err := other.claim(ctx, stale, false, func(context.Context) (int64, error) { return -1, errors.New("down") }); err == nil {
 		t.Fatalf("a state that could not be checked was taken")
 	}
+}
+
+// Attack: whoever can write to the shared tier rolls a session's record
+// back to an earlier step and replays that step's state. The ledger takes
+// it, but the upstream holds more than the state says: the chunk is
+// refused and the session closed before a byte is encrypted.
+func TestUploadStateSharedLedgerRolledBack(t *testing.T) {
+	ctx := context.Background()
+	shared := cache.NewMemoryLedger(100)
+	s := testSessions(t, shared)
+	u := testUpload(t)
+	if err := s.open(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	old, _, _ := shared.Get(ctx, ledgerName(u.id))
+	x, _ := s.unseal(u.id, "r", u.token, "alice")
+	if err := s.claim(ctx, x, true, func(context.Context) (int64, error) { return 0, nil }); err != nil {
+		t.Fatal(err)
+	}
+	x.enc.XOR(make([]byte, 50))
+	s.advance(ctx, x)
+	cur, _, _ := shared.Get(ctx, ledgerName(u.id))
+	if ok, _ := shared.Swap(ctx, ledgerName(u.id), cur, old, time.Hour); !ok {
+		t.Fatal("rollback")
+	}
+	replay, _ := s.unseal(u.id, "r", u.token, "alice")
+	if err := s.claim(ctx, replay, true, func(context.Context) (int64, error) { return 50, nil }); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
+		t.Fatalf("a replay after a rollback: %v", err)
+	}
+	if v, _, _ := shared.Get(ctx, ledgerName(u.id)); !strings.HasPrefix(v, "failed:") {
+		t.Fatalf("the session is %q after the replay, want failed", v)
+	}
+}
+
+// A session recorded in the shared ledger is never taken from this
+// process's ledger while the shared one fails: 503, retry.
+func TestUploadStateSharedSessionWaitsForSharedLedger(t *testing.T) {
+	ctx := context.Background()
+	fl := &flakyLedger{Ledger: cache.NewMemoryLedger(100)}
+	s := testSessions(t, fl)
+	u := testUpload(t)
+	if err := s.open(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	fl.down = true
+	x, _ := s.unseal(u.id, "r", u.token, "alice")
+	if err := s.claim(ctx, x, true, func(context.Context) (int64, error) { return 0, nil }); statusOf(err) != http.StatusServiceUnavailable {
+		t.Fatalf("a shared session while the shared ledger is down: %v", err)
+	}
+	fl.down = false
+	if err := s.claim(ctx, x, true, func(context.Context) (int64, error) { return 0, nil }); err != nil {
+		t.Fatalf("once it is back: %v", err)
+	}
+}
+
+type flakyLedger struct {
+	cache.Ledger
+	down bool
+}
+
+func (f *flakyLedger) Get(ctx context.Context, name string) (string, bool, error) {
+	if f.down {
+		return "", false, errors.New("down")
+	}
+	return f.Ledger.Get(ctx, name)
+}
+
+func (f *flakyLedger) Swap(ctx context.Context, name, old, new string, ttl time.Duration) (bool, error) {
+	if f.down {
+		return false, errors.New("down")
+	}
+	return f.Ledger.Swap(ctx, name, old, new, ttl)
 }
 
 // With a shared ledger, a state taken on one replica is stale on every
@@ -166,18 +246,18 @@ func TestUploadStateSharedLedgerBeatsLyingUpstream(t *testing.T) {
 		t.Fatal(err)
 	}
 	x, _ := a.unseal(u.id, "r", u.token, "alice")
-	if err := a.claim(ctx, x, noCheck(t)); err != nil {
+	if err := a.claim(ctx, x, false, noCheck(t)); err != nil {
 		t.Fatal(err)
 	}
 	x.enc.XOR(make([]byte, 5))
 	a.advance(ctx, x)
 	replay, _ := b.unseal(u.id, "r", u.token, "alice")
 	lie := func(context.Context) (int64, error) { return 0, nil }
-	if err := b.claim(ctx, replay, lie); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
+	if err := b.claim(ctx, replay, false, lie); statusOf(err) != http.StatusRequestedRangeNotSatisfiable {
 		t.Fatalf("a replayed state on another replica: %v", err)
 	}
 	cur, _ := b.unseal(u.id, "r", x.token, "alice")
-	if err := b.claim(ctx, cur, noCheck(t)); err != nil {
+	if err := b.claim(ctx, cur, false, noCheck(t)); err != nil {
 		t.Fatalf("the current state on another replica: %v", err)
 	}
 }
@@ -195,7 +275,7 @@ func TestUploadStateSharedLedgerDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	x, _ := s.unseal(u.id, "r", u.token, "alice")
-	if err := s.claim(ctx, x, noCheck(t)); err != nil {
+	if err := s.claim(ctx, x, false, noCheck(t)); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.advance(ctx, x); err != nil {
