@@ -65,5 +65,6 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 	}
 	o.Repository = repo
 	be.putBlob(ctx, o)
+	h.recordBlobPointer(ctx, be, o)
 	return o, true
 }

@@ -46,7 +46,7 @@ func (h *Handler) prepareConfig(ctx context.Context, be *backend, repo string, c
 	invalid := func(format string, args ...any) (bool, error) {
 		return false, apiErr(http.StatusBadRequest, codeManifestInvalid, "config %s: "+format, append([]any{cfg.Digest}, args...)...)
 	}
-	b, mapped := be.blob(ctx, repo, cfg.Digest)
+	b, mapped := h.blobMapping(ctx, be, repo, cfg.Digest)
 	// The empty JSON {} is both the OCI empty config and the empty layer
 	// of artifacts; its two bytes are no secret.
 	if mapped && b.Layer && cfg.Digest != emptyJSONDigest {

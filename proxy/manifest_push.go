@@ -287,7 +287,7 @@ func (h *Handler) storeAsPushed(ctx context.Context, be *backend, repo string, d
 	} else if ok {
 		return nil
 	}
-	b, ok := be.blob(ctx, repo, d.Digest)
+	b, ok := h.blobMapping(ctx, be, repo, d.Digest)
 	if !ok || !b.Bound {
 		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "%s %s is unknown to repository %s", what, d.Digest, repo)
 	}
@@ -377,7 +377,7 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 		d.Annotations = ann
 		return nil
 	}
-	b, ok := be.blob(ctx, repo, d.Digest)
+	b, ok := h.blobMapping(ctx, be, repo, d.Digest)
 	switch {
 	case ok && b.Bound:
 		if err := h.haveCipher(ctx, be, repo, b); err != nil {

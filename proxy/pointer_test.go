@@ -231,8 +231,10 @@ func TestTagListHidesPointers(t *testing.T) {
 					pointers++
 				}
 			}
-			if pointers != 10 {
-				t.Fatalf("the upstream holds %d pointer tags, want 10", pointers)
+			// One per manifest and one per blob (each image's config and
+			// layer): 10 + 20.
+			if pointers != 30 {
+				t.Fatalf("the upstream holds %d pointer tags, want 30", pointers)
 			}
 			c := call{t, s.URL}
 			paths := []string{"/v2/ptr/tags/tags/list"}

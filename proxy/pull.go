@@ -32,7 +32,7 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if r.Method == http.MethodHead {
 		return h.headBlob(w, r, be, repo, plainDigest)
 	}
-	b, ok := be.blob(ctx, repo, plainDigest)
+	b, ok := h.blobMapping(ctx, be, repo, plainDigest)
 	if !ok {
 		return h.passBlob(w, r, be, repo, plainDigest)
 	}
@@ -151,7 +151,7 @@ func decryptBlob(r io.Reader, key crypto.LayerKey, hmac []byte, b cache.Blob) (i
 // else as the upstream answers for the digest itself.
 func (h *Handler) headBlob(w http.ResponseWriter, r *http.Request, be *backend, repo string, plainDigest digest.Digest) error {
 	ctx := r.Context()
-	if b, ok := be.blob(ctx, repo, plainDigest); ok && b.Bound {
+	if b, ok := h.blobMapping(ctx, be, repo, plainDigest); ok && b.Bound {
 		err := h.haveCipher(ctx, be, repo, b)
 		if err == nil {
 			writeBlobHeaders(w, plainDigest, b.Size)
@@ -352,7 +352,7 @@ func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, be := r.Context(), h.backend(r)
 	targets := []digest.Digest{d}
-	if b, ok := be.blob(ctx, repo, d); ok {
+	if b, ok := h.blobMapping(ctx, be, repo, d); ok {
 		targets = []digest.Digest{b.CipherDigest, d}
 	}
 	var deleted bool

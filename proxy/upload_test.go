@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 
@@ -272,7 +273,15 @@ func TestMountAndDedup(t *testing.T) {
 	}
 	checkBlob(t, c, "c/app", b)
 	// Upstream: one ciphertext blob for the three repositories.
-	if n := len(shroudtest.BlobFiles(t, up.Dir)); n != 1 {
+	// Blob pointers are manifests (JSON) with {} as their config: not
+	// counted.
+	n := 0
+	for _, f := range shroudtest.BlobFiles(t, up.Dir) {
+		if b, err := os.ReadFile(f); err == nil && !json.Valid(b) {
+			n++
+		}
+	}
+	if n != 1 {
 		t.Fatalf("upstream holds %d blobs, want the one ciphertext", n)
 	}
 	// Unknown mount source: a new session, as the spec allows.

@@ -1,0 +1,127 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy/upstream"
+)
+
+// Blob pointers (DESIGN §5: every mapping can be rebuilt from the
+// upstream). A blob's plain<->cipher pairing is known, when its upload
+// commits, to the replica that took it; its manifest may arrive on
+// another replica, after a restart, or while the shared tier is down or
+// evicted the mapping. So each committed blob is also recorded upstream:
+// a small manifest, tagged with a pointer name (a keyed hash of the
+// backend, repository and plaintext digest, hidden and reserved like the
+// manifest pointers), whose one layer is the ciphertext and whose seal,
+// signed by the identity and bound to the repository, pairs it with the
+// plaintext. A replica that does not know a blob reads its pointer and
+// trusts only what the seal vouches for (restore). What a pointer maps
+// counts as a layer: the pointer cannot tell a config from a layer, so
+// a blob known only through it is never stored in plaintext as a config
+// (a manifest whose config was uploaded through another replica while
+// the shared tier was down is refused, and its client's retry uploads the
+// config again).
+
+// blobPointerType is the artifact type of a blob pointer's original.
+const blobPointerType = "application/vnd.dev.shroud.blob-pointer.v1"
+
+// blobPointerTag names the pointer of a blob.
+func (h *Handler) blobPointerTag(be *backend, repo string, plainDigest digest.Digest) string {
+	return pointerPrefix + h.pointers.Sum("blob", be.name, repo, plainDigest.String())
+}
+
+// writeBlobPointer records b's pairing upstream.
+func (h *Handler) writeBlobPointer(ctx context.Context, be *backend, b cache.Blob) error {
+	pub, err := crypto.ParsePublicOptions(b.Annotations)
+	if err != nil {
+		return err
+	}
+	if err := h.ensureEmptyJSON(ctx, be, b.Repository); err != nil {
+		return err
+	}
+	empty := ocispec.Descriptor{MediaType: ocispec.MediaTypeEmptyJSON, Digest: emptyJSONDigest, Size: 2}
+	plain := ocispec.Manifest{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageManifest,
+		ArtifactType: blobPointerType, Config: empty,
+		Layers: []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayer, Digest: b.PlainDigest, Size: b.Size}}}
+	plainBody, err := json.Marshal(plain)
+	if err != nil {
+		return fmt.Errorf("blob pointer: %w", err)
+	}
+	sealed, err := h.keys.Identity().Seal(crypto.Seal{Upstream: be.name, Repository: b.Repository,
+		ContentType: ocispec.MediaTypeImageManifest, Manifest: plainBody,
+		Layers: []crypto.SealedLayer{{PlainDigest: b.PlainDigest, CipherDigest: b.CipherDigest, Size: b.Size, HMAC: pub.HMAC}}})
+	if err != nil {
+		return err
+	}
+	enc := plain
+	enc.Layers = []ocispec.Descriptor{{MediaType: ocispec.MediaTypeImageLayer + "+encrypted", Digest: b.CipherDigest, Size: b.Size, Annotations: b.Annotations}}
+	enc.Annotations = map[string]string{crypto.AnnotationOriginal: sealed}
+	body, err := json.Marshal(enc)
+	if err != nil {
+		return fmt.Errorf("blob pointer: %w", err)
+	}
+	if _, _, err := be.cl.PutManifest(ctx, b.Repository, h.blobPointerTag(be, b.Repository, b.PlainDigest), ocispec.MediaTypeImageManifest, body); err != nil {
+		return fmt.Errorf("record the blob's pairing upstream: %w", err)
+	}
+	return nil
+}
+
+// recordBlobPointer writes b's pointer; a failure leaves the mapping to
+// the caches (this replica's, the shared tier's) and is logged.
+func (h *Handler) recordBlobPointer(ctx context.Context, be *backend, b cache.Blob) {
+	if err := h.writeBlobPointer(ctx, be, b); err != nil {
+		logger(ctx).Warn("blob pairing not recorded upstream: only the caches know it", "repository", b.Repository, "plain_digest", b.PlainDigest, "err", err)
+	}
+}
+
+// ensureEmptyJSON uploads {} (the blob pointers' config) to repo unless
+// the upstream has it.
+func (h *Handler) ensureEmptyJSON(ctx context.Context, be *backend, repo string) error {
+	if _, ok, err := be.cl.HeadBlob(ctx, repo, emptyJSONDigest); err != nil || ok {
+		return err
+	}
+	loc, err := be.cl.StartUpload(ctx, repo)
+	if err != nil {
+		return err
+	}
+	if loc, err = be.cl.PatchUpload(ctx, loc, bytes.NewReader([]byte("{}")), 0, 2); err != nil {
+		h.cancelUpstream(ctx, be, loc)
+		return err
+	}
+	return be.cl.CommitUpload(ctx, loc, emptyJSONDigest)
+}
+
+// blobMapping is repo's mapping of a blob: the cache's, else what its
+// pointer upstream vouches for (recorded on the way). A blob deleted
+// through this process, or one shroud never stored, is a miss.
+func (h *Handler) blobMapping(ctx context.Context, be *backend, repo string, plainDigest digest.Digest) (cache.Blob, bool) {
+	if b, ok := be.blob(ctx, repo, plainDigest); ok {
+		return b, true
+	}
+	if be.deleted.Contains(repoKey(repo, plainDigest)) {
+		return cache.Blob{}, false
+	}
+	um, err := be.cl.GetManifest(ctx, repo, h.blobPointerTag(be, repo, plainDigest))
+	if err != nil {
+		if !upstream.IsStatus(err, http.StatusNotFound) {
+			logger(ctx).Warn("read a blob pointer", "repository", repo, "plain_digest", plainDigest, "err", err)
+		}
+		return cache.Blob{}, false
+	}
+	if _, err := h.restore(ctx, be, repo, um, 0, crypto.NewUnwrapBudget(maxUnwrapsPerManifest)); err != nil {
+		logger(ctx).Warn("a blob pointer does not restore: ignored", "repository", repo, "plain_digest", plainDigest, "err", err)
+		return cache.Blob{}, false
+	}
+	return be.blob(ctx, repo, plainDigest)
+}
