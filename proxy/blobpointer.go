@@ -30,8 +30,8 @@ import (
 // counts as a layer: the pointer cannot tell a config from a layer, so
 // a blob known only through it is never stored in plaintext as a config
 // (a manifest whose config was uploaded through another replica while
-// the shared tier was down is refused, and its client's retry uploads the
-// config again).
+// the shared tier was down is refused; the replica that took the config,
+// or any once the tier is back, takes it).
 
 // blobPointerType is the artifact type of a blob pointer's original.
 const blobPointerType = "application/vnd.dev.shroud.blob-pointer.v1"
