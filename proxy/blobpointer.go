@@ -125,3 +125,24 @@ func (h *Handler) blobMapping(ctx context.Context, be *backend, repo string, pla
 	}
 	return be.blob(ctx, repo, plainDigest)
 }
+
+// deleteBlobPointer removes a deleted blob's pointer, so that no replica
+// (nor this one after a restart) maps the blob again: by its digest (a
+// registry that cannot delete tags drops them with it), then by its tag
+// (one that keeps tags, as ggcr's does). Failures are logged.
+func (h *Handler) deleteBlobPointer(ctx context.Context, be *backend, repo string, plainDigest digest.Digest) {
+	tag := h.blobPointerTag(be, repo, plainDigest)
+	d, _, _, err := be.cl.HeadManifest(ctx, repo, tag)
+	if upstream.IsStatus(err, http.StatusNotFound) {
+		return
+	}
+	if err == nil && d != "" {
+		err = be.cl.DeleteManifest(ctx, repo, d.String())
+	}
+	if terr := be.cl.DeleteManifest(ctx, repo, tag); terr != nil && !upstream.IsStatus(terr, http.StatusNotFound) && err == nil {
+		err = terr
+	}
+	if err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+		logger(ctx).Info("the upstream kept the pointer of a deleted blob", "repository", repo, "plain_digest", plainDigest, "err", err)
+	}
+}

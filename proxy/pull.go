@@ -373,6 +373,7 @@ func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", d, repo)
 	}
 	be.deleted.Add(repoKey(repo, d), struct{}{})
+	h.deleteBlobPointer(ctx, be, repo, d)
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
 	return nil

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -271,5 +272,28 @@ func TestAttackBlobPointerRepointed(t *testing.T) {
 	a := call{t, second.URL}.do("GET", "/v2/"+repo+"/blobs/"+dp.String(), nil)
 	if a.status == 200 || bytes.Contains(a.body, secret[:64]) {
 		t.Fatalf("a repointed blob pointer served %d, %d bytes", a.status, len(a.body))
+	}
+}
+
+// A blob deleted through shroud loses its pointer with it: a replica that
+// shares no cache with the one that deleted it (or a restart) does not map
+// it again.
+func TestDeletedBlobPointerGoes(t *testing.T) {
+	for _, up := range shroudtest.Upstreams(t) {
+		t.Run(up.Name, func(t *testing.T) {
+			rs := replicas(t, up, 2)
+			const repo = "blobptr/deleted"
+			b := atkRandBytes(t, 5_000)
+			d := atkPushBlob(t, rs[0], repo, b)
+			rs[0].do("DELETE", "/v2/"+repo+"/blobs/"+d.String(), nil).want(t, 202, "")
+			rs[1].do("HEAD", "/v2/"+repo+"/blobs/"+d.String(), nil).want(t, 404, "")
+			rs[1].do("GET", "/v2/"+repo+"/blobs/"+d.String(), nil).want(t, 404, "")
+			tags, _ := remote.List(ref(t, up.Host(), repo).Context())
+			for _, tag := range tags {
+				if strings.HasPrefix(tag, "shroud-") {
+					t.Fatalf("the upstream still holds pointer tag %s of the deleted blob (tags %v)", tag, tags)
+				}
+			}
+		})
 	}
 }

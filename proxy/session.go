@@ -438,13 +438,20 @@ func (s *sessions) release(ctx context.Context, u *upload, next string) bool {
 	defer s.gauge.Add(ctx, -1)
 	ctx = context.WithoutCancel(ctx)
 	name := ledgerName(u.id)
-	ok, err := u.ledger.Swap(ctx, name, u.claimed, next, s.recordTTL())
+	ttl := s.recordTTL()
+	if phase, _, _, _ := parseRecord(next); phase == "done" || phase == "failed" {
+		// Every state of an ended session expires within the TTL of
+		// its end: its record need not outlive that (a replica's
+		// ledger holds a bounded number).
+		ttl = s.ttl
+	}
+	ok, err := u.ledger.Swap(ctx, name, u.claimed, next, ttl)
 	if err == nil && !ok {
 		// A request that held the session for longer than the record
 		// lives (a multi-hour PATCH) finds it gone: nobody else can
 		// have taken it since, as no state of it was valid without it.
 		if _, found, gerr := u.ledger.Get(ctx, name); gerr == nil && !found {
-			ok, err = u.ledger.Swap(ctx, name, "", next, s.recordTTL())
+			ok, err = u.ledger.Swap(ctx, name, "", next, ttl)
 		}
 	}
 	if err != nil && u.ledger == s.shared {
