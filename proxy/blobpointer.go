@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sync"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -85,21 +86,42 @@ func (h *Handler) recordBlobPointer(ctx context.Context, be *backend, b cache.Bl
 	}
 }
 
+// emptyJSONRepos is the set of repositories (per backend) known to hold
+// {}; its lock makes concurrent commits in one repository upload it once.
+type emptyJSONRepos struct {
+	mu   sync.Mutex
+	have map[string]bool
+}
+
 // ensureEmptyJSON uploads {} (the blob pointers' config) to repo unless
 // the upstream has it.
 func (h *Handler) ensureEmptyJSON(ctx context.Context, be *backend, repo string) error {
-	if _, ok, err := be.cl.HeadBlob(ctx, repo, emptyJSONDigest); err != nil || ok {
-		return err
+	k := be.name + "\x00" + repo
+	h.emptyJSON.mu.Lock()
+	defer h.emptyJSON.mu.Unlock()
+	if h.emptyJSON.have[k] {
+		return nil
 	}
-	loc, err := be.cl.StartUpload(ctx, repo)
-	if err != nil {
+	if _, ok, err := be.cl.HeadBlob(ctx, repo, emptyJSONDigest); err != nil {
 		return err
+	} else if !ok {
+		loc, err := be.cl.StartUpload(ctx, repo)
+		if err != nil {
+			return err
+		}
+		if loc, err = be.cl.PatchUpload(ctx, loc, bytes.NewReader([]byte("{}")), 0, 2); err != nil {
+			h.cancelUpstream(ctx, be, loc)
+			return err
+		}
+		if err := be.cl.CommitUpload(ctx, loc, emptyJSONDigest); err != nil {
+			return err
+		}
 	}
-	if loc, err = be.cl.PatchUpload(ctx, loc, bytes.NewReader([]byte("{}")), 0, 2); err != nil {
-		h.cancelUpstream(ctx, be, loc)
-		return err
+	if h.emptyJSON.have == nil || len(h.emptyJSON.have) >= maxLocalSessions {
+		h.emptyJSON.have = map[string]bool{}
 	}
-	return be.cl.CommitUpload(ctx, loc, emptyJSONDigest)
+	h.emptyJSON.have[k] = true
+	return nil
 }
 
 // blobMapping is repo's mapping of a blob: the cache's, else what its

@@ -116,6 +116,9 @@ type Handler struct {
 	// process stops taking new work (Drain).
 	sharedHealth func(ctx context.Context) error
 	draining     atomic.Bool
+	// emptyJSON remembers the repositories known to hold {} (the blob
+	// pointers' config), so it is uploaded once, not once per blob.
+	emptyJSON emptyJSONRepos
 }
 
 var _ http.Handler = (*Handler)(nil)
