@@ -142,19 +142,7 @@ func (rs *replicaSet) assertNoPlaintext(t *testing.T, imgs ...v1.Image) {
 	t.Helper()
 	var prefixes [][]byte
 	for _, img := range imgs {
-		ls, err := img.Layers()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, l := range ls {
-			rc, err := l.Compressed()
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(io.LimitReader(rc, 4096))
-			rc.Close()
-			prefixes = append(prefixes, b)
-		}
+		prefixes = append(prefixes, layerPrefixes(t, img)...)
 	}
 	rs.assertNoPlaintextBytes(t, prefixes...)
 }

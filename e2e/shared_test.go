@@ -76,10 +76,24 @@ func sharedShroud(t *testing.T, opts ...shroudtest.Option) shroudtest.Shroud {
 // shroud into the shared upstream.
 func recordLayers(t *testing.T, img v1.Image) {
 	t.Helper()
+	for _, b := range layerPrefixes(t, img) {
+		if len(b) >= 64 {
+			shared.mu.Lock()
+			shared.plains = append(shared.plains, b)
+			shared.mu.Unlock()
+		}
+	}
+}
+
+// layerPrefixes returns the first 4 KiB of each of an image's layers (as
+// pushed, compressed): what a storage scan looks for.
+func layerPrefixes(t *testing.T, img v1.Image) [][]byte {
+	t.Helper()
 	ls, err := img.Layers()
 	if err != nil {
 		t.Fatal(err)
 	}
+	var out [][]byte
 	for _, l := range ls {
 		rc, err := l.Compressed()
 		if err != nil {
@@ -87,12 +101,9 @@ func recordLayers(t *testing.T, img v1.Image) {
 		}
 		b, _ := io.ReadAll(io.LimitReader(rc, 4096))
 		rc.Close()
-		if len(b) >= 64 {
-			shared.mu.Lock()
-			shared.plains = append(shared.plains, b)
-			shared.mu.Unlock()
-		}
+		out = append(out, b)
 	}
+	return out
 }
 
 func (s *sharedUpstream) layers() int {

@@ -312,12 +312,8 @@ func (s *sessions) claim(ctx context.Context, u *upload, body bool, check func(c
 			return apiErr(http.StatusNotFound, codeBlobUploadUnknown,
 				"upload %s: no ledger this replica sees records it (opened on another replica without the shared tier, or its record was evicted), so nothing vouches that no other request writes at its offset; start a new upload", u.id)
 		default:
-			off, err := check(ctx)
-			if err != nil {
+			if err := upstreamHolds(ctx, u, check); err != nil {
 				return err
-			}
-			if !sameOffset(off, u.offset()) {
-				return errRecord(u, record("idle", u.step+1, off))
 			}
 			ok, l, err = s.swap(ctx, name, "", busy, u.shared)
 		}
@@ -375,6 +371,12 @@ func (s *sessions) current(ctx context.Context, u *upload, check func(ctx contex
 	case found:
 		return errRecord(u, cur)
 	}
+	return upstreamHolds(ctx, u, check)
+}
+
+// upstreamHolds checks that the upstream holds u's offset: what vouches
+// for a session no ledger records, for a request that encrypts nothing.
+func upstreamHolds(ctx context.Context, u *upload, check func(ctx context.Context) (int64, error)) error {
 	off, err := check(ctx)
 	if err != nil {
 		return err
