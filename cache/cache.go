@@ -61,4 +61,19 @@ type Store interface {
 	ManifestByUpstream(ctx context.Context, repo string, upstreamDigest digest.Digest) (Manifest, bool, error)
 	PutManifest(ctx context.Context, m Manifest) error
 	DeleteManifest(ctx context.Context, repo string, plainDigest digest.Digest) error
+
+	// SetDeleted records (deleted) or clears (!deleted) that a client
+	// deleted the blob or manifest plainDigest from repo through shroud:
+	// a deleted one is not brought back by a mount, a pointer or
+	// another repository's mapping, on any replica that shares the tier,
+	// until a push of it clears the mark.
+	SetDeleted(ctx context.Context, repo string, plainDigest digest.Digest, deleted bool) error
+	// Deleted says whether SetDeleted marked plainDigest deleted in repo.
+	Deleted(ctx context.Context, repo string, plainDigest digest.Digest) (bool, error)
+	// Stale says that the upstream no longer holds what this process's
+	// entries for repo and plainDigest (its blob and manifest mappings)
+	// name: the in-process copies go, so that the next lookup reads the
+	// tier behind (another replica may have replaced them) or misses. A
+	// tier with no process-local copies does nothing.
+	Stale(ctx context.Context, repo string, plainDigest digest.Digest)
 }

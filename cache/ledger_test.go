@@ -7,13 +7,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shroud-oci/shroud/internal/redistest"
 )
 
 func ledgers(t *testing.T) map[string]Ledger {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	return map[string]Ledger{
 		"memory": NewMemoryLedger(0),
-		"redis":  newTestShared(t, rs.client(), keysOf(t, testIdentity(t)), SharedOptions{}).Ledger(),
+		"redis":  newTestShared(t, rs.Client(), keysOf(t, testIdentity(t)), SharedOptions{}).Ledger(),
 	}
 }
 
@@ -132,8 +134,8 @@ func TestMemoryLedgerBound(t *testing.T) {
 // A ledger value in Redis is not readable, and one not written by shroud
 // is no value and matches no compare.
 func TestRedisLedgerForeignValues(t *testing.T) {
-	rs := startRedis(t)
-	c := rs.client()
+	rs := redistest.Start(t)
+	c := rs.Client()
 	s := newTestShared(t, c, keysOf(t, testIdentity(t)), SharedOptions{})
 	l := s.Ledger()
 	ctx := ctxT(t)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -24,7 +25,11 @@ type LRU struct {
 	origins    *lru.Cache[digest.Digest, []Blob]
 	byPlain    *lru.Cache[string, Manifest]
 	byUpstream *lru.Cache[string, Manifest]
+	deleted    *lru.Cache[string, struct{}]
 }
+
+// DeletedEntries bounds the deletions an LRU remembers.
+const DeletedEntries = 10_000
 
 var _ Store = (*LRU)(nil)
 
@@ -50,7 +55,11 @@ func NewLRU(entries int) (*LRU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	return &LRU{blobs: b, origins: o, byPlain: p, byUpstream: u}, nil
+	d, err := lru.New[string, struct{}](DeletedEntries)
+	if err != nil {
+		return nil, fmt.Errorf("cache: %w", err)
+	}
+	return &LRU{blobs: b, origins: o, byPlain: p, byUpstream: u, deleted: d}, nil
 }
 
 func key(repo string, d digest.Digest) string { return repo + "@" + d.String() }
@@ -120,4 +129,37 @@ func (l *LRU) DeleteManifest(_ context.Context, repo string, d digest.Digest) er
 	}
 	l.byPlain.Remove(key(repo, d))
 	return nil
+}
+
+// SetDeleted implements Store: the most recent DeletedEntries deletions
+// are remembered.
+func (l *LRU) SetDeleted(_ context.Context, repo string, d digest.Digest, deleted bool) error {
+	if deleted {
+		l.deleted.Add(key(repo, d), struct{}{})
+	} else {
+		l.deleted.Remove(key(repo, d))
+	}
+	return nil
+}
+
+// Deleted implements Store.
+func (l *LRU) Deleted(_ context.Context, repo string, d digest.Digest) (bool, error) {
+	return l.deleted.Contains(key(repo, d)), nil
+}
+
+// Stale implements Store: the blob mapping of repo and d goes, with repo
+// from d's origins, and the manifest mapping with both its entries.
+func (l *LRU) Stale(ctx context.Context, repo string, d digest.Digest) {
+	l.blobs.Remove(key(repo, d))
+	l.mu.Lock()
+	if prev, ok := l.origins.Peek(d); ok {
+		next := slices.DeleteFunc(slices.Clone(prev), func(b Blob) bool { return b.Repository == repo })
+		if len(next) == 0 {
+			l.origins.Remove(d)
+		} else {
+			l.origins.Add(d, next)
+		}
+	}
+	l.mu.Unlock()
+	l.DeleteManifest(ctx, repo, d)
 }

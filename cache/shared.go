@@ -41,6 +41,7 @@ const (
 	kindManifest = "m" // repository, plaintext digest -> Manifest
 	kindUpstream = "u" // repository, upstream digest -> Manifest
 	kindLedger   = "l" // ledger name -> value
+	kindDeleted  = "d" // repository, plaintext digest -> deleted through shroud
 )
 
 // SharedOptions configure a Shared. The zero value is usable.
@@ -406,3 +407,42 @@ func (s *Shared) DeleteManifest(ctx context.Context, repo string, plainDigest di
 		return err
 	})
 }
+
+// sharedDeleted is a deletion mark as sealed into the shared tier.
+type sharedDeleted struct {
+	Repository  string        `json:"r"`
+	PlainDigest digest.Digest `json:"p"`
+}
+
+// SetDeleted implements Store: a mark that lives TTL, as the mappings do.
+func (s *Shared) SetDeleted(ctx context.Context, repo string, plainDigest digest.Digest, deleted bool) error {
+	key := s.key(kindDeleted, repo, plainDigest.String())
+	if !deleted {
+		return s.call(ctx, "undelete", func(ctx context.Context) error { return s.client.Del(ctx, key).Err() })
+	}
+	sealed, err := s.seal(key, sharedDeleted{Repository: repo, PlainDigest: plainDigest})
+	if err != nil {
+		return err
+	}
+	return s.call(ctx, "delete", func(ctx context.Context) error {
+		return s.client.Set(ctx, key, sealed, s.ttl).Err()
+	})
+}
+
+// Deleted implements Store. A mark that does not open, or names something
+// else, is no mark.
+func (s *Shared) Deleted(ctx context.Context, repo string, plainDigest digest.Digest) (bool, error) {
+	plain, err := s.get(ctx, "deleted", s.key(kindDeleted, repo, plainDigest.String()))
+	if err != nil || plain == nil {
+		return false, err
+	}
+	var v sharedDeleted
+	if json.Unmarshal(plain, &v) != nil || v.Repository != repo || v.PlainDigest != plainDigest {
+		s.foreign("deleted")
+		return false, nil
+	}
+	return true, nil
+}
+
+// Stale implements Store: the shared tier holds no process-local copies.
+func (s *Shared) Stale(context.Context, string, digest.Digest) {}

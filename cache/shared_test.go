@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/internal/redistest"
 )
 
 // layerBlob is a blob mapping as the proxy records it: the layer key
@@ -186,9 +187,9 @@ func storeRoundTrip(t *testing.T, id *crypto.Identity, w, r Store) {
 }
 
 func TestSharedRoundTrip(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
-	c := rs.client()
+	c := rs.Client()
 	s := newTestShared(t, c, keysOf(t, id), SharedOptions{TTL: time.Hour})
 	storeRoundTrip(t, id, s, s)
 
@@ -210,9 +211,9 @@ func TestSharedRoundTrip(t *testing.T) {
 
 // The prefix keeps two deployments sharing one Redis apart.
 func TestSharedPrefixSeparatesDeployments(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
-	c := rs.client()
+	c := rs.Client()
 	a := newTestShared(t, c, keysOf(t, id), SharedOptions{Prefix: "prod:"})
 	b := newTestShared(t, c, keysOf(t, id), SharedOptions{Prefix: "staging:"})
 	ctx := ctxT(t)
@@ -274,9 +275,9 @@ func dumpRedis(t *testing.T, c redis.UniversalClient) map[string][][]byte {
 // read every value. None holds a plaintext digest, a repository name, an
 // annotation value (the wrapped layer keys) or a ledger value.
 func TestSharedTierLearnsNoPlaintextDigest(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
-	c := rs.client()
+	c := rs.Client()
 	s := newTestShared(t, c, keysOf(t, id), SharedOptions{})
 	ctx := ctxT(t)
 
@@ -332,9 +333,9 @@ func TestSharedTierLearnsNoPlaintextDigest(t *testing.T) {
 // another key, damaged, or written with another key is a miss (never an
 // error), and OnForeign says so.
 func TestSharedForeignValuesAreMisses(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
-	c := rs.client()
+	c := rs.Client()
 	var mu sync.Mutex
 	foreign := map[string]int{}
 	k := keysOf(t, id)
@@ -434,9 +435,9 @@ func TestSharedForeignValuesAreMisses(t *testing.T) {
 // The figures SharedOptions' doc gives for sizing maxmemory: MEMORY USAGE
 // of each kind of entry as the proxy writes them.
 func TestSharedMemoryUsage(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
-	c := rs.client()
+	c := rs.Client()
 	s := newTestShared(t, c, keysOf(t, id), SharedOptions{})
 	ctx := ctxT(t)
 	usage := func(key string) int64 {
@@ -572,7 +573,7 @@ func TestSharedHungRedisCostsOpTimeout(t *testing.T) {
 	const opTimeout = 200 * time.Millisecond
 	deaf := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{addr}, DisableIdentity: true, MaxRetries: -1})
 	t.Cleanup(func() { deaf.Close() })
-	for name, c := range map[string]redis.UniversalClient{"ContextTimeoutEnabled": newClient(t, addr), "client default timeouts": deaf} {
+	for name, c := range map[string]redis.UniversalClient{"ContextTimeoutEnabled": redistest.Client(t, addr), "client default timeouts": deaf} {
 		t.Run(name, func(t *testing.T) {
 			s := newTestShared(t, c, keysOf(t, id), SharedOptions{OpTimeout: opTimeout})
 			ctx := context.Background()

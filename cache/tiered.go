@@ -38,15 +38,15 @@ type TieredOptions struct {
 // shroud stays correct, and only slower, while Redis is down.
 //
 // The LRU in front is not told of another replica's writes. Its entries
-// carry no TTL: a manifest mapping is a hint that the proxy checks against
-// the upstream (it fetches or HEADs the upstream digest the mapping names),
-// so when another replica deletes a manifest, this replica's LRU may hold
-// the mapping until it falls out, and the upstream's 404 for the digest it
-// names is then the answer, as it would be without a cache. Blob mappings
-// are never deleted, and a manifest mapping replaced on another replica
-// is replaced here by the next restoration that meets it. A TTL on the
-// front would cost every hot entry a Redis read per period and buy no
-// correctness, so there is none.
+// carry no TTL: a mapping is a hint that the proxy checks against the
+// upstream (it fetches or HEADs the upstream digest the mapping names),
+// and when the upstream answers 404 for it (another replica deleted it,
+// or stored the blob or manifest again under a new key) the proxy calls
+// Stale, which drops the LRU's copy so the next lookup reads the shared
+// tier. Deletions are marks in the shared tier (SetDeleted, Deleted),
+// which every replica reads there, not from its LRU, while it answers. A
+// TTL on the front would cost every hot entry a Redis read per period and
+// buy no correctness, so there is none.
 type Tiered struct {
 	front   *LRU
 	shared  *Shared
@@ -246,4 +246,43 @@ func (t *Tiered) DeleteManifest(ctx context.Context, repo string, plainDigest di
 		t.record("delete manifest", t.shared.DeleteManifest(ctx, repo, plainDigest))
 	}
 	return nil
+}
+
+// SetDeleted implements Store: in both tiers. A mark the shared tier
+// missed (it failed, or was skipped) is this replica's alone.
+func (t *Tiered) SetDeleted(ctx context.Context, repo string, plainDigest digest.Digest, deleted bool) error {
+	if err := t.front.SetDeleted(ctx, repo, plainDigest, deleted); err != nil {
+		return err
+	}
+	if t.useShared() {
+		op := "delete"
+		if !deleted {
+			op = "undelete"
+		}
+		t.record(op, t.shared.SetDeleted(ctx, repo, plainDigest, deleted))
+	}
+	return nil
+}
+
+// Deleted implements Store: the shared tier's answer, which every
+// replica writes, so that a push on one replica clears what a delete on
+// another marked; the LRU's only while the shared tier fails.
+func (t *Tiered) Deleted(ctx context.Context, repo string, plainDigest digest.Digest) (bool, error) {
+	if t.useShared() {
+		d, err := t.shared.Deleted(ctx, repo, plainDigest)
+		if t.record("deleted", err) {
+			t.front.SetDeleted(ctx, repo, plainDigest, d)
+			return d, nil
+		}
+	}
+	return t.front.Deleted(ctx, repo, plainDigest)
+}
+
+// Stale implements Store: the LRU's copies go (and what it knew to be in
+// the shared tier), so the next lookup reads the shared tier, where
+// another replica may have written newer mappings.
+func (t *Tiered) Stale(ctx context.Context, repo string, plainDigest digest.Digest) {
+	t.synced.Remove("b" + key(repo, plainDigest))
+	t.synced.Remove("m" + key(repo, plainDigest))
+	t.front.Stale(ctx, repo, plainDigest)
 }

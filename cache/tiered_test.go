@@ -7,8 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	"github.com/redis/go-redis/v9"
+
 	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/internal/redistest"
 )
 
 // newTestTiered returns a replica's Tiered on client: its own LRU, the
@@ -27,18 +30,18 @@ func newTestTiered(t *testing.T, client redis.UniversalClient, id *crypto.Identi
 }
 
 func TestTieredRoundTrip(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
-	tr := newTestTiered(t, rs.client(), id, TieredOptions{})
+	tr := newTestTiered(t, rs.Client(), id, TieredOptions{})
 	storeRoundTrip(t, id, tr, tr)
 }
 
 // Two replicas sharing one Redis: what one writes, the other reads.
 func TestTieredReplicasShareOneRedis(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
-	a := newTestTiered(t, rs.client(), id, TieredOptions{})
-	b := newTestTiered(t, rs.client(), id, TieredOptions{})
+	a := newTestTiered(t, rs.Client(), id, TieredOptions{})
+	b := newTestTiered(t, rs.Client(), id, TieredOptions{})
 	storeRoundTrip(t, id, a, b)
 
 	// A delete on one replica reaches a third that had not read it; the
@@ -54,7 +57,7 @@ func TestTieredReplicasShareOneRedis(t *testing.T) {
 	if err := a.DeleteManifest(ctx, m.Repository, m.PlainDigest); err != nil {
 		t.Fatal(err)
 	}
-	c := newTestTiered(t, rs.client(), id, TieredOptions{})
+	c := newTestTiered(t, rs.Client(), id, TieredOptions{})
 	if _, ok, err := c.Manifest(ctx, m.Repository, m.PlainDigest); ok || err != nil {
 		t.Fatalf("replica c finds a manifest replica a deleted: %v %v", ok, err)
 	}
@@ -64,11 +67,11 @@ func TestTieredReplicasShareOneRedis(t *testing.T) {
 // counts the failures, Health says degraded; Redis back on the same port:
 // Health is nil again and writes reach it.
 func TestTieredSurvivesRedisDeath(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
 	var mu sync.Mutex
 	var failures []string
-	tr := newTestTiered(t, rs.client(), id, TieredOptions{
+	tr := newTestTiered(t, rs.Client(), id, TieredOptions{
 		Backoff: time.Hour, // only Health ends the wait
 		OnError: func(op string, err error) { mu.Lock(); failures = append(failures, op); mu.Unlock() },
 	})
@@ -81,7 +84,7 @@ func TestTieredSurvivesRedisDeath(t *testing.T) {
 		t.Fatalf("Health with Redis up = %v", err)
 	}
 
-	rs.stop()
+	rs.Stop()
 	m := testManifest("r", "during")
 	during := layerBlob(t, id, "r", "during", 0)
 	if err := tr.PutBlob(ctx, during); err != nil {
@@ -112,7 +115,7 @@ func TestTieredSurvivesRedisDeath(t *testing.T) {
 		t.Logf("Health with Redis down: %v", err)
 	}
 
-	rs.start()
+	rs.Restart()
 	if err := tr.Health(ctx); err != nil {
 		t.Fatalf("Health with Redis back = %v", err)
 	}
@@ -120,7 +123,7 @@ func TestTieredSurvivesRedisDeath(t *testing.T) {
 	if err := tr.PutBlob(ctx, after); err != nil {
 		t.Fatal(err)
 	}
-	other := newTestTiered(t, rs.client(), id, TieredOptions{})
+	other := newTestTiered(t, rs.Client(), id, TieredOptions{})
 	if _, ok, err := other.Blob(ctx, "r", after.PlainDigest); err != nil || !ok {
 		t.Fatalf("a write after Redis came back did not reach it: %v %v", ok, err)
 	}
@@ -133,7 +136,7 @@ func TestTieredBacksOffAHungRedis(t *testing.T) {
 	id := testIdentity(t)
 	errs := 0
 	var mu sync.Mutex
-	tr := newTestTiered(t, newClient(t, addr), id, TieredOptions{Backoff: time.Hour, OnError: func(string, error) { mu.Lock(); errs++; mu.Unlock() }})
+	tr := newTestTiered(t, redistest.Client(t, addr), id, TieredOptions{Backoff: time.Hour, OnError: func(string, error) { mu.Lock(); errs++; mu.Unlock() }})
 	ctx := ctxT(t)
 	m := testManifest("r", "m")
 	start := time.Now()
@@ -162,29 +165,12 @@ func TestTieredBacksOffAHungRedis(t *testing.T) {
 // shared tier already holds costs no Redis write, and a changed entry is
 // written.
 func TestTieredWritesUnchangedEntriesOnce(t *testing.T) {
-	rs := startRedis(t)
+	rs := redistest.Start(t)
 	id := testIdentity(t)
-	client := rs.client()
+	client := rs.Client()
 	tr := newTestTiered(t, client, id, TieredOptions{})
 	ctx := ctxT(t)
-	writes := func() int64 {
-		t.Helper()
-		info, err := client.Info(ctx, "commandstats").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var total int64
-		for _, line := range strings.Split(info, "\n") {
-			for _, cmd := range []string{"cmdstat_set:", "cmdstat_setex:", "cmdstat_psetex:"} {
-				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
-					var n int64
-					fmt.Sscanf(strings.TrimPrefix(rest, "calls="), "%d", &n)
-					total += n
-				}
-			}
-		}
-		return total
-	}
+	writes := func() int64 { return redisWrites(t, client) }
 	b := layerBlob(t, id, "team/app", "layer", 0)
 	m := testManifest("team/app", "manifest")
 	if err := tr.PutBlob(ctx, b); err != nil {
@@ -213,4 +199,116 @@ func TestTieredWritesUnchangedEntriesOnce(t *testing.T) {
 	if got, ok, _ := other.Blob(ctx, b.Repository, b.PlainDigest); !ok || got.Size != b.Size {
 		t.Fatalf("another replica reads %+v, want the changed entry", got)
 	}
+}
+
+// A delete on one replica is seen by another, though the other's LRU had
+// the blob and manifest: it is marked in Redis, and the other replica's
+// Deleted asks Redis. A push on the second replica clears it for the
+// first, whose own LRU had marked it. With Redis gone, each replica
+// answers from what it marked itself.
+func TestTieredDeletionsAreShared(t *testing.T) {
+	rs := redistest.Start(t)
+	id := testIdentity(t)
+	a := newTestTiered(t, rs.Client(), id, TieredOptions{Backoff: -1})
+	b := newTestTiered(t, rs.Client(), id, TieredOptions{Backoff: -1})
+	ctx := ctxT(t)
+	const repo = "team/app"
+	d := digest.FromString("deleted on a")
+	if del, err := b.Deleted(ctx, repo, d); del || err != nil {
+		t.Fatalf("deleted before any delete: %v %v", del, err)
+	}
+	if err := a.SetDeleted(ctx, repo, d, true); err != nil {
+		t.Fatal(err)
+	}
+	if del, _ := b.Deleted(ctx, repo, d); !del {
+		t.Fatal("replica b does not see replica a's delete")
+	}
+	if del, _ := b.Deleted(ctx, "team/other", d); del {
+		t.Fatal("a delete in one repository marks another")
+	}
+	if err := b.SetDeleted(ctx, repo, d, false); err != nil {
+		t.Fatal(err)
+	}
+	if del, _ := a.Deleted(ctx, repo, d); del {
+		t.Fatal("replica a still says deleted after replica b's push cleared it")
+	}
+	// Marked again on a; Redis dies: a answers from its LRU, b from its
+	// own (which read "deleted" last from Redis).
+	a.SetDeleted(ctx, repo, d, true)
+	if del, _ := b.Deleted(ctx, repo, d); !del {
+		t.Fatal("replica b does not see the second delete")
+	}
+	rs.Stop()
+	if del, err := a.Deleted(ctx, repo, d); !del || err != nil {
+		t.Fatalf("with Redis down, replica a forgets its own delete: %v %v", del, err)
+	}
+	if del, err := b.Deleted(ctx, repo, d); !del || err != nil {
+		t.Fatalf("with Redis down, replica b forgets the delete it read: %v %v", del, err)
+	}
+}
+
+// Stale drops a replica's LRU copies of a mapping another replica
+// replaced (a blob uploaded again under a new key, a manifest pushed
+// again), and the next lookup reads what Redis holds now.
+func TestTieredStaleReadsTheSharedTierAgain(t *testing.T) {
+	rs := redistest.Start(t)
+	id := testIdentity(t)
+	a := newTestTiered(t, rs.Client(), id, TieredOptions{})
+	b := newTestTiered(t, rs.Client(), id, TieredOptions{})
+	ctx := ctxT(t)
+	v1 := layerBlob(t, id, "team/app", "layer", 0)
+	m1 := testManifest("team/app", "manifest")
+	m1.PlainDigest = v1.PlainDigest // one digest names both, as Stale takes it
+	if err := a.PutBlob(ctx, v1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.PutManifest(ctx, m1); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, _ := b.Blob(ctx, v1.Repository, v1.PlainDigest); !ok || got.CipherDigest != v1.CipherDigest {
+		t.Fatal("replica b does not read replica a's blob")
+	}
+	b.Manifest(ctx, m1.Repository, m1.PlainDigest)
+	v2, m2 := v1, m1
+	v2.CipherDigest = digest.FromString("cipher of the second upload")
+	m2.UpstreamDigest = digest.FromString("the second push")
+	a.PutBlob(ctx, v2)
+	a.PutManifest(ctx, m2)
+	if got, _, _ := b.Blob(ctx, v1.Repository, v1.PlainDigest); got.CipherDigest != v1.CipherDigest {
+		t.Fatal("the test means b's LRU to hold the first upload")
+	}
+	b.Stale(ctx, v1.Repository, v1.PlainDigest)
+	if got, ok, _ := b.Blob(ctx, v1.Repository, v1.PlainDigest); !ok || got.CipherDigest != v2.CipherDigest {
+		t.Fatalf("after Stale replica b reads %s, want the second upload's %s", got.CipherDigest, v2.CipherDigest)
+	}
+	if got, ok, _ := b.Manifest(ctx, m1.Repository, m1.PlainDigest); !ok || got.UpstreamDigest != m2.UpstreamDigest {
+		t.Fatalf("after Stale replica b maps the manifest to %s, want %s", got.UpstreamDigest, m2.UpstreamDigest)
+	}
+	// The second copy was read from Redis and is known to be there: a
+	// pull restoring it writes nothing.
+	before := redisWrites(t, rs.Client())
+	b.PutBlob(ctx, v2)
+	if after := redisWrites(t, rs.Client()); after != before {
+		t.Fatalf("writing back what was just read cost %d SETs", after-before)
+	}
+}
+
+// redisWrites counts the SETs the server has taken so far.
+func redisWrites(t *testing.T, client redis.UniversalClient) int64 {
+	t.Helper()
+	info, err := client.Info(ctxT(t), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_set:", "cmdstat_setex:", "cmdstat_psetex:"} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+				var n int64
+				fmt.Sscanf(strings.TrimPrefix(rest, "calls="), "%d", &n)
+				total += n
+			}
+		}
+	}
+	return total
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -571,4 +572,28 @@ func grepLines(text, s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// The conformance suite through nginx in front of two replicas sharing
+// one identity and one Redis passes every test it passes straight at a
+// fresh distribution v3 (TestConformanceParity's measure, for a
+// balanced deployment).
+func TestReplicasConformanceParity(t *testing.T) {
+	direct, directTotal := conformance(t, distributionV3(t).Host())
+	rs := startReplicaSet(t)
+	through, throughTotal := conformance(t, rs.host())
+	var lost []string
+	for name, n := range direct {
+		if through[name] < n {
+			lost = append(lost, fmt.Sprintf("%s (%d of %d)", name, through[name], n))
+		}
+	}
+	sort.Strings(lost)
+	line := fmt.Sprintf("conformance distribution-v3 via nginx and 2 replicas with redis: passed direct %d / passed through shroud %d / lost %d", directTotal, throughTotal, len(lost))
+	t.Log(line)
+	t.Logf("requests per replica (nginx access log): %s", rs.perReplica(rs.lb.requests(t)))
+	summarize(line)
+	if len(lost) > 0 {
+		t.Errorf("tests that pass straight at distribution-v3 fail through the balanced replicas:\n  %s", strings.Join(lost, "\n  "))
+	}
 }

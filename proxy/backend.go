@@ -10,15 +10,11 @@ import (
 	"net/http"
 	"strings"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/proxy/upstream"
 )
-
-// deletedEntries bounds the memory of deleted blobs and manifests.
-const deletedEntries = 10_000
 
 // Backend is one upstream registry and the cache of its mappings.
 type Backend struct {
@@ -32,10 +28,6 @@ type backend struct {
 	name  string // "" for the default upstream, else the mirror's origin host
 	cl    *upstream.Client
 	cache cache.Store
-	// deleted remembers blobs and manifests a client deleted from a
-	// repository, so that a HEAD does not mount a blob back from another
-	// repository nor a tag scan find a manifest again.
-	deleted *lru.Cache[string, struct{}]
 	// passthrough relays requests for repositories a policy rule leaves
 	// alone.
 	passthrough http.Handler
@@ -52,11 +44,7 @@ func newBackend(name string, b Backend, m *metrics, ownAuth bool) (*backend, err
 	if b.Upstream == nil || b.Cache == nil {
 		return nil, fmt.Errorf("proxy: upstream %q needs a client and a cache", name)
 	}
-	d, err := lru.New[string, struct{}](deletedEntries)
-	if err != nil {
-		return nil, fmt.Errorf("proxy: %w", err)
-	}
-	return &backend{name: name, cl: b.Upstream, cache: b.Cache, deleted: d, passthrough: reverseProxy(b.Upstream, ownAuth), metrics: m}, nil
+	return &backend{name: name, cl: b.Upstream, cache: b.Cache, passthrough: reverseProxy(b.Upstream, ownAuth), metrics: m}, nil
 }
 
 // backend returns the backend a request is for: containerd names the
@@ -161,5 +149,25 @@ func (b *backend) manifestMapping(ctx context.Context, repo string, d digest.Dig
 func (b *backend) putManifestMapping(ctx context.Context, m cache.Manifest) {
 	if err := b.cache.PutManifest(ctx, m); err != nil {
 		logger(ctx).Warn("cache store failed", "plain_digest", m.PlainDigest, "err", err)
+	}
+}
+
+// deleted says whether a client deleted the blob or manifest d from repo
+// through shroud (on any replica sharing the cache), so that a HEAD does
+// not mount the blob back from another repository nor a pointer find it
+// again; a failing cache says no.
+func (b *backend) deleted(ctx context.Context, repo string, d digest.Digest) bool {
+	del, err := b.cache.Deleted(ctx, repo, d)
+	if err != nil {
+		logger(ctx).Warn("cache lookup failed", "plain_digest", d, "err", err)
+	}
+	return del
+}
+
+// setDeleted records that d was deleted from repo (deleted), or pushed
+// again (!deleted).
+func (b *backend) setDeleted(ctx context.Context, repo string, d digest.Digest, deleted bool) {
+	if err := b.cache.SetDeleted(ctx, repo, d, deleted); err != nil {
+		logger(ctx).Warn("cache store failed", "plain_digest", d, "err", err)
 	}
 }

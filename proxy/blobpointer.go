@@ -131,7 +131,7 @@ func (h *Handler) blobMapping(ctx context.Context, be *backend, repo string, pla
 	if b, ok := be.blob(ctx, repo, plainDigest); ok {
 		return b, true
 	}
-	if be.deleted.Contains(repoKey(repo, plainDigest)) {
+	if be.deleted(ctx, repo, plainDigest) {
 		return cache.Blob{}, false
 	}
 	um, err := be.cl.GetManifest(ctx, repo, h.blobPointerTag(be, repo, plainDigest))

@@ -30,8 +30,13 @@
 //     asked for.
 //   - HEAD of a blob mounts its ciphertext from another repository (the
 //     design's dedup), except into a repository the client deleted it from:
-//     deleted blobs and manifests are remembered per repository (bounded,
-//     in process), so a delete sticks as the distribution spec requires.
+//     deleted blobs and manifests are marked per repository in the cache
+//     (cache.Store.SetDeleted: the shared tier's mark, seen by every
+//     replica; the LRU's while it is down), so a delete sticks as the
+//     distribution spec requires. A mapping whose ciphertext the upstream
+//     answers 404 for is dropped from process memory (cache.Store.Stale)
+//     and looked up once more: another replica deleted it or stored it
+//     again under a new key.
 //
 // Decisions that keep a hostile upstream (DESIGN §10) from steering shroud:
 //   - The seal (crypto.Seal) is signed by shroud's identity, then encrypted

@@ -112,6 +112,9 @@ func (h *Handler) headFromCache(ctx context.Context, be *backend, repo, ref stri
 			return cache.Manifest{}, false
 		}
 		upDigest, _, _, err := be.cl.HeadManifest(ctx, repo, mm.UpstreamDigest.String())
+		if upstream.IsStatus(err, http.StatusNotFound) {
+			be.cache.Stale(ctx, repo, d) // deleted or replaced, on another replica
+		}
 		return mm, err == nil && upDigest == mm.UpstreamDigest
 	}
 	upDigest, _, _, err := be.cl.HeadManifest(ctx, repo, ref)
@@ -138,15 +141,21 @@ func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref st
 		return h.restore(ctx, be, repo, um, 0, budget)
 	}
 	if mm, ok := be.manifestMapping(ctx, repo, d); ok {
-		if s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest, budget); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
-			return served{}, err
-		} else if err == nil && s.is(d) {
+		s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest, budget)
+		switch {
+		case err == nil && s.is(d):
 			return s.as(d), nil
+		case upstream.IsStatus(err, http.StatusNotFound):
+			// Deleted or replaced, on another replica: the mapping goes
+			// from this process, the pointer says what is there now.
+			be.cache.Stale(ctx, repo, d)
+		case err != nil:
+			return served{}, err
 		}
 	}
 	// Some registries keep a deleted manifest reachable through its
 	// tags: a pointer must not bring back what a client deleted here.
-	if !be.deleted.Contains(repoKey(repo, d)) {
+	if !be.deleted(ctx, repo, d) {
 		if s, _, ok, err := h.pointed(ctx, be, repo, d, budget); err != nil || ok {
 			return s, err
 		}
@@ -493,7 +502,7 @@ func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request) error {
 	}
 	// A registry may keep a deleted manifest reachable through its tags:
 	// this process does not find it again through its pointer.
-	be.deleted.Add(repoKey(repo, d), struct{}{})
+	be.setDeleted(ctx, repo, d, true)
 	if err := be.cache.DeleteManifest(ctx, repo, d); err != nil {
 		logger(ctx).Warn("cache delete failed", "err", err)
 	}

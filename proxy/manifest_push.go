@@ -94,7 +94,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	be.deleted.Remove(repoKey(repo, plainDigest))
+	be.setDeleted(ctx, repo, plainDigest, false)
 	if subjectProcessed && plainSubject != "" {
 		w.Header().Set("OCI-Subject", plainSubject.String())
 	}

@@ -115,7 +115,7 @@ func (h *Handler) manifestFor(ctx context.Context, be *backend, repo string, pla
 	if mm, ok := be.manifestMapping(ctx, repo, plainDigest); ok {
 		return mm, true, nil
 	}
-	if be.deleted.Contains(repoKey(repo, plainDigest)) {
+	if be.deleted(ctx, repo, plainDigest) {
 		return cache.Manifest{}, false, nil
 	}
 	s, um, ok, err := h.pointed(ctx, be, repo, plainDigest, budget)

@@ -32,6 +32,28 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	if r.Method == http.MethodHead {
 		return h.headBlob(w, r, be, repo, plainDigest)
 	}
+	err = h.getMappedBlob(w, r, be, repo, plainDigest)
+	if errors.Is(err, errStaleMapping) {
+		// Deleted, or uploaded again under a new key, through another
+		// replica: this process's mapping goes, and the shared tier or
+		// the blob's pointer is asked once more. Nothing was written.
+		be.cache.Stale(ctx, repo, plainDigest)
+		err = h.getMappedBlob(w, r, be, repo, plainDigest)
+	}
+	if errors.Is(err, errStaleMapping) {
+		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
+	}
+	return err
+}
+
+// errStaleMapping is a mapping whose ciphertext the upstream does not
+// hold (any more): getMappedBlob wrote nothing.
+var errStaleMapping = errors.New("the upstream does not hold the mapped ciphertext")
+
+// getMappedBlob serves a GET of a blob as its mapping says, else passes
+// it through.
+func (h *Handler) getMappedBlob(w http.ResponseWriter, r *http.Request, be *backend, repo string, plainDigest digest.Digest) error {
+	ctx := r.Context()
 	b, ok := h.blobMapping(ctx, be, repo, plainDigest)
 	if !ok {
 		return h.passBlob(w, r, be, repo, plainDigest)
@@ -76,7 +98,7 @@ func (h *Handler) getBlob(w http.ResponseWriter, r *http.Request) error {
 	get := func(ctx context.Context) (*http.Response, error) {
 		resp, err := be.cl.GetBlob(ctx, repo, b.CipherDigest, upRange)
 		if upstream.IsStatus(err, http.StatusNotFound) {
-			return nil, apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", plainDigest, repo)
+			return nil, fmt.Errorf("blob %s of repository %s: %w", plainDigest, repo, errStaleMapping)
 		}
 		return resp, err
 	}
@@ -151,7 +173,11 @@ func decryptBlob(r io.Reader, key crypto.LayerKey, hmac []byte, b cache.Blob) (i
 // else as the upstream answers for the digest itself.
 func (h *Handler) headBlob(w http.ResponseWriter, r *http.Request, be *backend, repo string, plainDigest digest.Digest) error {
 	ctx := r.Context()
-	if b, ok := h.blobMapping(ctx, be, repo, plainDigest); ok && b.Bound {
+	for try := 0; try < 2; try++ {
+		b, ok := h.blobMapping(ctx, be, repo, plainDigest)
+		if !ok || !b.Bound {
+			break
+		}
 		err := h.haveCipher(ctx, be, repo, b)
 		if err == nil {
 			writeBlobHeaders(w, plainDigest, b.Size)
@@ -161,8 +187,12 @@ func (h *Handler) headBlob(w http.ResponseWriter, r *http.Request, be *backend, 
 		if !upstream.IsStatus(err, http.StatusNotFound) {
 			return err
 		}
+		// Deleted, or uploaded again under a new key, through another
+		// replica: this process's mapping goes, and the shared tier or
+		// the blob's pointer is asked once more.
+		be.cache.Stale(ctx, repo, plainDigest)
 	}
-	if !be.deleted.Contains(repoKey(repo, plainDigest)) {
+	if !be.deleted(ctx, repo, plainDigest) {
 		if b, ok := h.mountOrigin(ctx, be, repo, plainDigest); ok {
 			writeBlobHeaders(w, plainDigest, b.Size)
 			w.WriteHeader(http.StatusOK)
@@ -372,11 +402,9 @@ func (h *Handler) deleteBlob(w http.ResponseWriter, r *http.Request) error {
 	if !deleted {
 		return apiErr(http.StatusNotFound, codeBlobUnknown, "blob %s is unknown to repository %s", d, repo)
 	}
-	be.deleted.Add(repoKey(repo, d), struct{}{})
+	be.setDeleted(ctx, repo, d, true)
 	h.deleteBlobPointer(ctx, be, repo, d)
 	w.Header().Set("Content-Length", "0")
 	w.WriteHeader(http.StatusAccepted)
 	return nil
 }
-
-func repoKey(repo string, d digest.Digest) string { return repo + "@" + d.String() }

@@ -92,7 +92,7 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, rep
 	} else if _, ok := h.mountOrigin(ctx, be, repo, plainDigest); !ok {
 		return false, nil
 	}
-	be.deleted.Remove(repoKey(repo, plainDigest))
+	be.setDeleted(ctx, repo, plainDigest, false)
 	writeBlobCreated(w, repo, plainDigest)
 	return true, nil
 }
@@ -232,7 +232,7 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 			return cache.Blob{}, err
 		}
 	}
-	be.deleted.Remove(repoKey(u.repo, want))
+	be.setDeleted(ctx, u.repo, want, false)
 	be.putBlob(ctx, b)
 	h.recordBlobPointer(ctx, be, b)
 	h.metrics.blobBytes.Add(ctx, s.Size, encryptDirection)

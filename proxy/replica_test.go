@@ -13,6 +13,7 @@ import (
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/internal/redistest"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 )
 
@@ -292,6 +293,94 @@ func TestDeletedBlobPointerGoes(t *testing.T) {
 			for _, tag := range tags {
 				if strings.HasPrefix(tag, "shroud-") {
 					t.Fatalf("the upstream still holds pointer tag %s of the deleted blob (tags %v)", tag, tags)
+				}
+			}
+		})
+	}
+}
+
+// sharedReplicas starts n replicas sharing one identity and one Redis,
+// each with its own LRU in front of it, as a Deployment with the shared
+// tier runs them.
+func sharedReplicas(t *testing.T, up shroudtest.Upstream, n int) []call {
+	t.Helper()
+	rs := redistest.Start(t)
+	names := must[*crypto.KeyedHash](t)(crypto.NewKeyedHash(atkRandBytes(t, 32)))
+	box := must[*crypto.Box](t)(crypto.NewBox(atkRandBytes(t, 32)))
+	tier := func() cache.Store {
+		front := must[*cache.LRU](t)(cache.NewLRU(0))
+		shared := must[*cache.Shared](t)(cache.NewShared(rs.Client(), names, box, cache.SharedOptions{}))
+		return must[*cache.Tiered](t)(cache.NewTiered(front, shared, cache.TieredOptions{}))
+	}
+	ledger := must[*cache.Shared](t)(cache.NewShared(rs.Client(), names, box, cache.SharedOptions{})).Ledger()
+	first := shroudtest.Start(t, up, shroudtest.WithCache(tier()), shroudtest.WithLedger(ledger))
+	cs := []call{{t, first.URL}}
+	for i := 1; i < n; i++ {
+		s := shroudtest.StartWithIdentity(t, up, first.Keyring, first.DataDir, shroudtest.WithCache(tier()), shroudtest.WithLedger(ledger))
+		cs = append(cs, call{t, s.URL})
+	}
+	return cs
+}
+
+// The conformance suite's blob-delete through two balanced replicas: a
+// blob deleted through one replica is 404 on the other, whose LRU still
+// maps it, though another repository holds the same blob (it used to
+// mount it back from there: 200); and uploaded again through the first
+// (a new layer key, a new ciphertext), the second serves it, instead of
+// the 404 its stale mapping of the deleted ciphertext gave.
+func TestBlobDeletedOnOneReplicaIsGoneOnAnother(t *testing.T) {
+	for _, up := range shroudtest.Upstreams(t) {
+		t.Run(up.Name, func(t *testing.T) {
+			rs := sharedReplicas(t, up, 2)
+			b := atkRandBytes(t, 40_000)
+			d := atkPushBlob(t, rs[0], "team/a", b)
+			atkPushBlob(t, rs[0], "team/b", b)
+			path := "/v2/team/a/blobs/" + d.String()
+			rs[1].do("HEAD", path, nil).want(t, 200, "")
+			checkBlob(t, rs[1], "team/a", b)
+
+			rs[0].do("DELETE", path, nil).want(t, 202, "")
+			rs[1].do("HEAD", path, nil).want(t, 404, "")
+			rs[1].do("GET", path, nil).want(t, 404, "BLOB_UNKNOWN")
+			rs[0].do("HEAD", path, nil).want(t, 404, "")
+			checkBlob(t, rs[1], "team/b", b) // the other repository keeps it
+
+			atkPushBlob(t, rs[0], "team/a", b)
+			rs[1].do("HEAD", path, nil).want(t, 200, "")
+			checkBlob(t, rs[1], "team/a", b)
+		})
+	}
+}
+
+// A manifest deleted by digest through one replica is gone on the other,
+// which had served it; pushed again through the first (a new encrypted
+// manifest upstream), the second serves it by digest.
+func TestManifestDeletedOnOneReplicaIsGoneOnAnother(t *testing.T) {
+	for _, up := range shroudtest.Upstreams(t) {
+		t.Run(up.Name, func(t *testing.T) {
+			rs := sharedReplicas(t, up, 2)
+			const repo = "team/app"
+			layer := atkRandBytes(t, 30_000)
+			atkPushBlob(t, rs[0], repo, layer)
+			cfgBytes := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
+			cfg := atkPushBlob(t, rs[0], repo, cfgBytes)
+			m := atkImageManifest(t, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageConfig, Digest: cfg, Size: int64(len(cfgBytes))}, atkLayerDesc(layer))
+			md := digest.FromBytes(m)
+			put := func() {
+				rs[0].do("PUT", "/v2/"+repo+"/manifests/"+md.String(), bytes.NewReader(m), "Content-Type", ocispec.MediaTypeImageManifest).want(t, 201, "")
+			}
+			put()
+			path := "/v2/" + repo + "/manifests/" + md.String()
+			if a := rs[1].do("GET", path, nil, "Accept", ocispec.MediaTypeImageManifest); a.status != 200 || !bytes.Equal(a.body, m) {
+				t.Fatalf("GET by digest on the other replica: %d", a.status)
+			}
+			rs[0].do("DELETE", path, nil).want(t, 202, "")
+			rs[1].do("GET", path, nil, "Accept", ocispec.MediaTypeImageManifest).want(t, 404, "MANIFEST_UNKNOWN")
+			rs[1].do("HEAD", path, nil, "Accept", ocispec.MediaTypeImageManifest).want(t, 404, "")
+			put()
+			for i, c := range rs {
+				if a := c.do("GET", path, nil, "Accept", ocispec.MediaTypeImageManifest); a.status != 200 || !bytes.Equal(a.body, m) {
+					t.Fatalf("GET by digest on replica %d after the push again: %d", i, a.status)
 				}
 			}
 		})
