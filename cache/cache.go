@@ -28,6 +28,10 @@ type Blob struct {
 	// Layer says a manifest names the blob as a layer: such a blob is
 	// never stored in plaintext as a manifest's config.
 	Layer bool
+	// Scope names the dedup scope whose origins a bound mapping joins:
+	// Origin finds it only when asked for that scope, so that the shared
+	// tier's keys link no two repositories that may not share layers.
+	Scope string
 }
 
 // Manifest maps a manifest as the client sees it to the one upstream.
@@ -48,12 +52,12 @@ type Store interface {
 	// Blob looks a blob up by repository and plaintext digest.
 	Blob(ctx context.Context, repo string, plainDigest digest.Digest) (Blob, bool, error)
 	// PutBlob records b for b.Repository; a bound b also becomes the
-	// Origin of its plaintext digest.
+	// Origin of its plaintext digest in b.Scope.
 	PutBlob(ctx context.Context, b Blob) error
-	// Origin returns a bound mapping of a plaintext digest in a
-	// repository accept takes (nil: any): where a cross-repository mount
-	// of its ciphertext can come from, within a dedup scope.
-	Origin(ctx context.Context, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error)
+	// Origin returns a bound mapping of a plaintext digest recorded in
+	// scope, in a repository accept takes (nil: any): where a
+	// cross-repository mount of its ciphertext can come from.
+	Origin(ctx context.Context, scope string, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error)
 
 	// Manifest looks a manifest up by the digest the client sees.
 	Manifest(ctx context.Context, repo string, plainDigest digest.Digest) (Manifest, bool, error)

@@ -22,7 +22,7 @@ const OriginsPerDigest = 8
 type LRU struct {
 	mu         sync.Mutex // orders the read-modify-write of origins
 	blobs      *lru.Cache[string, Blob]
-	origins    *lru.Cache[digest.Digest, []Blob]
+	origins    *lru.Cache[string, []Blob] // by scope and plaintext digest
 	byPlain    *lru.Cache[string, Manifest]
 	byUpstream *lru.Cache[string, Manifest]
 	deleted    *lru.Cache[string, struct{}]
@@ -43,7 +43,7 @@ func NewLRU(entries int) (*LRU, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
-	o, err := lru.New[digest.Digest, []Blob](entries)
+	o, err := lru.New[string, []Blob](entries)
 	if err != nil {
 		return nil, fmt.Errorf("cache: %w", err)
 	}
@@ -64,6 +64,8 @@ func NewLRU(entries int) (*LRU, error) {
 
 func key(repo string, d digest.Digest) string { return repo + "@" + d.String() }
 
+func originKey(scope string, d digest.Digest) string { return scope + "\x00" + d.String() }
+
 // Blob implements Store.
 func (l *LRU) Blob(_ context.Context, repo string, d digest.Digest) (Blob, bool, error) {
 	b, ok := l.blobs.Get(key(repo, d))
@@ -77,14 +79,14 @@ func (l *LRU) PutBlob(_ context.Context, b Blob) error {
 	l.blobs.Add(key(b.Repository, b.PlainDigest), b)
 	if b.Bound {
 		l.mu.Lock()
-		prev, _ := l.origins.Peek(b.PlainDigest)
+		prev, _ := l.origins.Peek(originKey(b.Scope, b.PlainDigest))
 		next := []Blob{b}
 		for _, o := range prev {
 			if o.Repository != b.Repository && len(next) < OriginsPerDigest {
 				next = append(next, o)
 			}
 		}
-		l.origins.Add(b.PlainDigest, next)
+		l.origins.Add(originKey(b.Scope, b.PlainDigest), next)
 		l.mu.Unlock()
 	}
 	return nil
@@ -92,8 +94,8 @@ func (l *LRU) PutBlob(_ context.Context, b Blob) error {
 
 // Origin implements Store: the most recently recorded of the (at most
 // OriginsPerDigest) repositories that accept takes.
-func (l *LRU) Origin(_ context.Context, d digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
-	os, _ := l.origins.Get(d)
+func (l *LRU) Origin(_ context.Context, scope string, d digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
+	os, _ := l.origins.Get(originKey(scope, d))
 	for _, b := range os {
 		if accept == nil || accept(b.Repository) {
 			b.Annotations = maps.Clone(b.Annotations)
@@ -150,14 +152,15 @@ func (l *LRU) Deleted(_ context.Context, repo string, d digest.Digest) (bool, er
 // Stale implements Store: the blob mapping of repo and d goes, with repo
 // from d's origins, and the manifest mapping with both its entries.
 func (l *LRU) Stale(ctx context.Context, repo string, d digest.Digest) {
+	b, ok := l.blobs.Peek(key(repo, d))
 	l.blobs.Remove(key(repo, d))
 	l.mu.Lock()
-	if prev, ok := l.origins.Peek(d); ok {
-		next := slices.DeleteFunc(slices.Clone(prev), func(b Blob) bool { return b.Repository == repo })
+	if prev, found := l.origins.Peek(originKey(b.Scope, d)); ok && found {
+		next := slices.DeleteFunc(slices.Clone(prev), func(o Blob) bool { return o.Repository == repo })
 		if len(next) == 0 {
-			l.origins.Remove(d)
+			l.origins.Remove(originKey(b.Scope, d))
 		} else {
-			l.origins.Add(d, next)
+			l.origins.Add(originKey(b.Scope, d), next)
 		}
 	}
 	l.mu.Unlock()

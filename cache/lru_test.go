@@ -62,7 +62,7 @@ func TestBlobMappingsAreScopedByRepository(t *testing.T) {
 	if b, ok, _ := l.Blob(ctx, "victim", p); !ok || b.CipherDigest != digest.FromString("good") {
 		t.Fatalf("victim's mapping = %+v %v: another repository's mapping replaced it", b, ok)
 	}
-	if b, ok, _ := l.Origin(ctx, p, nil); !ok || b.CipherDigest != digest.FromString("good") || b.Repository != "victim" {
+	if b, ok, _ := l.Origin(ctx, "", p, nil); !ok || b.CipherDigest != digest.FromString("good") || b.Repository != "victim" {
 		t.Fatalf("Origin = %+v %v, want the bound mapping, never an unbound one", b, ok)
 	}
 	if _, ok, _ := l.Blob(ctx, "third", p); ok {
@@ -82,19 +82,19 @@ func TestOriginWithinScope(t *testing.T) {
 	l.PutBlob(ctx, Blob{Repository: "team-a/app", PlainDigest: p, CipherDigest: digest.FromString("a"), Bound: true})
 	l.PutBlob(ctx, Blob{Repository: "team-b/app", PlainDigest: p, CipherDigest: digest.FromString("b"), Bound: true})
 	inA := func(repo string) bool { return strings.HasPrefix(repo, "team-a/") }
-	if b, ok, _ := l.Origin(ctx, p, inA); !ok || b.Repository != "team-a/app" {
+	if b, ok, _ := l.Origin(ctx, "", p, inA); !ok || b.Repository != "team-a/app" {
 		t.Fatalf("Origin within team-a = %+v %v, want team-a/app's though team-b/app's is newer", b, ok)
 	}
-	if b, ok, _ := l.Origin(ctx, p, nil); !ok || b.Repository != "team-b/app" {
+	if b, ok, _ := l.Origin(ctx, "", p, nil); !ok || b.Repository != "team-b/app" {
 		t.Fatalf("Origin anywhere = %+v %v, want the newest", b, ok)
 	}
-	if _, ok, _ := l.Origin(ctx, p, func(string) bool { return false }); ok {
+	if _, ok, _ := l.Origin(ctx, "", p, func(string) bool { return false }); ok {
 		t.Fatal("Origin outside every scope found one")
 	}
 	for i := range OriginsPerDigest {
 		l.PutBlob(ctx, Blob{Repository: fmt.Sprintf("other/%d", i), PlainDigest: p, CipherDigest: digest.FromString("o"), Bound: true})
 	}
-	if _, ok, _ := l.Origin(ctx, p, inA); ok {
+	if _, ok, _ := l.Origin(ctx, "", p, inA); ok {
 		t.Fatalf("more than %d origins remembered for one digest", OriginsPerDigest)
 	}
 }

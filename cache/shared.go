@@ -37,7 +37,7 @@ const (
 // Kinds of entries: the letter after the prefix of every key.
 const (
 	kindBlob     = "b" // repository, plaintext digest -> Blob
-	kindOrigins  = "o" // plaintext digest -> repositories holding a bound mapping
+	kindOrigins  = "o" // dedup scope, plaintext digest -> repositories holding a bound mapping
 	kindManifest = "m" // repository, plaintext digest -> Manifest
 	kindUpstream = "u" // repository, upstream digest -> Manifest
 	kindLedger   = "l" // ledger name -> value
@@ -228,6 +228,7 @@ type sharedBlob struct {
 	Repository   string            `json:"r"`
 	Bound        bool              `json:"b,omitempty"`
 	Layer        bool              `json:"l,omitempty"`
+	Scope        string            `json:"sc,omitempty"`
 }
 
 // Blob implements Store.
@@ -263,7 +264,7 @@ func (s *Shared) PutBlob(ctx context.Context, b Blob) error {
 	if !b.Bound {
 		return nil
 	}
-	okey := s.key(kindOrigins, b.PlainDigest.String())
+	okey := s.key(kindOrigins, b.Scope, b.PlainDigest.String())
 	prev, err := s.origins(ctx, "put origin", okey, b.PlainDigest)
 	if err != nil {
 		return err
@@ -307,8 +308,8 @@ func (s *Shared) origins(ctx context.Context, op, key string, plainDigest digest
 // Origin implements Store: the most recently recorded of the (at most
 // OriginsPerDigest) repositories that accept takes and whose bound
 // mapping is still there.
-func (s *Shared) Origin(ctx context.Context, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
-	repos, err := s.origins(ctx, "origin", s.key(kindOrigins, plainDigest.String()), plainDigest)
+func (s *Shared) Origin(ctx context.Context, scope string, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
+	repos, err := s.origins(ctx, "origin", s.key(kindOrigins, scope, plainDigest.String()), plainDigest)
 	if err != nil {
 		return Blob{}, false, err
 	}
@@ -320,7 +321,7 @@ func (s *Shared) Origin(ctx context.Context, plainDigest digest.Digest, accept f
 		if err != nil {
 			return Blob{}, false, err
 		}
-		if ok && b.Bound {
+		if ok && b.Bound && b.Scope == scope {
 			return b, true, nil
 		}
 	}

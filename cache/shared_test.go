@@ -134,19 +134,32 @@ func storeRoundTrip(t *testing.T, id *crypto.Identity, w, r Store) {
 		t.Fatal(err)
 	}
 	inA := func(repo string) bool { return strings.HasPrefix(repo, "team-a/") }
-	if got, ok, err := r.Origin(ctx, b.PlainDigest, inA); err != nil || !ok || got.Repository != "team-a/app" || !equalBlob(got, b) {
+	if got, ok, err := r.Origin(ctx, "", b.PlainDigest, inA); err != nil || !ok || got.Repository != "team-a/app" || !equalBlob(got, b) {
 		t.Fatalf("Origin within team-a = %+v %v %v", got, ok, err)
 	}
 	// Another replica's LRU, filled by the lookup above, knows fewer
 	// origins: any bound one serves a mount, the newest is a preference.
-	if got, ok, err := r.Origin(ctx, b.PlainDigest, nil); err != nil || !ok || got.Repository != "team-b/app" && (w == r || got.Repository != "team-a/app") {
+	if got, ok, err := r.Origin(ctx, "", b.PlainDigest, nil); err != nil || !ok || got.Repository != "team-b/app" && (w == r || got.Repository != "team-a/app") {
 		t.Fatalf("Origin anywhere = %+v %v %v, want the newest (team-b/app)", got, ok, err)
 	}
-	if _, ok, err := r.Origin(ctx, b.PlainDigest, func(string) bool { return false }); err != nil || ok {
+	if _, ok, err := r.Origin(ctx, "", b.PlainDigest, func(string) bool { return false }); err != nil || ok {
 		t.Fatalf("Origin outside every scope = %v %v", ok, err)
 	}
-	if _, ok, err := r.Origin(ctx, digest.FromString("never pushed"), nil); err != nil || ok {
+	if _, ok, err := r.Origin(ctx, "", digest.FromString("never pushed"), nil); err != nil || ok {
 		t.Fatalf("Origin of an unknown digest = %v %v", ok, err)
+	}
+	// Another dedup scope's origins are not this one's, and the other
+	// way round.
+	b3 := b
+	b3.Repository, b3.CipherDigest, b3.Scope = "team-c/app", digest.FromString("b3"), "another scope"
+	if err := w.PutBlob(ctx, b3); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok, err := r.Origin(ctx, "", b.PlainDigest, func(repo string) bool { return repo == "team-c/app" }); err != nil || ok {
+		t.Fatalf("Origin in scope \"\" finds %+v of another scope (%v)", got, err)
+	}
+	if got, ok, err := r.Origin(ctx, "another scope", b.PlainDigest, nil); err != nil || !ok || got.Repository != "team-c/app" {
+		t.Fatalf("Origin in its own scope = %+v %v %v", got, ok, err)
 	}
 	for i := range OriginsPerDigest {
 		o := b
@@ -155,7 +168,7 @@ func storeRoundTrip(t *testing.T, id *crypto.Identity, w, r Store) {
 			t.Fatal(err)
 		}
 	}
-	if _, ok, err := w.Origin(ctx, b.PlainDigest, inA); err != nil || ok {
+	if _, ok, err := w.Origin(ctx, "", b.PlainDigest, inA); err != nil || ok {
 		t.Fatalf("Origin within team-a after %d newer origins = %v %v: more than %d remembered", OriginsPerDigest, ok, err, OriginsPerDigest)
 	}
 
@@ -401,7 +414,7 @@ func TestSharedForeignValuesAreMisses(t *testing.T) {
 	if _, ok, err := s.Blob(ctx, "r", a.PlainDigest); err != nil || ok {
 		t.Errorf("value sealed with another key: Blob = %v %v, want a miss", ok, err)
 	}
-	if _, ok, err := s.Origin(ctx, a.PlainDigest, nil); err != nil || ok {
+	if _, ok, err := s.Origin(ctx, "", a.PlainDigest, nil); err != nil || ok {
 		t.Errorf("origins sealed with another key: Origin = %v %v, want a miss", ok, err)
 	}
 	m := testManifest("r", "m")
@@ -433,6 +446,9 @@ func TestSharedForeignValuesAreMisses(t *testing.T) {
 }
 
 // The figures SharedOptions' doc gives for sizing maxmemory: MEMORY USAGE
+// memoryScope is a dedup scope as the proxy names one of a rule's.
+const memoryScope = "rule\x000\x00team/**"
+
 // of each kind of entry as the proxy writes them.
 func TestSharedMemoryUsage(t *testing.T) {
 	rs := redistest.Start(t)
@@ -453,12 +469,13 @@ func TestSharedMemoryUsage(t *testing.T) {
 	for i := range n {
 		for extra, sum := range map[int]*int64{0: &blob0, 1: &blob1, 3: &blob3} {
 			b := layerBlob(t, id, "team/app", fmt.Sprintf("layer %d %d", i, extra), extra)
+			b.Scope = memoryScope
 			if err := s.PutBlob(ctx, b); err != nil {
 				t.Fatal(err)
 			}
 			*sum += usage(s.key(kindBlob, b.Repository, b.PlainDigest.String()))
 			if extra == 0 {
-				origins += usage(s.key(kindOrigins, b.PlainDigest.String()))
+				origins += usage(s.key(kindOrigins, b.Scope, b.PlainDigest.String()))
 			}
 		}
 		u := Blob{Repository: "team/app", PlainDigest: digest.FromString(fmt.Sprint("unbound", i)), CipherDigest: digest.FromString(fmt.Sprint("c", i)), Size: 1234}
@@ -469,13 +486,14 @@ func TestSharedMemoryUsage(t *testing.T) {
 	}
 	// A digest whose origin list is full.
 	full := layerBlob(t, id, "team/app", "shared base layer", 0)
+	full.Scope = memoryScope
 	for i := range OriginsPerDigest {
 		full.Repository = fmt.Sprintf("team-%d/some-application", i)
 		if err := s.PutBlob(ctx, full); err != nil {
 			t.Fatal(err)
 		}
 	}
-	fullOrigins := usage(s.key(kindOrigins, full.PlainDigest.String()))
+	fullOrigins := usage(s.key(kindOrigins, full.Scope, full.PlainDigest.String()))
 	var byPlain, byUpstream int64
 	for i := range n {
 		m := testManifest("team/app", fmt.Sprint("manifest", i))
@@ -583,7 +601,7 @@ func TestSharedHungRedisCostsOpTimeout(t *testing.T) {
 			calls := map[string]func() error{
 				"Blob":               func() error { _, _, err := s.Blob(ctx, "r", b.PlainDigest); return err },
 				"PutBlob":            func() error { return s.PutBlob(ctx, b) },
-				"Origin":             func() error { _, _, err := s.Origin(ctx, b.PlainDigest, nil); return err },
+				"Origin":             func() error { _, _, err := s.Origin(ctx, "", b.PlainDigest, nil); return err },
 				"Manifest":           func() error { _, _, err := s.Manifest(ctx, "r", m.PlainDigest); return err },
 				"ManifestByUpstream": func() error { _, _, err := s.ManifestByUpstream(ctx, "r", m.UpstreamDigest); return err },
 				"PutManifest":        func() error { return s.PutManifest(ctx, m) },

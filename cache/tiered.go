@@ -162,7 +162,7 @@ func (t *Tiered) PutBlob(ctx context.Context, b Blob) error {
 
 func sameBlob(a, b Blob) bool {
 	return a.PlainDigest == b.PlainDigest && a.CipherDigest == b.CipherDigest && a.Size == b.Size &&
-		a.Repository == b.Repository && a.Bound == b.Bound && a.Layer == b.Layer && maps.Equal(a.Annotations, b.Annotations)
+		a.Repository == b.Repository && a.Bound == b.Bound && a.Layer == b.Layer && a.Scope == b.Scope && maps.Equal(a.Annotations, b.Annotations)
 }
 
 // Origin implements Store: the LRU's, else the shared tier's. The LRU may
@@ -171,14 +171,14 @@ func sameBlob(a, b Blob) bool {
 // shared tier, and an LRU hit is the most recent origin this replica
 // knows of, not always the most recent of all: any bound origin serves a
 // mount.
-func (t *Tiered) Origin(ctx context.Context, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
-	if b, ok, err := t.front.Origin(ctx, plainDigest, accept); ok || err != nil {
+func (t *Tiered) Origin(ctx context.Context, scope string, plainDigest digest.Digest, accept func(repo string) bool) (Blob, bool, error) {
+	if b, ok, err := t.front.Origin(ctx, scope, plainDigest, accept); ok || err != nil {
 		return b, ok, err
 	}
 	if !t.useShared() {
 		return Blob{}, false, nil
 	}
-	b, ok, err := t.shared.Origin(ctx, plainDigest, accept)
+	b, ok, err := t.shared.Origin(ctx, scope, plainDigest, accept)
 	if !t.record("origin", err) || !ok {
 		return Blob{}, false, nil
 	}

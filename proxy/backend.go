@@ -32,6 +32,9 @@ type backend struct {
 	// alone.
 	passthrough http.Handler
 	metrics     *metrics
+	// scope names the dedup scope of a repository (Handler.dedupScope),
+	// under which its bound mappings are origins.
+	scope func(repo string) string
 	// auth is a hash of the request's Authorization: what tells clients
 	// apart where shroud remembers something per client.
 	auth string
@@ -40,11 +43,11 @@ type backend struct {
 	principal string
 }
 
-func newBackend(name string, b Backend, m *metrics, ownAuth bool) (*backend, error) {
+func newBackend(name string, b Backend, m *metrics, ownAuth bool, scope func(repo string) string) (*backend, error) {
 	if b.Upstream == nil || b.Cache == nil {
 		return nil, fmt.Errorf("proxy: upstream %q needs a client and a cache", name)
 	}
-	return &backend{name: name, cl: b.Upstream, cache: b.Cache, passthrough: reverseProxy(b.Upstream, ownAuth), metrics: m}, nil
+	return &backend{name: name, cl: b.Upstream, cache: b.Cache, passthrough: reverseProxy(b.Upstream, ownAuth), metrics: m, scope: scope}, nil
 }
 
 // backend returns the backend a request is for: containerd names the
@@ -119,10 +122,10 @@ func (b *backend) blob(ctx context.Context, repo string, plainDigest digest.Dige
 	return bl, ok
 }
 
-// origin looks up a bound mapping of a plaintext digest in a repository
-// accept takes.
-func (b *backend) origin(ctx context.Context, plainDigest digest.Digest, accept func(repo string) bool) (cache.Blob, bool) {
-	bl, ok, err := b.cache.Origin(ctx, plainDigest, accept)
+// origin looks up a bound mapping of a plaintext digest recorded in
+// repo's dedup scope, in a repository accept takes.
+func (b *backend) origin(ctx context.Context, repo string, plainDigest digest.Digest, accept func(repo string) bool) (cache.Blob, bool) {
+	bl, ok, err := b.cache.Origin(ctx, b.scope(repo), plainDigest, accept)
 	if err != nil {
 		logger(ctx).Warn("cache lookup failed", "plain_digest", plainDigest, "err", err)
 		ok = false
@@ -130,7 +133,10 @@ func (b *backend) origin(ctx context.Context, plainDigest digest.Digest, accept 
 	return bl, ok && bl.Bound
 }
 
+// putBlob records a mapping, a bound one as an origin in its repository's
+// dedup scope.
 func (b *backend) putBlob(ctx context.Context, bl cache.Blob) {
+	bl.Scope = b.scope(bl.Repository)
 	if err := b.cache.PutBlob(ctx, bl); err != nil {
 		logger(ctx).Warn("cache store failed", "plain_digest", bl.PlainDigest, "err", err)
 	}

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"strconv"
 
 	"github.com/opencontainers/go-digest"
 
@@ -22,6 +23,28 @@ import (
 // own copy under a key of its own. Under shroud's own authentication the
 // client must also hold the pull grant of the source: the upstream, asked
 // with shroud's credentials, checks nothing for it.
+
+// dedupScope names the scope a repository's bound layers are origins in,
+// for the cache: the keys under which the shared tier lists a digest's
+// origins then link only repositories that may share layers (through
+// dedupAllows), so Redis learns no equality of layers across scopes. A
+// global rule's repositories share one scope, a rule's (the default)
+// one of the rule's own, a repository-scoped rule's repository one of
+// its own, and a repository no encrypt rule matches none ("").
+func (h *Handler) dedupScope(repo string) string {
+	r := h.policy.Match(repo)
+	if r == nil || r.Action != crypto.Encrypt {
+		return ""
+	}
+	switch r.DedupScope {
+	case crypto.DedupGlobal:
+		return "global"
+	case crypto.DedupRule, "":
+		return "rule\x00" + strconv.Itoa(r.Index) + "\x00" + r.Pattern
+	default:
+		return "repository\x00" + repo
+	}
+}
 
 // dedupAllows says whether a request for repo may reuse a layer of
 // repository source.
@@ -59,7 +82,7 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 		// shroud's credentials, would not stop it).
 		return cache.Blob{}, false
 	}
-	o, ok := be.origin(ctx, plainDigest, func(src string) bool { return src != repo && h.dedupAllows(ctx, repo, src) })
+	o, ok := be.origin(ctx, repo, plainDigest, func(src string) bool { return src != repo && h.dedupAllows(ctx, repo, src) })
 	if !ok || !h.mountCipher(ctx, be, repo, o, o.Repository) {
 		return cache.Blob{}, false
 	}

@@ -159,11 +159,11 @@ func New(o Options) (*Handler, error) {
 	}
 	h.uploads = newSessions(h.stateBox, cache.NewMemoryLedger(maxLocalSessions), o.Ledger, o.UploadTTL, m.uploads,
 		func(ctx context.Context, err error) { h.SharedFailed(ctx, "ledger", err) })
-	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}, m, h.ownAuth()); err != nil {
+	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}, m, h.ownAuth(), h.dedupScope); err != nil {
 		return nil, err
 	}
 	for ns, b := range o.Mirrors {
-		if h.mirrors[ns], err = newBackend(ns, b, m, h.ownAuth()); err != nil {
+		if h.mirrors[ns], err = newBackend(ns, b, m, h.ownAuth(), h.dedupScope); err != nil {
 			return nil, err
 		}
 	}
