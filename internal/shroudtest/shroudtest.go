@@ -71,6 +71,8 @@ type Shroud struct {
 	Keyring *crypto.Keyring
 	// DataDir holds identity.pem and identity.pub.pem.
 	DataDir string
+	// Handler is the proxy the server runs, for the jobs tests run on it.
+	Handler *proxy.Handler
 }
 
 // Host is shroud's host:port.
@@ -312,7 +314,7 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 		srv.Start()
 	}
 	t.Cleanup(srv.Close)
-	return Shroud{URL: srv.URL, Keyring: kr, DataDir: dir}
+	return Shroud{URL: srv.URL, Keyring: kr, DataDir: dir, Handler: h}
 }
 
 // IdentityFile is the path of the identity's private key.

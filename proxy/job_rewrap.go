@@ -1,0 +1,461 @@
+package proxy
+
+import (
+	"context"
+	"crypto/hmac"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/url"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shroud-oci/shroud/cache"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy/upstream"
+)
+
+// The rewrap job. A recipient taken off a rule (superseded, retired, or
+// no longer on the allow list) can still unwrap every layer key of every
+// manifest pushed while it was on: the wrapped keys sit in the layers'
+// annotations upstream. ocicrypt and imgcrypt only ever add recipients;
+// the job takes them away. For each manifest shroud stored in a
+// repository it unwraps each sealed layer's key with shroud's identity,
+// wraps it for the recipients the repository's rule names now (nothing
+// else: the layer's old wrapped keys all go), and stores the new
+// encrypted manifest under every tag the old one had (its pointer tag
+// among them), then deletes the old one. Layer blobs are not touched;
+// an index is rewritten after its children, a referrer after its
+// subject, so that every digest it names is the new one. Through shroud
+// nothing changes: the sealed originals are the same, and so are the
+// digests clients see.
+//
+// What the job cannot reach: an encrypted copy no tag names (a manifest
+// pushed again stores a new copy and moves the pointer; the old one is
+// findable upstream by digest only). Deleting old copies as the job goes,
+// and the registry's garbage collection, take those away; the report
+// counts what the upstream refused to delete.
+
+// JobCheckpoint records a job's progress, so that a job killed halfway
+// resumes where it stopped: manifests it wrote are not rewritten again,
+// indexes and referrers written after the kill name the children and
+// subjects written before it, and the old manifests it replaced are
+// deleted by the next run if the killed one did not get to it.
+type JobCheckpoint interface {
+	// Begin notes that the job is about to replace old in repo.
+	Begin(repo string, old digest.Digest) error
+	// Record notes that old was replaced by new in repo.
+	Record(repo string, old, new digest.Digest) error
+	// Forget notes that old, replaced, is gone from the upstream.
+	Forget(repo string, old digest.Digest) error
+	// Written says whether the job wrote upstreamDigest in repo.
+	Written(repo string, upstreamDigest digest.Digest) bool
+	// Replaced returns what the job replaced old with in repo.
+	Replaced(repo string, old digest.Digest) (digest.Digest, bool)
+	// Pending lists the old manifests of repo the job began to replace
+	// and did not Forget.
+	Pending(repo string) []digest.Digest
+}
+
+// JobProgress is one step of a job, for its progress report.
+type JobProgress struct {
+	Repository string
+	Done       int // manifests of the repository handled so far
+	Total      int
+	Old, New   digest.Digest // New is "" for a manifest left as it was
+	Tags       int           // tags moved to New
+	Note       string        // why a manifest was left as it was, or what failed
+}
+
+// JobReport sums a job up.
+type JobReport struct {
+	Manifests int // distinct upstream manifests the repositories' tags named
+	Rewritten int
+	Resumed   int // written by an earlier run of the job (its checkpoint)
+	Foreign   int // not stored by this shroud for the repository: left alone
+	// KeptOld lists old manifests the upstream refused to delete: until
+	// it does, they still hold the wrapped keys the job took away.
+	KeptOld []string
+}
+
+// RewrapOptions configure a rewrap job.
+type RewrapOptions struct {
+	Checkpoint JobCheckpoint                                 // nil: none, every manifest is rewritten
+	Progress   func(JobProgress)                             // nil: none
+	Pace       time.Duration                                 // at least this long between two manifests' writes
+	Sleep      func(time.Duration)                           // time.Sleep unless set (tests)
+	Now        func() time.Time                              // time.Now unless set
+	Recipients func(repo string) (*crypto.Recipients, error) // nil: the rule's
+}
+
+// Rewrap runs the rewrap job over one repository of the default upstream,
+// with shroud's own upstream credentials.
+func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (JobReport, error) {
+	be := *h.def
+	be.auth = authHash("job\x00")
+	rule := h.policy.Match(repo)
+	if rule == nil || rule.Action != crypto.Encrypt {
+		return JobReport{}, fmt.Errorf("rewrap %s: no encrypt rule matches the repository", repo)
+	}
+	recipients := rule.Recipients
+	if o.Recipients != nil {
+		rs, err := o.Recipients(repo)
+		if err != nil {
+			return JobReport{}, fmt.Errorf("rewrap %s: %w", repo, err)
+		}
+		recipients = rs
+	}
+	if o.Sleep == nil {
+		o.Sleep = time.Sleep
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	tags, err := h.upstreamTags(ctx, &be, repo)
+	if err != nil {
+		return JobReport{}, fmt.Errorf("rewrap %s: %w", repo, err)
+	}
+	byDigest := map[digest.Digest][]string{}
+	var order []digest.Digest
+	for _, tag := range tags {
+		d, _, _, err := be.cl.HeadManifest(ctx, repo, tag)
+		if upstream.IsStatus(err, http.StatusNotFound) {
+			continue // deleted while the job listed it
+		}
+		if err != nil {
+			return JobReport{}, fmt.Errorf("rewrap %s: tag %s: %w", repo, tag, err)
+		}
+		if d == "" {
+			return JobReport{}, fmt.Errorf("rewrap %s: the upstream names no digest for tag %s", repo, tag)
+		}
+		if _, ok := byDigest[d]; !ok {
+			order = append(order, d)
+		}
+		byDigest[d] = append(byDigest[d], tag)
+	}
+	j := &rewrapJob{h: h, be: &be, repo: repo, rs: recipients, o: o, tags: byDigest, done: map[digest.Digest]jobResult{}, report: JobReport{Manifests: len(order)}}
+	for _, d := range order {
+		if err := j.visit(ctx, d, 0); err != nil {
+			return j.report, err
+		}
+	}
+	// The old manifests go last, once nothing this job writes names
+	// them: until then a pull of an index whose children are being
+	// rewritten finds every child. A killed run's are among them (the
+	// checkpoint's pending ones no tag names any more).
+	olds := j.replaced
+	if o.Checkpoint != nil {
+		for _, old := range o.Checkpoint.Pending(repo) {
+			if _, tagged := byDigest[old]; !tagged && !slices.Contains(olds, old) {
+				olds = append(olds, old)
+			}
+		}
+	}
+	for _, old := range olds {
+		if err := j.deleteOld(ctx, old); err != nil {
+			return j.report, err
+		}
+	}
+	return j.report, nil
+}
+
+// deleteOld deletes a manifest the job replaced, and tells the
+// checkpoint; a registry that refuses is reported, not an error.
+func (j *rewrapJob) deleteOld(ctx context.Context, old digest.Digest) error {
+	if err := j.be.cl.DeleteManifest(ctx, j.repo, old.String()); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+		j.report.KeptOld = append(j.report.KeptOld, j.repo+"@"+old.String())
+		logger(ctx).Warn("rewrap: the upstream kept the old manifest, which still holds the wrapped keys taken away", "repository", j.repo, "upstream_digest", old, "err", err)
+		return nil
+	}
+	if j.o.Checkpoint != nil {
+		if err := j.o.Checkpoint.Forget(j.repo, old); err != nil {
+			return fmt.Errorf("rewrap %s: checkpoint: %w", j.repo, err)
+		}
+	}
+	return nil
+}
+
+type jobResult struct {
+	digest    digest.Digest // the manifest's digest after the job
+	mediaType string
+	size      int64
+}
+
+type rewrapJob struct {
+	h    *Handler
+	be   *backend
+	repo string
+	rs   *crypto.Recipients
+	o    RewrapOptions
+	tags map[digest.Digest][]string
+	done map[digest.Digest]jobResult
+	// replaced are the old manifests this run replaced, deleted at its
+	// end.
+	replaced []digest.Digest
+	last     time.Time
+	report   JobReport
+}
+
+// maxJobDepth bounds the nesting of indexes and referrers the job
+// follows (a hostile upstream's loop of subjects is not followed forever).
+const maxJobDepth = 8
+
+// visit rewraps the manifest d after the manifests it names (children,
+// subject) that the repository's tags also name.
+func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error {
+	if _, ok := j.done[d]; ok {
+		return nil
+	}
+	if depth > maxJobDepth {
+		return fmt.Errorf("rewrap %s: manifest %s: indexes and subjects nest deeper than %d", j.repo, d, maxJobDepth)
+	}
+	um, err := j.be.cl.GetManifest(ctx, j.repo, d.String())
+	if err != nil {
+		return fmt.Errorf("rewrap %s: manifest %s: %w", j.repo, d, err)
+	}
+	keep := func(note string) error {
+		j.done[d] = jobResult{digest: d, mediaType: um.ContentType, size: int64(len(um.Body))}
+		j.progress(d, "", 0, note)
+		return nil
+	}
+	if j.o.Checkpoint != nil && j.o.Checkpoint.Written(j.repo, d) {
+		j.report.Resumed++
+		return keep("written by an earlier run")
+	}
+	enc, err := parseManifest(um.Body, um.ContentType)
+	if err != nil {
+		j.report.Foreign++
+		return keep("not a manifest shroud reads: " + err.Error())
+	}
+	sealed := enc.annotations[crypto.AnnotationOriginal]
+	if sealed == "" {
+		j.report.Foreign++
+		return keep("not sealed by shroud")
+	}
+	seal, err := j.h.keys.Identity().Open(sealed)
+	if err != nil || seal.Upstream != j.be.name || seal.Repository != j.repo {
+		j.report.Foreign++
+		return keep("not sealed by this shroud for this repository")
+	}
+	if artifactType(enc) == blobPointerType {
+		// Wrapped for the identity alone: no recipient to take away.
+		return keep("a blob pointer")
+	}
+	// What it names first.
+	var deps []digest.Digest
+	for _, c := range enc.manifests {
+		deps = append(deps, c.Digest)
+	}
+	if enc.subject != nil {
+		deps = append(deps, enc.subject.Digest)
+	}
+	for _, dep := range deps {
+		if _, tagged := j.tags[dep]; tagged && dep != d {
+			if err := j.visit(ctx, dep, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	if err := j.rewrapLayers(enc, seal); err != nil {
+		return fmt.Errorf("rewrap %s: manifest %s: %w", j.repo, d, err)
+	}
+	for i := range enc.manifests {
+		c := &enc.manifests[i]
+		r, err := j.now(ctx, c.Digest)
+		if err != nil {
+			return err
+		}
+		if r.digest != c.Digest {
+			for k := range seal.Children {
+				if seal.Children[k].UpstreamDigest == c.Digest {
+					seal.Children[k].UpstreamDigest = r.digest
+				}
+			}
+			c.Digest, c.Size = r.digest, r.size
+		}
+	}
+	if enc.subject != nil {
+		r, err := j.now(ctx, enc.subject.Digest)
+		if err != nil {
+			return err
+		}
+		if r.digest != enc.subject.Digest {
+			enc.subject.Digest, enc.subject.Size = r.digest, r.size
+		}
+	}
+	resealed, err := j.h.keys.Identity().Seal(seal)
+	if err != nil {
+		return err
+	}
+	enc.annotations = maps.Clone(enc.annotations)
+	enc.annotations[crypto.AnnotationOriginal] = resealed
+	out, err := enc.marshal()
+	if err != nil {
+		return err
+	}
+	j.pace()
+	if j.o.Checkpoint != nil {
+		if err := j.o.Checkpoint.Begin(j.repo, d); err != nil {
+			return fmt.Errorf("rewrap %s: checkpoint: %w", j.repo, err)
+		}
+	}
+	tags := j.tags[d]
+	slices.SortStableFunc(tags, func(a, b string) int { // the pointer first
+		return boolInt(!isPointerTag(a)) - boolInt(!isPointerTag(b))
+	})
+	var nd digest.Digest
+	for _, tag := range tags {
+		got, _, err := j.be.cl.PutManifest(ctx, j.repo, tag, enc.mediaType, out)
+		if err != nil {
+			return fmt.Errorf("rewrap %s: manifest %s: store under tag %s: %w", j.repo, d, tag, err)
+		}
+		if nd != "" && got != nd {
+			return fmt.Errorf("rewrap %s: the upstream stored %s under tag %s, %s under another", j.repo, got, tag, nd)
+		}
+		nd = got
+	}
+	j.done[d] = jobResult{digest: nd, mediaType: enc.mediaType, size: int64(len(out))}
+	j.report.Rewritten++
+	plain := digest.FromBytes(seal.Manifest)
+	j.be.putManifestMapping(ctx, cache.Manifest{Repository: j.repo, PlainDigest: plain, ContentType: seal.ContentType, Size: int64(len(seal.Manifest)),
+		UpstreamDigest: nd, UpstreamMediaType: enc.mediaType, UpstreamSize: int64(len(out))})
+	if j.o.Checkpoint != nil {
+		if err := j.o.Checkpoint.Record(j.repo, d, nd); err != nil {
+			return fmt.Errorf("rewrap %s: checkpoint: %w", j.repo, err)
+		}
+	}
+	j.replaced = append(j.replaced, d)
+	j.progress(d, nd, len(tags), "")
+	return nil
+}
+
+// now says what a manifest the one being rewritten names (a child, a
+// subject) is after the job: rewritten by this run, or by an earlier one
+// (the checkpoint; its size asked of the upstream), else itself.
+func (j *rewrapJob) now(ctx context.Context, d digest.Digest) (jobResult, error) {
+	if r, ok := j.done[d]; ok {
+		return r, nil
+	}
+	if j.o.Checkpoint != nil {
+		if nd, ok := j.o.Checkpoint.Replaced(j.repo, d); ok {
+			got, mt, size, err := j.be.cl.HeadManifest(ctx, j.repo, nd.String())
+			if err != nil || got != nd {
+				return jobResult{}, fmt.Errorf("rewrap %s: %s, which an earlier run wrote for %s: %w", j.repo, nd, d, errors.Join(err, errors.New("not in the upstream")))
+			}
+			r := jobResult{digest: nd, mediaType: mt, size: size}
+			j.done[d] = r
+			return r, nil
+		}
+	}
+	return jobResult{digest: d}, nil
+}
+
+// rewrapLayers wraps each sealed layer's key for the job's recipients
+// alone. The key is opened with shroud's identity only, and must be the
+// one the seal pairs the layer with.
+func (j *rewrapJob) rewrapLayers(enc *manifest, seal crypto.Seal) error {
+	identity := func(k string) bool { return k == crypto.IdentityKey }
+	for i := range enc.layers {
+		e := &enc.layers[i]
+		sl, ok := seal.Layer(e.Digest)
+		if !ok {
+			continue // a layer shroud did not encrypt: left as it is
+		}
+		pub, err := crypto.ParsePublicOptions(e.Annotations)
+		if err != nil || !hmac.Equal(pub.HMAC, sl.HMAC) || e.Size != sl.Size {
+			return fmt.Errorf("layer %s does not match its sealed HMAC and size", e.Digest)
+		}
+		opts, _, err := j.h.keys.UnwrapWith(e.Annotations, identity)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", e.Digest, err)
+		}
+		if opts.PlainDigest != sl.PlainDigest {
+			return fmt.Errorf("layer %s unwraps to plaintext %s, the seal pairs it with %s", e.Digest, opts.PlainDigest, sl.PlainDigest)
+		}
+		ann, err := j.h.keys.Wrap(opts, pub, j.rs)
+		if err != nil {
+			return fmt.Errorf("layer %s: %w", e.Digest, err)
+		}
+		e.Annotations = crypto.WithoutEncAnnotations(e.Annotations)
+		if e.Annotations == nil {
+			e.Annotations = map[string]string{}
+		}
+		maps.Copy(e.Annotations, ann)
+	}
+	return nil
+}
+
+func (j *rewrapJob) pace() {
+	if j.o.Pace <= 0 {
+		return
+	}
+	if wait := j.o.Pace - j.o.Now().Sub(j.last); !j.last.IsZero() && wait > 0 {
+		j.o.Sleep(wait)
+	}
+	j.last = j.o.Now()
+}
+
+func (j *rewrapJob) progress(old, new digest.Digest, tags int, note string) {
+	if j.o.Progress != nil {
+		j.o.Progress(JobProgress{Repository: j.repo, Done: len(j.done), Total: j.report.Manifests, Old: old, New: new, Tags: tags, Note: note})
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// artifactType is a manifest's artifactType field, "" if it has none.
+func artifactType(m *manifest) string {
+	var t string
+	if raw, ok := m.raw["artifactType"]; ok {
+		_ = json.Unmarshal(raw, &t)
+	}
+	return t
+}
+
+// upstreamTags lists every tag of a repository upstream, pointer tags
+// among them, following the upstream's pages.
+func (h *Handler) upstreamTags(ctx context.Context, be *backend, repo string) ([]string, error) {
+	var all []string
+	q := url.Values{"n": {"1000"}}
+	for page := 0; ; page++ {
+		if page > 100_000 {
+			return nil, errors.New("the upstream's tag list does not end")
+		}
+		resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/tags/list", q, nil)
+		if err != nil {
+			return nil, err
+		}
+		var body struct {
+			Tags []string `json:"tags"`
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			resp.Body.Close()
+			return nil, nil // no such repository: nothing to do
+		}
+		if resp.StatusCode != http.StatusOK {
+			resp.Body.Close()
+			return nil, &upstream.StatusError{Method: http.MethodGet, Path: "/v2/" + repo + "/tags/list", StatusCode: resp.StatusCode}
+		}
+		err = json.NewDecoder(io.LimitReader(resp.Body, maxTagsPage)).Decode(&body)
+		link := resp.Header.Get("Link")
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("the upstream's tag list does not parse: %w", err)
+		}
+		all = append(all, body.Tags...)
+		if link == "" || len(body.Tags) == 0 {
+			return all, nil
+		}
+		q = url.Values{"n": {"1000"}, "last": {body.Tags[len(body.Tags)-1]}}
+	}
+}
