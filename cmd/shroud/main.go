@@ -30,6 +30,8 @@ commands:
   keygen   write a key pair: shroud keygen --out DIR [--type ec|rsa] [--name NAME]
   inspect  show how an image is encrypted and who can open it:
            shroud inspect [--output json] [--insecure] [--decryption-key FILE]... REF
+  rotate   rewrap stored images for the recipients the policy names now:
+           shroud rotate rewrap --repository NAME... [--checkpoint FILE] [-- SERVE FLAGS]
 `
 
 // run is main without the process: it returns the exit code.
@@ -45,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return keygen(args[1:], stdout, stderr)
 	case "inspect":
 		return inspect(ctx, args[1:], stdout, stderr)
+	case "rotate":
+		return rotate(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

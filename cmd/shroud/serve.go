@@ -296,7 +296,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	def, mirrors, err := backends(cfg, upURL, log)
+	def, mirrors, err := backends(cfg, upURL, cfg.Auth.Enabled(), log)
 	if err != nil {
 		return err
 	}
@@ -430,8 +430,10 @@ func serveAll(ctx context.Context, log *slog.Logger, ls []listener, drainer inte
 
 // backends are the default upstream (at upURL) and the mirrors' ones,
 // each with a cache of its own, over one transport that trusts
-// --upstream-ca and reads with --upstream-auth-file's credentials.
-func backends(cfg config.Config, upURL string, log *slog.Logger) (proxy.Backend, map[string]proxy.Backend, error) {
+// --upstream-ca and reads with --upstream-auth-file's credentials; own
+// says that every request, writes included, uses them (shroud's own
+// authentication, or a job, which has no client).
+func backends(cfg config.Config, upURL string, own bool, log *slog.Logger) (proxy.Backend, map[string]proxy.Backend, error) {
 	roots, err := upstreamRoots(cfg.UpstreamCA)
 	if err != nil {
 		return proxy.Backend{}, nil, err
@@ -443,7 +445,6 @@ func backends(cfg config.Config, upURL string, log *slog.Logger) (proxy.Backend,
 		}
 	}
 	tr := upstreamTransport(roots)
-	own := cfg.Auth.Enabled()
 	def, err := backendFor(upURL, tr, auths, own, cfg.CacheEntries, log)
 	if err != nil {
 		return proxy.Backend{}, nil, err

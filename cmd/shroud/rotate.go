@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/shroud-oci/shroud/config"
+	"github.com/shroud-oci/shroud/embedded"
+	"github.com/shroud-oci/shroud/jobs"
+	"github.com/shroud-oci/shroud/proxy"
+)
+
+const rotateUsage = `usage: shroud rotate rewrap --repository NAME [--repository NAME]... [--checkpoint FILE] [--pace DURATION] [-- SERVE FLAGS]
+
+rewrap: for every manifest shroud stored in each repository, wrap its layer
+keys for the recipients the repository's rule names now, and for nothing
+else: a recipient taken off the rule (superseded, retired) no longer opens
+the images already stored. Layer blobs are unchanged; tags move to the new
+manifests; the old ones are deleted. Clients pulling through shroud see the
+same digests before, during and after.
+
+The serve flags after -- (or --config) say what the server runs with: the
+upstream, the identity, the policy with its recipients. Writes upstream use
+shroud's own credentials for it (--upstream-auth-file). A killed run resumes
+where it stopped when given the same --checkpoint file (default
+<data-dir>/jobs/rewrap.checkpoint).
+`
+
+// rotate runs a key-rotation job.
+func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] != "rewrap" {
+		fmt.Fprint(stderr, rotateUsage)
+		return 2
+	}
+	fs := flag.NewFlagSet("shroud rotate rewrap", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, rotateUsage) }
+	var repos listFlag
+	fs.Var(&repos, "repository", "repeatable: a repository to rewrap")
+	checkpoint := fs.String("checkpoint", "", "the job's checkpoint file (default <data-dir>/jobs/rewrap.checkpoint)")
+	pace := fs.Duration("pace", 0, "at least this long between two manifests' writes upstream (0: as fast as the upstream answers)")
+	rest := args[1:]
+	var serveArgs []string
+	if i := slices.Index(rest, "--"); i >= 0 {
+		rest, serveArgs = rest[:i], rest[i+1:]
+	}
+	if err := fs.Parse(rest); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 || len(repos) == 0 {
+		fmt.Fprintf(stderr, "shroud rotate rewrap: name the repositories with --repository (unexpected: %v)\n", fs.Args())
+		return 2
+	}
+	cfg, err := parseServe(serveArgs, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "shroud rotate rewrap: %v\n", err)
+		return 2
+	}
+	level, _ := cfg.Level()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *checkpoint == "" {
+		*checkpoint = filepath.Join(cfg.DataDir, "jobs", "rewrap.checkpoint")
+	}
+	if err := runRewrap(ctx, cfg, repos, *checkpoint, *pace, stdout, log); err != nil {
+		log.Error("rewrap stopped", "err", err)
+		fmt.Fprintf(stderr, "shroud rotate rewrap: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoint string, pace time.Duration, out io.Writer, log *slog.Logger) error {
+	keys, err := keyring(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer keys.Close()
+	pol, err := policy(cfg, keys)
+	if err != nil {
+		return err
+	}
+	upURL := cfg.Upstream
+	if upURL == "" {
+		reg, err := embedded.Start(ctx, filepath.Join(cfg.DataDir, "registry"))
+		if err != nil {
+			return err
+		}
+		defer reg.Close(context.WithoutCancel(ctx))
+		upURL = reg.URL
+	}
+	// The job writes with shroud's own credentials: it has no client.
+	def, _, err := backends(cfg, upURL, true, log)
+	if err != nil {
+		return err
+	}
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: keys, Policy: pol, Logger: log})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(checkpoint), 0o700); err != nil {
+		return err
+	}
+	cp, err := jobs.OpenCheckpoint(checkpoint)
+	if err != nil {
+		return err
+	}
+	defer cp.Close()
+	for _, repo := range repos {
+		progress := jobs.NewProgress(out, "rewrap "+repo)
+		rep, err := h.Rewrap(ctx, repo, proxy.RewrapOptions{Checkpoint: cp, Pace: pace, Progress: func(p proxy.JobProgress) {
+			progress.Step(p.Done, p.Total, p.Note)
+			log.Info("rewrap step", "repository", p.Repository, "done", p.Done, "total", p.Total, "old", p.Old, "new", p.New, "tags", p.Tags, "note", p.Note)
+		}})
+		progress.Finish()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s: %d manifests, %d rewritten, %d done by an earlier run, %d not shroud's (left alone)\n", repo, rep.Manifests, rep.Rewritten, rep.Resumed, rep.Foreign)
+		for _, k := range rep.KeptOld {
+			fmt.Fprintf(out, "%s: the upstream refused to delete the old manifest %s: it still holds the wrapped keys taken away; delete it there\n", repo, k)
+		}
+	}
+	return nil
+}

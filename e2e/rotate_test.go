@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// The day a recipient is retired: shroud (the built binary) pushed an
+// image with skopeo for recipients A and B; A is taken off the policy and
+// `shroud rotate rewrap` runs. Straight from the upstream, skopeo with
+// A's key can no longer decrypt the image, with B's it can, to the same
+// layers; the layer blobs upstream are those of before; through shroud
+// the image pulls back with the digest pushed.
+func TestRotateRewrapWithSkopeo(t *testing.T) {
+	bin := buildShroud(t)
+	up := distributionV3(t)
+	dir := t.TempDir()
+	ka, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kb, _ := rsa.GenerateKey(rand.Reader, 2048)
+	key := func(name string, pub, priv any) (rec, dec string) {
+		p, _ := x509.MarshalPKIXPublicKey(pub)
+		s, _ := x509.MarshalPKCS8PrivateKey(priv)
+		return "jwe:" + pemFile(t, filepath.Join(dir, name+".pub.pem"), "PUBLIC KEY", p), pemFile(t, filepath.Join(dir, name+".pem"), "PRIVATE KEY", s)
+	}
+	recA, decA := key("a", &ka.PublicKey, ka)
+	recB, decB := key("b", &kb.PublicKey, kb)
+	data := filepath.Join(dir, "data")
+	serveArgs := func(recipients ...string) []string {
+		a := []string{"--upstream", up.URL, "--data-dir", data}
+		for _, r := range recipients {
+			a = append(a, "--recipient", r)
+		}
+		return a
+	}
+	addr, cmd, logs := startShroud(t, bin, serveArgs(recA, recB)...)
+	src, img := ociLayout(t, 3, 200_000)
+	skopeo(t, "copy", "--dest-tls-verify=false", src, "docker://"+addr+"/team/app:1")
+	pushed, _ := layoutManifest(t, strings.TrimSuffix(strings.TrimPrefix(src, "oci:"), ":app"))
+	want := layerDigests(t, img)
+	decrypt := func(keyFile string) ([]string, error) {
+		out := filepath.Join(t.TempDir(), "dec")
+		o, err := skopeoErr(t, "copy", "--src-tls-verify=false", "--decryption-key", keyFile, "docker://"+up.Host()+"/team/app:1", "oci:"+out+":app")
+		if err != nil {
+			return nil, &exec.ExitError{Stderr: []byte(o)}
+		}
+		_, m := layoutManifest(t, out)
+		return manifestLayerDigests(m), nil
+	}
+	for name, k := range map[string]string{"A": decA, "B": decB} {
+		if got, err := decrypt(k); err != nil || !slices.Equal(got, want) {
+			t.Fatalf("before the job, skopeo with %s's key: %v %v", name, got, err)
+		}
+	}
+	blobsBefore := upstreamLayerDigests(t, up.Host(), "team/app:1")
+	cmd.Process.Kill()
+	cmd.Wait()
+	_ = logs
+
+	out, err := exec.Command(bin, append([]string{"rotate", "rewrap", "--repository", "team/app", "--"}, serveArgs(recB)...)...).CombinedOutput()
+	t.Logf("shroud rotate rewrap:\n%s", out)
+	if err != nil {
+		t.Fatalf("shroud rotate rewrap: %v", err)
+	}
+	if !strings.Contains(string(out), "rewritten") {
+		t.Fatal("the job's report says nothing rewritten")
+	}
+	if _, err := decrypt(decA); err == nil {
+		t.Fatal("after the job, skopeo with the retired key A still decrypts the image from the upstream")
+	}
+	if got, err := decrypt(decB); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("after the job, skopeo with B's key: %v %v", got, err)
+	}
+	if after := upstreamLayerDigests(t, up.Host(), "team/app:1"); !slices.Equal(after, blobsBefore) {
+		t.Fatalf("the job changed the layer blobs upstream: %v, were %v", after, blobsBefore)
+	}
+	addr, _, _ = startShroud(t, bin, serveArgs(recB)...)
+	back := filepath.Join(t.TempDir(), "back")
+	skopeo(t, "copy", "--src-tls-verify=false", "docker://"+addr+"/team/app:1", "oci:"+back+":app")
+	if got, _ := layoutManifest(t, back); string(got) != string(pushed) {
+		t.Fatal("through shroud, the image pulls back other manifest bytes than pushed")
+	}
+}
+
+// upstreamLayerDigests are the layer digests of a manifest as the
+// upstream holds it (the ciphertext's, for encrypted layers).
+func upstreamLayerDigests(t *testing.T, host, repoRef string) []string {
+	t.Helper()
+	var m ocispec.Manifest
+	if err := json.Unmarshal([]byte(skopeo(t, "inspect", "--raw", "--tls-verify=false", "docker://"+host+"/"+repoRef)), &m); err != nil {
+		t.Fatal(err)
+	}
+	return manifestLayerDigests(m)
+}
