@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -47,13 +48,18 @@ type options struct {
 	// ShroudBefore is another shroud binary to measure in the CPU
 	// section, in the same run: the code before a change.
 	ShroudBefore string
-	// Only lists the sections to run (timing, memory, concurrency, cpu);
-	// empty runs them all.
+	// ManifestSamples and RedisImages size the replicas section: GETs of
+	// each kind of the manifest measurement, images of the Redis memory
+	// measurement.
+	ManifestSamples int
+	RedisImages     int
+	// Only lists the sections to run (timing, memory, concurrency, cpu,
+	// replicas); empty runs them all.
 	Only []string
 }
 
 func defaultOptions() options {
-	return options{Layers: 4, LayerSize: 256 << 20, Rounds: 3, BigLayer: 2 << 30, Clients: 16, CPUBlob: 1 << 30}
+	return options{Layers: 4, LayerSize: 256 << 20, Rounds: 3, BigLayer: 2 << 30, Clients: 16, CPUBlob: 1 << 30, ManifestSamples: 30, RedisImages: 20}
 }
 
 // runs says whether the section is to run.
@@ -102,12 +108,15 @@ type results struct {
 	PeakRSSPullMiB  float64              `json:"peakRSSPullMiB"`
 	Clients         int                  `json:"clients"`
 	UpstreamFetches map[string]int       `json:"upstreamFetchesPerBlob"`
-	ManifestDirect  float64              `json:"manifestMedianDirectMs"`
-	ManifestShroud  float64              `json:"manifestMedianShroudMs"`
+	// UpstreamRanges are those of UpstreamFetches with a Range header.
+	UpstreamRanges map[string]int `json:"upstreamRangeFetchesPerBlob"`
+	ManifestDirect float64        `json:"manifestMedianDirectMs"`
+	ManifestShroud float64        `json:"manifestMedianShroudMs"`
 	// ImagePull counts shroud's upstream requests, by kind, for one pull
 	// of an image: "cold" by a fresh process, "warm" right after.
 	ImagePull map[string]map[string]int `json:"upstreamRequestsPerImagePull,omitempty"`
 	CPU       *cpuResults               `json:"cpu,omitempty"`
+	Replicas  *replicasResults          `json:"replicas,omitempty"`
 	Targets   []target                  `json:"targets"`
 }
 
@@ -512,6 +521,12 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 			return nil, err
 		}
 	}
+	// Two replicas behind nginx, sharing Redis, against one shroud.
+	if o.runs("replicas") {
+		if err := replicas(ctx, e, o, reg, res, out); err != nil {
+			return nil, fmt.Errorf("replicas: %w", err)
+		}
+	}
 
 	fmt.Fprintf(out, "\nmedians over %d rounds (%d MiB image):\n", o.Rounds, total>>20)
 	names := make([]string, 0, len(s))
@@ -524,6 +539,9 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 	}
 	if res.CPU != nil {
 		reportCPU(res.CPU, res, out)
+	}
+	if res.Replicas != nil {
+		reportReplicas(res.Replicas, out)
 	}
 	fmt.Fprintf(out, "\ntargets:\n")
 	for i := range res.Targets {
@@ -538,19 +556,97 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 	return res, nil
 }
 
-// countingProxy forwards to the registry and counts blob GETs per digest,
-// and every request by kind ("GET manifest", "HEAD blob", ...).
+// countingProxy forwards to the registry and counts blob GETs per digest
+// (and those of them with a Range header), and every request by kind
+// ("GET manifest", "HEAD blob", ...).
 type countingProxy struct {
 	mu     sync.Mutex
 	counts map[string]int
+	ranges map[string]int
 	kinds  map[string]int
 	rp     *httputil.ReverseProxy
+	// owner, once set, names the client of each new connection; blob
+	// GETs are then also counted by it, in owned.
+	owner func(net.Conn) string
+	owned map[string]map[string]*blobCount
+}
+
+// blobCount is the GETs of one blob: all, and those with a Range.
+type blobCount struct{ All, Ranged int }
+
+type ownerKey struct{}
+
+// countBy makes the proxy count blob GETs by who (of each new
+// connection) too.
+func (c *countingProxy) countBy(who func(net.Conn) string) {
+	c.mu.Lock()
+	c.owner = who
+	c.mu.Unlock()
+}
+
+// ownedBlobGETs copies the blob GETs by owner and digest.
+func (c *countingProxy) ownedBlobGETs() map[string]map[string]blobCount {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]map[string]blobCount{}
+	for o, m := range c.owned {
+		out[o] = map[string]blobCount{}
+		for d, n := range m {
+			out[o][d] = *n
+		}
+	}
+	return out
+}
+
+// startCountingProxy serves a countingProxy to the registry at upstream
+// (host:port) on a free port; stop closes it.
+func startCountingProxy(upstream string) (cp *countingProxy, addr string, stop func(), err error) {
+	target, err := url.Parse("http://" + upstream)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	cp = &countingProxy{counts: map[string]int{}, ranges: map[string]int{}, kinds: map[string]int{}, rp: httputil.NewSingleHostReverseProxy(target),
+		owned: map[string]map[string]*blobCount{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	srv := &http.Server{Handler: cp, ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+		cp.mu.Lock()
+		who := cp.owner
+		cp.mu.Unlock()
+		if who == nil {
+			return ctx
+		}
+		return context.WithValue(ctx, ownerKey{}, who(conn))
+	}}
+	go srv.Serve(ln)
+	return cp, ln.Addr().String(), func() { srv.Close() }, nil
 }
 
 func (c *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mu.Lock()
 	if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
-		c.counts[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]++
+		d := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
+		ranged := r.Header.Get("Range") != ""
+		c.counts[d]++
+		if ranged {
+			c.ranges[d]++
+		}
+		if o, ok := r.Context().Value(ownerKey{}).(string); ok {
+			if c.owned[o] == nil {
+				c.owned[o] = map[string]*blobCount{}
+			}
+			n := c.owned[o][d]
+			if n == nil {
+				n = &blobCount{}
+				c.owned[o][d] = n
+			}
+			n.All++
+			if ranged {
+				n.Ranged++
+			}
+		}
 	}
 	kind := "other"
 	switch {
@@ -575,8 +671,15 @@ func (c *countingProxy) reset() map[string]int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	k := c.kinds
-	c.counts, c.kinds = map[string]int{}, map[string]int{}
+	c.counts, c.ranges, c.kinds, c.owned = map[string]int{}, map[string]int{}, map[string]int{}, map[string]map[string]*blobCount{}
 	return k
+}
+
+// blobGETs copies the blob GET counts per digest: all, and with a Range.
+func (c *countingProxy) blobGETs() (all, ranged map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.counts), maps.Clone(c.ranges)
 }
 
 // pullImage pulls every layer of ref (manifest, config, layers), checking
@@ -608,16 +711,12 @@ func pullImage(ctx context.Context, ref name.Reference) error {
 }
 
 func concurrency(ctx context.Context, e *env, o options, reg string, res *results, out io.Writer) error {
-	target, _ := url.Parse("http://" + reg)
-	cp := &countingProxy{counts: map[string]int{}, kinds: map[string]int{}, rp: httputil.NewSingleHostReverseProxy(target)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	cp, cpAddr, closeCP, err := startCountingProxy(reg)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: cp}
-	go srv.Serve(ln)
-	defer srv.Close()
-	addr, cmd, err := e.startShroud(ctx, "http://"+ln.Addr().String(), filepath.Join(e.work, "shroud-concurrency"))
+	defer closeCP()
+	addr, cmd, err := e.startShroud(ctx, "http://"+cpAddr, filepath.Join(e.work, "shroud-concurrency"))
 	if err != nil {
 		return err
 	}
@@ -632,7 +731,7 @@ func concurrency(ctx context.Context, e *env, o options, reg string, res *result
 	// One pull of the image by a fresh process (cold), then by the same
 	// one again (warm): the upstream requests each costs.
 	stopProc(cmd)
-	if addr, cmd, err = e.startShroud(ctx, "http://"+ln.Addr().String(), filepath.Join(e.work, "shroud-concurrency")); err != nil {
+	if addr, cmd, err = e.startShroud(ctx, "http://"+cpAddr, filepath.Join(e.work, "shroud-concurrency")); err != nil {
 		return err
 	}
 	ref, err := name.ParseReference(addr+"/bench/conc:1", name.Insecure)
@@ -664,12 +763,11 @@ func concurrency(ctx context.Context, e *env, o options, reg string, res *result
 			return fmt.Errorf("concurrent pull: %w", err)
 		}
 	}
-	cp.mu.Lock()
-	res.Clients, res.UpstreamFetches = o.Clients, cp.counts
-	cp.mu.Unlock()
-	fmt.Fprintf(out, "concurrency: %d clients pulled the same image, all digests right; upstream GETs per blob:", o.Clients)
+	res.Clients = o.Clients
+	res.UpstreamFetches, res.UpstreamRanges = cp.blobGETs()
+	fmt.Fprintf(out, "concurrency: %d clients pulled the same image, all digests right; upstream GETs per blob (of them with a Range):", o.Clients)
 	for d, n := range res.UpstreamFetches {
-		fmt.Fprintf(out, " %s…=%d", d[7:19], n)
+		fmt.Fprintf(out, " %s…=%d (%d)", d[7:19], n, res.UpstreamRanges[d])
 	}
 	fmt.Fprintln(out)
 	os.RemoveAll(filepath.Join(e.work, "img-conc"))

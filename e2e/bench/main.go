@@ -6,12 +6,18 @@
 // how often 16 concurrent pulls fetch each blob from the registry, and
 // the latency shroud adds to a manifest GET, how many upstream requests
 // one pull of an image costs, and shroud's CPU seconds per GiB pushed and
-// pulled (cold and warm) for a client that does no work of its own.
+// pulled (cold and warm) for a client that does no work of its own; and
+// (replicas.go) nginx and two replicas sharing Redis against one shroud:
+// push and pull, the manifest GET by digest cold and warm, Redis commands,
+// round trips and memory per image, and upstream fetches per layer for
+// concurrent pulls through the replicas.
 //
 //	go run ./e2e/bench [-layers 4] [-layer-size 256MiB] [-rounds 3] [-big-layer 2GiB] [-cpu-blob 1GiB] [-json out.json]
 //	go run ./e2e/bench -only cpu -shroud-before /tmp/shroud-old   # before/after in one run
+//	go run ./e2e/bench -only replicas -layers 4 -layer-size 64MiB
 //
-// It needs skopeo and the Go toolchain; it builds shroud and distribution's
+// It needs skopeo and the Go toolchain, and for the replicas section
+// Debian's redis-server and nginx; it builds shroud and distribution's
 // registry (pinned in go.mod) itself, and runs everything on 127.0.0.1.
 package main
 
@@ -34,7 +40,9 @@ func main() {
 	flag.StringVar(&o.JSON, "json", "", "also write the results as JSON to this file")
 	flag.Var(sizeFlag{&o.CPUBlob}, "cpu-blob", "the one blob of the CPU measurement (at least 512MiB for figures that mean something)")
 	flag.StringVar(&o.ShroudBefore, "shroud-before", "", "another shroud binary (the code before a change) to measure in the CPU section, in the same run")
-	only := flag.String("only", "", "comma-separated sections to run: timing, memory, concurrency, cpu (default: all)")
+	flag.IntVar(&o.ManifestSamples, "manifest-samples", o.ManifestSamples, "replicas section: manifest GETs by digest of each kind (cold, warm; with Redis and without)")
+	flag.IntVar(&o.RedisImages, "redis-images", o.RedisImages, "replicas section: images of 10 layers the Redis memory per image is measured over")
+	only := flag.String("only", "", "comma-separated sections to run: timing, memory, concurrency, cpu, replicas (default: all)")
 	flag.Parse()
 	if *only != "" {
 		o.Only = strings.Split(*only, ",")
