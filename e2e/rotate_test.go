@@ -7,6 +7,8 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -101,4 +103,82 @@ func upstreamLayerDigests(t *testing.T, host, repoRef string) []string {
 		t.Fatal(err)
 	}
 	return manifestLayerDigests(m)
+}
+
+// The day a key leaks: `shroud rotate reencrypt` gives every layer a new
+// key and new ciphertext. Straight from the upstream the leaked key A
+// opens nothing (its old wrapped keys and the old ciphertext are gone),
+// B's key decrypts the same layers; through shroud the old encrypted
+// digests answer 410 naming the revocation and the image pulls back byte
+// for byte.
+func TestRotateReencryptWithSkopeo(t *testing.T) {
+	bin := buildShroud(t)
+	up := distributionV3(t)
+	dir := t.TempDir()
+	ka, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	kb, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	key := func(name string, pub, priv any) (rec, dec string) {
+		p, _ := x509.MarshalPKIXPublicKey(pub)
+		s, _ := x509.MarshalPKCS8PrivateKey(priv)
+		return "jwe:" + pemFile(t, filepath.Join(dir, name+".pub.pem"), "PUBLIC KEY", p), pemFile(t, filepath.Join(dir, name+".pem"), "PRIVATE KEY", s)
+	}
+	recA, decA := key("a", &ka.PublicKey, ka)
+	recB, decB := key("b", &kb.PublicKey, kb)
+	data := filepath.Join(dir, "data")
+	serveArgs := func(recipients ...string) []string {
+		a := []string{"--upstream", up.URL, "--data-dir", data}
+		for _, r := range recipients {
+			a = append(a, "--recipient", r)
+		}
+		return a
+	}
+	addr, cmd, _ := startShroud(t, bin, serveArgs(recA, recB)...)
+	src, img := ociLayout(t, 2, 300_000)
+	skopeo(t, "copy", "--dest-tls-verify=false", src, "docker://"+addr+"/team/app:1")
+	pushed, _ := layoutManifest(t, strings.TrimSuffix(strings.TrimPrefix(src, "oci:"), ":app"))
+	want := layerDigests(t, img)
+	oldBlobs := upstreamLayerDigests(t, up.Host(), "team/app:1")
+	cmd.Process.Kill()
+	cmd.Wait()
+
+	out, err := exec.Command(bin, append([]string{"rotate", "reencrypt", "--key-id", "sha256:leaked", "--repository", "team/app", "--"}, serveArgs(recB)...)...).CombinedOutput()
+	t.Logf("shroud rotate reencrypt:\n%s", out)
+	if err != nil {
+		t.Fatalf("shroud rotate reencrypt: %v", err)
+	}
+	decrypt := func(keyFile string) ([]string, error) {
+		o := filepath.Join(t.TempDir(), "dec")
+		if out, err := skopeoErr(t, "copy", "--src-tls-verify=false", "--decryption-key", keyFile, "docker://"+up.Host()+"/team/app:1", "oci:"+o+":app"); err != nil {
+			return nil, &exec.ExitError{Stderr: []byte(out)}
+		}
+		_, m := layoutManifest(t, o)
+		return manifestLayerDigests(m), nil
+	}
+	if _, err := decrypt(decA); err == nil {
+		t.Fatal("after re-encryption, skopeo with the leaked key still decrypts the image from the upstream")
+	}
+	if got, err := decrypt(decB); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("after re-encryption, skopeo with B's key: %v %v", got, err)
+	}
+	newBlobs := upstreamLayerDigests(t, up.Host(), "team/app:1")
+	for _, old := range oldBlobs {
+		if slices.Contains(newBlobs, old) {
+			t.Fatalf("layer %s was not re-encrypted", old)
+		}
+	}
+	addr, _, _ = startShroud(t, bin, serveArgs(recB)...)
+	resp, err := http.Get("http://" + addr + "/v2/team/app/blobs/" + oldBlobs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), "sha256:leaked") {
+		t.Fatalf("the old ciphertext through shroud: %d %s, want 410 naming the revocation", resp.StatusCode, body)
+	}
+	back := filepath.Join(t.TempDir(), "back")
+	skopeo(t, "copy", "--src-tls-verify=false", "docker://"+addr+"/team/app:1", "oci:"+back+":app")
+	if got, _ := layoutManifest(t, back); string(got) != string(pushed) {
+		t.Fatal("through shroud, the image pulls back other manifest bytes than pushed")
+	}
 }

@@ -182,7 +182,7 @@ func (h *Handler) routes() *mux.Router {
 	r.Handle("/v2/_catalog", e(h.catalog)).Methods("GET")
 	r.Handle(name+"/tags/list", e(h.tags)).Methods("GET")
 	r.Handle(name+"/referrers/{digest:"+digestPattern+"}", e(h.referrers)).Methods("GET")
-	r.Handle(name+"/manifests/{reference:"+refPattern+"}", e(h.getManifest)).Methods("GET", "HEAD")
+	r.Handle(name+"/manifests/{reference:"+refPattern+"}", e(h.orGone("reference", codeManifestUnknown, h.getManifest))).Methods("GET", "HEAD")
 	r.Handle(name+"/manifests/{reference:"+refPattern+"}", e(h.putManifest)).Methods("PUT")
 	r.Handle(name+"/manifests/{reference:"+refPattern+"}", e(h.deleteManifest)).Methods("DELETE")
 	r.Handle(name+"/blobs/uploads/", e(h.startUpload)).Methods("POST")
@@ -190,7 +190,7 @@ func (h *Handler) routes() *mux.Router {
 	r.Handle(name+"/blobs/uploads/{uuid:[a-f0-9]+}", e(h.patchUpload)).Methods("PATCH")
 	r.Handle(name+"/blobs/uploads/{uuid:[a-f0-9]+}", e(h.finishUpload)).Methods("PUT")
 	r.Handle(name+"/blobs/uploads/{uuid:[a-f0-9]+}", e(h.cancelUpload)).Methods("DELETE")
-	r.Handle(name+"/blobs/{digest:"+digestPattern+"}", e(h.getBlob)).Methods("GET", "HEAD")
+	r.Handle(name+"/blobs/{digest:"+digestPattern+"}", e(h.orGone("digest", codeBlobUnknown, h.getBlob))).Methods("GET", "HEAD")
 	r.Handle(name+"/blobs/{digest:"+digestPattern+"}", e(h.deleteBlob)).Methods("DELETE")
 	r.NotFoundHandler = e(func(w http.ResponseWriter, r *http.Request) error {
 		return apiErr(http.StatusNotFound, codeNameInvalid, "no such endpoint or invalid repository name: %s", r.URL.Path)

@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"crypto/hmac"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -91,6 +91,10 @@ type RewrapOptions struct {
 	Sleep      func(time.Duration)                           // time.Sleep unless set (tests)
 	Now        func() time.Time                              // time.Now unless set
 	Recipients func(repo string) (*crypto.Recipients, error) // nil: the rule's
+	// Reencrypt makes the job a re-encrypt job: every sealed layer gets a
+	// new layer key and new ciphertext (job_reencrypt.go). One
+	// Reencryption serves every repository of a run.
+	Reencrypt *Reencryption
 }
 
 // Rewrap runs the rewrap job over one repository of the default upstream,
@@ -157,11 +161,17 @@ func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (Job
 		}
 	}
 	for _, old := range olds {
+		if o.Reencrypt != nil {
+			// The old manifest names the old ciphertext: gone with it.
+			if err := h.markRevoked(ctx, &be, repo, old, o.Reencrypt.Revocation); err != nil {
+				return j.report, fmt.Errorf("re-encrypt %s: revocation marker for %s: %w", repo, old, err)
+			}
+		}
 		if err := j.deleteOld(ctx, old); err != nil {
 			return j.report, err
 		}
 	}
-	return j.report, nil
+	return j.report, j.retireOld(ctx)
 }
 
 // deleteOld deletes a manifest the job replaced, and tells the
@@ -195,8 +205,10 @@ type rewrapJob struct {
 	tags map[digest.Digest][]string
 	done map[digest.Digest]jobResult
 	// replaced are the old manifests this run replaced, deleted at its
-	// end.
+	// end; oldBlobs the old ciphertext a re-encrypt run replaced, deleted
+	// after them.
 	replaced []digest.Digest
+	oldBlobs []digest.Digest
 	last     time.Time
 	report   JobReport
 }
@@ -242,9 +254,13 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 		j.report.Foreign++
 		return keep("not sealed by this shroud for this repository")
 	}
-	if artifactType(enc) == blobPointerType {
-		// Wrapped for the identity alone: no recipient to take away.
+	switch artifactType(enc) {
+	case blobPointerType:
+		// Wrapped for the identity alone: no recipient to take away
+		// (a re-encrypted layer gets a new pointer of its own).
 		return keep("a blob pointer")
+	case revokedType:
+		return keep("a revocation marker")
 	}
 	// What it names first.
 	var deps []digest.Digest
@@ -261,7 +277,7 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 			}
 		}
 	}
-	if err := j.rewrapLayers(enc, seal); err != nil {
+	if err := j.rewrapLayers(ctx, enc, &seal); err != nil {
 		return fmt.Errorf("rewrap %s: manifest %s: %w", j.repo, d, err)
 	}
 	for i := range enc.manifests {
@@ -356,26 +372,36 @@ func (j *rewrapJob) now(ctx context.Context, d digest.Digest) (jobResult, error)
 }
 
 // rewrapLayers wraps each sealed layer's key for the job's recipients
-// alone. The key is opened with shroud's identity only, and must be the
-// one the seal pairs the layer with.
-func (j *rewrapJob) rewrapLayers(enc *manifest, seal crypto.Seal) error {
-	identity := func(k string) bool { return k == crypto.IdentityKey }
+// alone (re-encrypting the layer first, in a re-encrypt job). The key is
+// opened with shroud's identity only, and must be the one the seal pairs
+// the layer with.
+func (j *rewrapJob) rewrapLayers(ctx context.Context, enc *manifest, seal *crypto.Seal) error {
+	sealed := map[digest.Digest]int{} // the seal's pairing of each ciphertext, by its digest before the job
+	for k, sl := range seal.Layers {
+		sealed[sl.CipherDigest] = k
+	}
 	for i := range enc.layers {
 		e := &enc.layers[i]
-		sl, ok := seal.Layer(e.Digest)
+		k, ok := sealed[e.Digest]
 		if !ok {
 			continue // a layer shroud did not encrypt: left as it is
 		}
-		pub, err := crypto.ParsePublicOptions(e.Annotations)
-		if err != nil || !hmac.Equal(pub.HMAC, sl.HMAC) || e.Size != sl.Size {
-			return fmt.Errorf("layer %s does not match its sealed HMAC and size", e.Digest)
+		sl := &seal.Layers[k]
+		if j.o.Reencrypt != nil && sl.CipherDigest != e.Digest {
+			// The same layer again in this manifest, re-encrypted
+			// above: it takes the same new form.
+			*e = enc.layers[slicesIndex(enc.layers[:i], sl.CipherDigest)]
+			continue
 		}
-		opts, _, err := j.h.keys.UnwrapWith(e.Annotations, identity)
+		opts, pub, err := j.h.checkSealedLayer(*e, *sl)
 		if err != nil {
-			return fmt.Errorf("layer %s: %w", e.Digest, err)
+			return err
 		}
-		if opts.PlainDigest != sl.PlainDigest {
-			return fmt.Errorf("layer %s unwraps to plaintext %s, the seal pairs it with %s", e.Digest, opts.PlainDigest, sl.PlainDigest)
+		if j.o.Reencrypt != nil {
+			if err := j.reencryptLayer(ctx, e, sl, opts, pub); err != nil {
+				return err
+			}
+			continue
 		}
 		ann, err := j.h.keys.Wrap(opts, pub, j.rs)
 		if err != nil {
@@ -388,6 +414,11 @@ func (j *rewrapJob) rewrapLayers(enc *manifest, seal crypto.Seal) error {
 		maps.Copy(e.Annotations, ann)
 	}
 	return nil
+}
+
+// slicesIndex is the index of the first layer of ls with digest d.
+func slicesIndex(ls []ocispec.Descriptor, d digest.Digest) int {
+	return slices.IndexFunc(ls, func(l ocispec.Descriptor) bool { return l.Digest == d })
 }
 
 func (j *rewrapJob) pace() {

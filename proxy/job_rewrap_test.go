@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
@@ -101,6 +103,13 @@ func (f *rewrapFixture) encryptedLayers(t *testing.T, tag string) []ocispec.Desc
 // tag pulls back the digests pushed.
 func (f *rewrapFixture) checkAfter(t *testing.T, second shroudtest.Shroud) {
 	t.Helper()
+	f.check(t, second, false)
+}
+
+// check is checkAfter, for a job that re-encrypted the layers (new blobs,
+// the old ones gone) when reencrypted.
+func (f *rewrapFixture) check(t *testing.T, second shroudtest.Shroud, reencrypted bool) {
+	t.Helper()
 	after := f.upstreamTags(t)
 	for _, tag := range []string{"1", "2", "multi"} {
 		if after[tag] == f.before[tag] {
@@ -123,8 +132,19 @@ func (f *rewrapFixture) checkAfter(t *testing.T, second shroudtest.Shroud) {
 			t.Errorf("the upstream still serves tag %s's old manifest %s", tag, f.before[tag])
 		}
 	}
-	if got := upstreamLayers(t, f.up, rewrapRepo+":1"); strings.Join(digestStrings(got), ",") != strings.Join(digestStrings(f.layers), ",") {
+	got := upstreamLayers(t, f.up, rewrapRepo+":1")
+	switch {
+	case !reencrypted && strings.Join(digestStrings(got), ",") != strings.Join(digestStrings(f.layers), ","):
 		t.Errorf("layer blobs changed: %v, were %v", got, f.layers)
+	case reencrypted:
+		for _, old := range f.layers {
+			if slices.Contains(got, old) {
+				t.Errorf("layer %s was not re-encrypted", old)
+			}
+			if a := (call{t, f.up.URL}).do("GET", "/v2/"+rewrapRepo+"/blobs/"+old.String(), nil); a.status == http.StatusOK {
+				t.Errorf("the upstream still serves the old ciphertext %s", old)
+			}
+		}
 	}
 	for name, s := range map[string]shroudtest.Shroud{"the shroud that pushed": f.first, "the shroud that ran the job": second} {
 		for _, tag := range []string{"1", "2"} {
@@ -254,4 +274,52 @@ func TestRewrapKilledHalfwayResumes(t *testing.T) {
 		t.Errorf("old manifests still pending after the resumed run: %v", p)
 	}
 	f.checkAfter(t, second)
+}
+
+// A key that could open layer keys is compromised: the re-encrypt job
+// gives every layer of the repositories named a new key and new
+// ciphertext (a layer shared by two repositories is re-encrypted once and
+// mounted into the second), deletes the old ciphertext upstream, and
+// leaves markers so that a request for an old encrypted digest through
+// shroud answers 410 Gone naming the revocation; clients pulling through
+// shroud get the digests and bytes they pushed, before and after.
+func TestReencryptLeavesTheCompromisedKeyNothing(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	f := newRewrapFixture(t, up)
+	if err := remote.Write(ref(t, f.first.Host(), "team/other:1"), f.img); err != nil {
+		t.Fatal(err)
+	}
+	if got := upstreamLayers(t, up, "team/other:1"); strings.Join(digestStrings(got), ",") != strings.Join(digestStrings(f.layers), ",") {
+		t.Fatal("the test means the second repository to hold the first's ciphertext (a mount)")
+	}
+	recB := must[crypto.Recipient](t)(crypto.ParseRecipient("jwe:" + strings.TrimSuffix(f.keyB.Path, ".pem") + ".pub.pem"))
+	second := shroudtest.StartWithIdentity(t, up, f.first.Keyring, f.first.DataDir,
+		shroudtest.WithPolicy(shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}}))
+	re := proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:compromised", Reason: "keyCompromise", At: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)})
+	for _, repo := range []string{rewrapRepo, "team/other"} {
+		rep, err := second.Handler.Rewrap(context.Background(), repo, proxy.RewrapOptions{Reencrypt: re})
+		if err != nil {
+			t.Fatalf("re-encrypt %s: %v", repo, err)
+		}
+		t.Logf("%s: %+v", repo, rep)
+		if len(rep.KeptOld) != 0 {
+			t.Fatalf("%s: the upstream kept %v", repo, rep.KeptOld)
+		}
+	}
+	f.check(t, second, true)
+	if a, b := upstreamLayers(t, up, rewrapRepo+":1"), upstreamLayers(t, up, "team/other:1"); strings.Join(digestStrings(a), ",") != strings.Join(digestStrings(b), ",") {
+		t.Errorf("the shared layers were re-encrypted twice: %v and %v", a, b)
+	}
+	for _, s := range []shroudtest.Shroud{f.first, second} {
+		a := call{t, s.URL}.do("GET", "/v2/"+rewrapRepo+"/blobs/"+f.layers[0].String(), nil)
+		if a.status != http.StatusGone || !strings.Contains(string(a.body), "keyCompromise") || !strings.Contains(string(a.body), "sha256:compromised") {
+			t.Errorf("the old ciphertext through shroud: %d %s, want 410 naming the revocation", a.status, a.body)
+		}
+		a = call{t, s.URL}.do("GET", "/v2/"+rewrapRepo+"/manifests/"+f.before["1"].String(), nil, "Accept", ocispec.MediaTypeImageManifest)
+		if a.status != http.StatusGone {
+			t.Errorf("the old encrypted manifest through shroud: %d %s, want 410", a.status, a.body)
+		}
+	}
+	// Never pushed: still a plain 404.
+	call{t, second.URL}.do("GET", "/v2/"+rewrapRepo+"/blobs/"+digest.FromString("never").String(), nil).want(t, 404, "BLOB_UNKNOWN")
 }

@@ -30,8 +30,10 @@ commands:
   keygen   write a key pair: shroud keygen --out DIR [--type ec|rsa] [--name NAME]
   inspect  show how an image is encrypted and who can open it:
            shroud inspect [--output json] [--insecure] [--decryption-key FILE]... REF
-  rotate   rewrap stored images for the recipients the policy names now:
+  rotate   rewrap stored images for the recipients the policy names now, or
+           re-encrypt them when a key is compromised (shroud rotate --help):
            shroud rotate rewrap --repository NAME... [--checkpoint FILE] [-- SERVE FLAGS]
+           shroud rotate reencrypt --key-id ID --repository NAME... [-- SERVE FLAGS]
 `
 
 // run is main without the process: it returns the exit code.

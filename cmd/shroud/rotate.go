@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/shroud-oci/shroud/config"
@@ -18,7 +19,8 @@ import (
 	"github.com/shroud-oci/shroud/proxy"
 )
 
-const rotateUsage = `usage: shroud rotate rewrap --repository NAME [--repository NAME]... [--checkpoint FILE] [--pace DURATION] [-- SERVE FLAGS]
+const rotateUsage = `usage: shroud rotate rewrap|reencrypt --repository NAME [--repository NAME]... [--checkpoint FILE] [--pace DURATION] [-- SERVE FLAGS]
+       shroud rotate reencrypt --key-id ID [--reason keyCompromise] --repository NAME... [-- SERVE FLAGS]
 
 rewrap: for every manifest shroud stored in each repository, wrap its layer
 keys for the recipients the repository's rule names now, and for nothing
@@ -27,26 +29,37 @@ the images already stored. Layer blobs are unchanged; tags move to the new
 manifests; the old ones are deleted. Clients pulling through shroud see the
 same digests before, during and after.
 
+reencrypt: the same, and first every layer gets a new layer key and new
+ciphertext (streamed from the upstream, decrypted, verified, encrypted
+again), for a key that was compromised: wrapping the old layer keys again
+would take nothing from whoever holds it. The old ciphertext is deleted
+upstream, and through shroud its digests, and the old manifests', answer
+410 Gone naming --key-id and --reason. Name every repository the key's
+scope covers in one run: a layer two of them share is re-encrypted once.
+
 The serve flags after -- (or --config) say what the server runs with: the
 upstream, the identity, the policy with its recipients. Writes upstream use
 shroud's own credentials for it (--upstream-auth-file). A killed run resumes
 where it stopped when given the same --checkpoint file (default
-<data-dir>/jobs/rewrap.checkpoint).
+<data-dir>/jobs/<job>.checkpoint).
 `
 
 // rotate runs a key-rotation job.
 func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "rewrap" {
+	if len(args) == 0 || (args[0] != "rewrap" && args[0] != "reencrypt") {
 		fmt.Fprint(stderr, rotateUsage)
 		return 2
 	}
-	fs := flag.NewFlagSet("shroud rotate rewrap", flag.ContinueOnError)
+	job := args[0]
+	fs := flag.NewFlagSet("shroud rotate "+job, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, rotateUsage) }
 	var repos listFlag
 	fs.Var(&repos, "repository", "repeatable: a repository to rewrap")
-	checkpoint := fs.String("checkpoint", "", "the job's checkpoint file (default <data-dir>/jobs/rewrap.checkpoint)")
+	checkpoint := fs.String("checkpoint", "", "the job's checkpoint file (default <data-dir>/jobs/<job>.checkpoint)")
 	pace := fs.Duration("pace", 0, "at least this long between two manifests' writes upstream (0: as fast as the upstream answers)")
+	keyID := fs.String("key-id", "", "reencrypt: the id of the compromised key, as the deny list names it")
+	reason := fs.String("reason", "keyCompromise", "reencrypt: the revocation's reason")
 	rest := args[1:]
 	var serveArgs []string
 	if i := slices.Index(rest, "--"); i >= 0 {
@@ -59,28 +72,36 @@ func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 || len(repos) == 0 {
-		fmt.Fprintf(stderr, "shroud rotate rewrap: name the repositories with --repository (unexpected: %v)\n", fs.Args())
+		fmt.Fprintf(stderr, "shroud rotate %s: name the repositories with --repository (unexpected: %v)\n", job, fs.Args())
 		return 2
+	}
+	var re *proxy.Reencryption
+	if job == "reencrypt" {
+		if *keyID == "" {
+			fmt.Fprintf(stderr, "shroud rotate reencrypt: --key-id names the compromised key (what the old digests' 410 says)\n")
+			return 2
+		}
+		re = proxy.NewReencryption(proxy.Revocation{KeyID: *keyID, Reason: *reason, At: time.Now().UTC()})
 	}
 	cfg, err := parseServe(serveArgs, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "shroud rotate rewrap: %v\n", err)
+		fmt.Fprintf(stderr, "shroud rotate %s: %v\n", job, err)
 		return 2
 	}
 	level, _ := cfg.Level()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if *checkpoint == "" {
-		*checkpoint = filepath.Join(cfg.DataDir, "jobs", "rewrap.checkpoint")
+		*checkpoint = filepath.Join(cfg.DataDir, "jobs", job+".checkpoint")
 	}
-	if err := runRewrap(ctx, cfg, repos, *checkpoint, *pace, stdout, log); err != nil {
-		log.Error("rewrap stopped", "err", err)
-		fmt.Fprintf(stderr, "shroud rotate rewrap: %v\n", err)
+	if err := runRewrap(ctx, cfg, repos, *checkpoint, *pace, re, stdout, log); err != nil {
+		log.Error(job+" stopped", "err", err)
+		fmt.Fprintf(stderr, "shroud rotate %s: %v\n", job, err)
 		return 1
 	}
 	return 0
 }
 
-func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoint string, pace time.Duration, out io.Writer, log *slog.Logger) error {
+func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoint string, pace time.Duration, re *proxy.Reencryption, out io.Writer, log *slog.Logger) error {
 	keys, err := keyring(cfg, log)
 	if err != nil {
 		return err
@@ -117,10 +138,14 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 	}
 	defer cp.Close()
 	for _, repo := range repos {
-		progress := jobs.NewProgress(out, "rewrap "+repo)
-		rep, err := h.Rewrap(ctx, repo, proxy.RewrapOptions{Checkpoint: cp, Pace: pace, Progress: func(p proxy.JobProgress) {
+		label := "rewrap "
+		if re != nil {
+			label = "reencrypt "
+		}
+		progress := jobs.NewProgress(out, label+repo)
+		rep, err := h.Rewrap(ctx, repo, proxy.RewrapOptions{Checkpoint: cp, Pace: pace, Reencrypt: re, Progress: func(p proxy.JobProgress) {
 			progress.Step(p.Done, p.Total, p.Note)
-			log.Info("rewrap step", "repository", p.Repository, "done", p.Done, "total", p.Total, "old", p.Old, "new", p.New, "tags", p.Tags, "note", p.Note)
+			log.Info("job step", "job", strings.TrimSpace(label), "repository", p.Repository, "done", p.Done, "total", p.Total, "old", p.Old, "new", p.New, "tags", p.Tags, "note", p.Note)
 		}})
 		progress.Finish()
 		if err != nil {
@@ -128,7 +153,7 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 		}
 		fmt.Fprintf(out, "%s: %d manifests, %d rewritten, %d done by an earlier run, %d not shroud's (left alone)\n", repo, rep.Manifests, rep.Rewritten, rep.Resumed, rep.Foreign)
 		for _, k := range rep.KeptOld {
-			fmt.Fprintf(out, "%s: the upstream refused to delete the old manifest %s: it still holds the wrapped keys taken away; delete it there\n", repo, k)
+			fmt.Fprintf(out, "%s: the upstream refused to delete %s, which the key taken away still opens: delete it there\n", repo, k)
 		}
 	}
 	return nil
