@@ -323,3 +323,94 @@ func TestReencryptLeavesTheCompromisedKeyNothing(t *testing.T) {
 	// Never pushed: still a plain 404.
 	call{t, second.URL}.do("GET", "/v2/"+rewrapRepo+"/blobs/"+digest.FromString("never").String(), nil).want(t, 404, "BLOB_UNKNOWN")
 }
+
+// Prove it: clients pulling through shroud while the job runs (paced, so
+// that their pulls fall between its steps) get, every time, the digests
+// they pushed and layers that verify, from the replica that runs the job
+// and from one that only knew the manifests of before.
+func TestRewrapIsInvisibleToPullsDuringTheJob(t *testing.T) {
+	for _, reencrypt := range []bool{false, true} {
+		t.Run(map[bool]string{false: "rewrap", true: "reencrypt"}[reencrypt], func(t *testing.T) {
+			up := shroudtest.Distribution(t)
+			f := newRewrapFixture(t, up)
+			recB := must[crypto.Recipient](t)(crypto.ParseRecipient("jwe:" + strings.TrimSuffix(f.keyB.Path, ".pem") + ".pub.pem"))
+			second := shroudtest.StartWithIdentity(t, up, f.first.Keyring, f.first.DataDir,
+				shroudtest.WithPolicy(shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}}))
+			wantImg := must[v1.Hash](t)(f.img.Digest())
+			wantIdx := must[v1.Hash](t)(f.idx.Digest())
+			done := make(chan struct{})
+			var pulls, failures atomic.Int32
+			var firstErr atomic.Value
+			for _, s := range []shroudtest.Shroud{f.first, second} {
+				go func() {
+					for {
+						select {
+						case <-done:
+							return
+						default:
+						}
+						err := func() error {
+							img, err := remote.Image(ref(t, s.Host(), rewrapRepo+":1"))
+							if err != nil {
+								return err
+							}
+							if d, _ := img.Digest(); d != wantImg {
+								return errors.New("tag 1 pulled another digest")
+							}
+							ls, err := img.Layers()
+							if err != nil {
+								return err
+							}
+							for _, l := range ls {
+								rc, err := l.Compressed()
+								if err != nil {
+									return err
+								}
+								_, err = io.Copy(io.Discard, rc)
+								rc.Close()
+								if err != nil {
+									return err
+								}
+							}
+							idx, err := remote.Index(ref(t, s.Host(), rewrapRepo+"@"+wantIdx.String()))
+							if err != nil {
+								return err
+							}
+							if d, _ := idx.Digest(); d != wantIdx {
+								return errors.New("the index pulled another digest")
+							}
+							for _, c := range must[*v1.IndexManifest](t)(idx.IndexManifest()).Manifests {
+								if _, err := remote.Image(ref(t, s.Host(), rewrapRepo+"@"+c.Digest.String())); err != nil {
+									return err
+								}
+							}
+							return nil
+						}()
+						pulls.Add(1)
+						if err != nil {
+							failures.Add(1)
+							firstErr.CompareAndSwap(nil, err.Error())
+						}
+					}
+				}()
+			}
+			o := proxy.RewrapOptions{Pace: 150 * time.Millisecond}
+			if reencrypt {
+				o.Reencrypt = proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:k", Reason: "keyCompromise", At: time.Now()})
+			}
+			rep, err := second.Handler.Rewrap(context.Background(), rewrapRepo, o)
+			time.Sleep(300 * time.Millisecond) // pulls after the job, too
+			close(done)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("report %+v; %d pulls during the job, %d failed", rep, pulls.Load(), failures.Load())
+			if pulls.Load() < 4 {
+				t.Fatalf("only %d pulls ran during the job", pulls.Load())
+			}
+			if failures.Load() > 0 {
+				t.Fatalf("%d of %d pulls during the job failed; the first: %v", failures.Load(), pulls.Load(), firstErr.Load())
+			}
+		})
+	}
+}
