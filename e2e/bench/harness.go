@@ -565,8 +565,9 @@ type countingProxy struct {
 	ranges map[string]int
 	kinds  map[string]int
 	rp     *httputil.ReverseProxy
-	// owner, once set, names the client of each new connection; blob
-	// GETs are then also counted by it, in owned.
+	// owner, once set, names the client of a connection (asked on the
+	// connection's first request after it is set); blob GETs are then
+	// also counted by it, in owned.
 	owner func(net.Conn) string
 	owned map[string]map[string]*blobCount
 }
@@ -576,8 +577,15 @@ type blobCount struct{ All, Ranged int }
 
 type ownerKey struct{}
 
-// countBy makes the proxy count blob GETs by who (of each new
-// connection) too.
+// connOwner is who holds the other end of a connection, found once.
+type connOwner struct {
+	once sync.Once
+	conn net.Conn
+	name string
+}
+
+// countBy makes the proxy count blob GETs by who (of each connection)
+// too.
 func (c *countingProxy) countBy(who func(net.Conn) string) {
 	c.mu.Lock()
 	c.owner = who
@@ -612,19 +620,21 @@ func startCountingProxy(upstream string) (cp *countingProxy, addr string, stop f
 		return nil, "", nil, err
 	}
 	srv := &http.Server{Handler: cp, ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
-		cp.mu.Lock()
-		who := cp.owner
-		cp.mu.Unlock()
-		if who == nil {
-			return ctx
-		}
-		return context.WithValue(ctx, ownerKey{}, who(conn))
+		return context.WithValue(ctx, ownerKey{}, &connOwner{conn: conn})
 	}}
 	go srv.Serve(ln)
 	return cp, ln.Addr().String(), func() { srv.Close() }, nil
 }
 
 func (c *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.mu.Lock()
+	who := c.owner
+	c.mu.Unlock()
+	owner, counted := "", false
+	if co, ok := r.Context().Value(ownerKey{}).(*connOwner); ok && who != nil {
+		co.once.Do(func() { co.name = who(co.conn) })
+		owner, counted = co.name, true
+	}
 	c.mu.Lock()
 	if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
 		d := r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]
@@ -633,14 +643,14 @@ func (c *countingProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if ranged {
 			c.ranges[d]++
 		}
-		if o, ok := r.Context().Value(ownerKey{}).(string); ok {
-			if c.owned[o] == nil {
-				c.owned[o] = map[string]*blobCount{}
+		if counted {
+			if c.owned[owner] == nil {
+				c.owned[owner] = map[string]*blobCount{}
 			}
-			n := c.owned[o][d]
+			n := c.owned[owner][d]
 			if n == nil {
 				n = &blobCount{}
-				c.owned[o][d] = n
+				c.owned[owner][d] = n
 			}
 			n.All++
 			if ranged {
