@@ -2,12 +2,17 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -20,13 +25,47 @@ import (
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 )
 
-// pullUpstream is a registry whose blob GETs are counted and slowed to a
-// trickle for the first bytes (so that concurrent pulls overlap), and
+// pullUpstream is a registry whose blob GETs are counted (whole GETs
+// and Range GETs apart, with the length each Range asked for) and slowed
+// to a trickle for the first bytes (so that concurrent pulls overlap),
 // whose blob bodies can be tampered with (one byte flipped in the
-// middle).
+// middle: of every answer, or of Range answers only), and which can
+// ignore Range (rangeStatus 200: the whole blob) or refuse it (any other
+// rangeStatus).
 type pullUpstream struct {
-	gets   atomic.Int64
-	tamper atomic.Bool
+	gets, ranges atomic.Int64
+	tamper       atomic.Bool
+	tamperRange  atomic.Bool
+	rangeStatus  atomic.Int64
+
+	mu        sync.Mutex
+	rangeLens []int64
+}
+
+// rangeLengths are the lengths the Range GETs so far asked for.
+func (p *pullUpstream) rangeLengths() []int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Clone(p.rangeLens)
+}
+
+func (p *pullUpstream) reset() {
+	p.gets.Store(0)
+	p.ranges.Store(0)
+	p.mu.Lock()
+	p.rangeLens = nil
+	p.mu.Unlock()
+}
+
+// want fails t unless the upstream had gets whole blob GETs and at most
+// maxRanges Range GETs, and logs the Range lengths.
+func (p *pullUpstream) want(t *testing.T, what string, gets, maxRanges int64) {
+	t.Helper()
+	g, r, lens := p.gets.Load(), p.ranges.Load(), p.rangeLengths()
+	t.Logf("%s: %d whole blob GETs, %d Range GETs of %v bytes", what, g, r, lens)
+	if g != gets || r > maxRanges {
+		t.Fatalf("%s made %d whole blob GETs and %d Range GETs (of %v bytes), want %d and at most %d", what, g, r, lens, gets, maxRanges)
+	}
 }
 
 func startPullUpstream(t *testing.T) (shroudtest.Upstream, *pullUpstream) {
@@ -34,14 +73,32 @@ func startPullUpstream(t *testing.T) (shroudtest.Upstream, *pullUpstream) {
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
-			p.gets.Add(1)
+			ranged := r.Header.Get("Range") != ""
+			if ranged {
+				p.ranges.Add(1)
+				var a, b int64
+				fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &a, &b)
+				p.mu.Lock()
+				p.rangeLens = append(p.rangeLens, b-a+1)
+				p.mu.Unlock()
+				switch st := int(p.rangeStatus.Load()); st {
+				case 0:
+				case http.StatusOK:
+					r.Header.Del("Range")
+				default:
+					http.Error(w, "no ranges here", st)
+					return
+				}
+			} else {
+				p.gets.Add(1)
+			}
 			rec := httptest.NewRecorder()
 			inner.ServeHTTP(rec, r)
 			for k, v := range rec.Header() {
 				w.Header()[k] = v
 			}
 			body := rec.Body.Bytes()
-			if p.tamper.Load() && len(body) > 0 {
+			if (p.tamper.Load() || ranged && p.tamperRange.Load()) && len(body) > 0 {
 				body = bytes.Clone(body)
 				body[len(body)/2] ^= 1
 			}
@@ -110,17 +167,56 @@ func pushRandomBlob(t *testing.T, s shroudtest.Shroud, size int) ([]byte, digest
 	return b, d
 }
 
-// Sixteen clients pulling one blob at once cost the upstream two fetches
-// (the first pull streams alone, the others share one spooled fetch:
-// BENCHMARKS.md says why the first is not spooled too), and all get the
-// same bytes, the plaintext; a client with other credentials gets a fetch
-// of its own; nothing is left running after.
+// stalledPull starts a pull of d through s and reads its first n bytes,
+// then stops reading (a small socket buffer, so that the pull stalls
+// close to there): a pull under way, at some MiB. The caller reads the
+// rest, or closes it.
+func stalledPull(t *testing.T, s shroudtest.Shroud, d digest.Digest, n int) (*http.Response, []byte) {
+	t.Helper()
+	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			c.(*net.TCPConn).SetReadBuffer(64 << 10)
+		}
+		return c, err
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	resp, err := (&http.Client{Transport: tr}).Get(s.URL + "/v2/conc/app/blobs/" + d.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the first pull: %s", resp.Status)
+	}
+	head := make([]byte, n)
+	if _, err := io.ReadFull(resp.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // read from the upstream as far as the buffers let it
+	return resp, head
+}
+
+// finish reads the rest of a stalled pull and checks it got want.
+func finish(t *testing.T, what string, resp *http.Response, head, want []byte) {
+	t.Helper()
+	defer resp.Body.Close()
+	rest, err := io.ReadAll(resp.Body)
+	if err != nil || !bytes.Equal(append(head, rest...), want) {
+		t.Fatalf("%s: %d bytes, %v", what, len(head)+len(rest), err)
+	}
+}
+
+// Sixteen clients pulling one blob at once cost the upstream one fetch of
+// the blob, and at most one Range request of what the first had read when
+// the others joined; all get the same bytes, the plaintext. A client
+// with other credentials gets a fetch of its own; nothing is left
+// running after.
 func TestConcurrentPullsShareOneFetch(t *testing.T) {
 	noLeaks(t)
 	up, counts := startPullUpstream(t)
 	s := shroudtest.Start(t, up)
 	b, d := pushRandomBlob(t, s, 8<<20)
-	counts.gets.Store(0)
+	counts.reset()
 
 	bodies, errs := pullAll(s, d, 17, func(i int) string {
 		if i == 16 {
@@ -133,28 +229,50 @@ func TestConcurrentPullsShareOneFetch(t *testing.T) {
 			t.Fatalf("client %d: %d bytes, %v", i, len(bodies[i]), errs[i])
 		}
 	}
-	if n := counts.gets.Load(); n != 3 {
-		t.Fatalf("16 concurrent pulls with one credential and one with another made %d upstream fetches, want 3", n)
-	}
+	counts.want(t, "16 concurrent pulls with one credential and one with another", 2, 1)
 	// Later, alone: a fetch of its own, nothing left from the shared one.
-	counts.gets.Store(0)
+	counts.reset()
 	if bodies, errs := pullAll(s, d, 1, func(int) string { return "" }); errs[0] != nil || !bytes.Equal(bodies[0], b) {
 		t.Fatalf("a later pull: %v", errs[0])
 	}
-	if n := counts.gets.Load(); n != 1 {
-		t.Fatalf("a later pull made %d upstream fetches, want 1", n)
+	counts.want(t, "a later pull", 1, 0)
+}
+
+// A pull that comes while the first is some MiB into the blob (stalled by
+// its client) joins it: the bytes the first had read come once with a
+// Range request of exactly them, the rest from the first pull's own
+// upstream body. Both clients get the blob.
+func TestJoinerMidStream(t *testing.T) {
+	noLeaks(t)
+	up, counts := startPullUpstream(t)
+	s := shroudtest.Start(t, up)
+	b, d := pushRandomBlob(t, s, 16<<20)
+	counts.reset()
+
+	first, head := stalledPull(t, s, d, 2<<20)
+	bodies, errs := pullAll(s, d, 3, func(int) string { return "" })
+	for i := range bodies {
+		if errs[i] != nil || !bytes.Equal(bodies[i], b) {
+			t.Fatalf("joiner %d: %d bytes, %v", i, len(bodies[i]), errs[i])
+		}
+	}
+	finish(t, "the first pull", first, head, b)
+	counts.want(t, "a pull and three joiners", 1, 1)
+	lens := counts.rangeLengths()
+	if len(lens) != 1 || lens[0] < 2<<20 || lens[0] >= int64(len(b)) {
+		t.Fatalf("Range GETs of %v bytes, want one of the prefix the first pull had read (at least 2 MiB, less than the blob)", lens)
 	}
 }
 
-// A client that hangs up in the middle of a pull, the first one (which
-// streams alone) included, ends nothing for the others: they all get the
-// whole blob from the shared fetch.
+// A client that hangs up in the middle of a pull, the first one (whose
+// upstream body the joiners then read) included, ends nothing for the
+// others: they all get the whole blob.
 func TestSharedFetchOutlivesAClientThatLeaves(t *testing.T) {
 	noLeaks(t)
 	up, counts := startPullUpstream(t)
 	s := shroudtest.Start(t, up)
 	b, d := pushRandomBlob(t, s, 8<<20)
-	counts.gets.Store(0)
+	counts.reset()
 
 	// The first client leaves after its first bytes, while the others
 	// are joined.
@@ -178,9 +296,33 @@ func TestSharedFetchOutlivesAClientThatLeaves(t *testing.T) {
 			t.Fatalf("client %d after the first left: %d bytes, %v", i, len(bodies[i]), errs[i])
 		}
 	}
-	if n := counts.gets.Load(); n != 2 {
-		t.Fatalf("16 overlapping pulls, one of which left, made %d upstream fetches, want 2", n)
+	counts.want(t, "16 overlapping pulls, the first of which left", 1, 1)
+}
+
+// The first pull stalls some MiB in and its client then leaves for good,
+// while a joiner is reading: the joiner still gets the whole blob, from
+// the first pull's upstream body.
+func TestJoinerOutlivesTheFirstPull(t *testing.T) {
+	noLeaks(t)
+	up, counts := startPullUpstream(t)
+	s := shroudtest.Start(t, up)
+	b, d := pushRandomBlob(t, s, 16<<20)
+	counts.reset()
+
+	first, _ := stalledPull(t, s, d, 2<<20)
+	resp, err := http.Get(s.URL + "/v2/conc/app/blobs/" + d.String())
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("joiner: %v %v", resp, err)
 	}
+	defer resp.Body.Close()
+	head := make([]byte, 1<<20)
+	if _, err := io.ReadFull(resp.Body, head); err != nil {
+		t.Fatal(err)
+	}
+	first.Body.Close() // the first client leaves mid-stream
+	time.Sleep(50 * time.Millisecond)
+	finish(t, "the joiner after the first left", resp, head, b)
+	counts.want(t, "a pull and a joiner, the first of which left", 1, 1)
 }
 
 // A tampered blob fails every client joined to the fetch loudly: none
@@ -190,7 +332,7 @@ func TestSharedFetchOfATamperedBlobFailsEveryClient(t *testing.T) {
 	up, counts := startPullUpstream(t)
 	s := shroudtest.Start(t, up)
 	_, d := pushRandomBlob(t, s, 4<<20)
-	counts.gets.Store(0)
+	counts.reset()
 	counts.tamper.Store(true)
 
 	bodies, errs := pullAll(s, d, 16, func(int) string { return "" })
@@ -199,7 +341,85 @@ func TestSharedFetchOfATamperedBlobFailsEveryClient(t *testing.T) {
 			t.Fatalf("client %d got a clean response of %d bytes from a tampered blob", i, len(bodies[i]))
 		}
 	}
-	if n := counts.gets.Load(); n != 2 {
-		t.Fatalf("16 concurrent pulls made %d upstream fetches, want 2", n)
+	counts.want(t, "16 concurrent pulls", 1, 1)
+}
+
+// An upstream that answers the Range request of the prefix with other
+// bytes fails the joiners loudly (the HMAC of the whole ciphertext each
+// checks), never the first pull, which read its own prefix; a later pull
+// starts afresh and gets the blob.
+func TestTamperedPrefixFailsTheJoiners(t *testing.T) {
+	noLeaks(t)
+	up, counts := startPullUpstream(t)
+	s := shroudtest.Start(t, up)
+	b, d := pushRandomBlob(t, s, 16<<20)
+	counts.reset()
+	counts.tamperRange.Store(true)
+
+	first, head := stalledPull(t, s, d, 2<<20)
+	bodies, errs := pullAll(s, d, 3, func(int) string { return "" })
+	for i := range bodies {
+		if errs[i] == nil {
+			t.Fatalf("joiner %d got a clean response of %d bytes over a tampered prefix", i, len(bodies[i]))
+		}
+		t.Logf("joiner %d: %v after %d bytes", i, errs[i], len(bodies[i]))
+	}
+	finish(t, "the first pull", first, head, b)
+	counts.want(t, "a pull and three joiners", 1, 1)
+	counts.tamperRange.Store(false)
+	if bodies, errs := pullAll(s, d, 1, func(int) string { return "" }); errs[0] != nil || !bytes.Equal(bodies[0], b) {
+		t.Fatalf("a later pull: %v", errs[0])
+	}
+}
+
+// An upstream that ignores Range and answers the prefix request with the
+// whole blob (200) still serves the joiners: the first bytes are taken,
+// the rest dropped with the connection.
+func TestPrefixFromAnUpstreamThatIgnoresRange(t *testing.T) {
+	noLeaks(t)
+	up, counts := startPullUpstream(t)
+	s := shroudtest.Start(t, up)
+	b, d := pushRandomBlob(t, s, 16<<20)
+	counts.reset()
+	counts.rangeStatus.Store(http.StatusOK)
+
+	first, head := stalledPull(t, s, d, 2<<20)
+	bodies, errs := pullAll(s, d, 3, func(int) string { return "" })
+	for i := range bodies {
+		if errs[i] != nil || !bytes.Equal(bodies[i], b) {
+			t.Fatalf("joiner %d: %d bytes, %v", i, len(bodies[i]), errs[i])
+		}
+	}
+	finish(t, "the first pull", first, head, b)
+	counts.want(t, "a pull and three joiners", 1, 1)
+}
+
+// An upstream that refuses the Range request of the prefix fails the
+// joiners with a clear error before any byte (a 502 that says so, not
+// the upstream's 416 for a range the client never asked for); the first
+// pull is not touched, and a later pull starts afresh.
+func TestPrefixRefusedFailsTheJoinersCleanly(t *testing.T) {
+	for _, status := range []int{http.StatusRequestedRangeNotSatisfiable, http.StatusInternalServerError} {
+		t.Run(strconv.Itoa(status), func(t *testing.T) {
+			noLeaks(t)
+			up, counts := startPullUpstream(t)
+			s := shroudtest.Start(t, up)
+			b, d := pushRandomBlob(t, s, 16<<20)
+			counts.reset()
+			counts.rangeStatus.Store(int64(status))
+
+			first, head := stalledPull(t, s, d, 2<<20)
+			got := call{t, s.URL}.do("GET", "/v2/conc/app/blobs/"+d.String(), nil)
+			if got.status != http.StatusBadGateway || got.errorCode() != "UNAVAILABLE" || !strings.Contains(string(got.body), "Range") {
+				t.Fatalf("a joiner when the upstream answers the prefix with %d: %d %s", status, got.status, got.body)
+			}
+			finish(t, "the first pull", first, head, b)
+			counts.want(t, "a pull and a refused joiner", 1, 1)
+			counts.reset()
+			if bodies, errs := pullAll(s, d, 1, func(int) string { return "" }); errs[0] != nil || !bytes.Equal(bodies[0], b) {
+				t.Fatalf("a later pull: %v", errs[0])
+			}
+			counts.want(t, "a later pull", 1, 0)
+		})
 	}
 }

@@ -114,6 +114,17 @@ func (h *Handler) getMappedBlob(w http.ResponseWriter, r *http.Request, be *back
 				return nil, fmt.Errorf("upstream blob %s has %d bytes, the mapping says %d", b.CipherDigest, resp.ContentLength, b.Size)
 			}
 			return resp.Body, nil
+		}, func(ctx context.Context, n int64) (io.ReadCloser, error) {
+			// What a pull under way had read when another joined it.
+			h.metrics.upstreamFetches.Add(ctx, 1)
+			resp, err := be.cl.GetBlob(ctx, repo, b.CipherDigest, fmt.Sprintf("bytes=0-%d", n-1))
+			if upstream.IsStatus(err, http.StatusNotFound) {
+				return nil, fmt.Errorf("blob %s of repository %s: %w", plainDigest, repo, errStaleMapping)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return prefixBody(resp, n, b.Size)
 		})
 	}
 	if rule.VerifyBeforeRelease {
