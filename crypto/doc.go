@@ -11,7 +11,12 @@
 //     (unwrap.go) with ocicrypt's key wrappers, plus shroud's own identity
 //     key (identity.go); ValidateEncrypted (validate.go) checks, with no
 //     key, that a layer's annotations are ocicrypt's; Describe
-//     (describe.go) names a layer's recipients;
+//     (describe.go) names a layer's recipients; a compiled set of
+//     recipients (recipients.go) narrows to a subset of its keys without
+//     parsing again; every key has a key id (keyid.go: SPKI SHA-256, PGP
+//     fingerprint, PKCS#11 URI, provider name) and the validity its own
+//     material gives it (validity.go: X.509 NotBefore/NotAfter, OpenPGP
+//     expiry), which the proxy checks before it wraps or unwraps;
 //   - the sealing of a client's original manifest bytes to shroud's identity
 //     (seal.go), so that a pull can return them byte for byte;
 //   - the media-type mapping between plain and encrypted layers

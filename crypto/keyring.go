@@ -53,6 +53,8 @@ type Keyring struct {
 	p11 []byte
 	// providers are the configured key providers by name.
 	providers map[string]keyproviderconfig.KeyProviderAttrs
+	// info describes keys, for KeyInfo (keyid.go).
+	info []KeyInfo
 	// failed remembers, for a minute, the (wrapped key, key) pairs that
 	// did not open: a hostile annotation on every GET costs one attempt a
 	// minute.
@@ -94,16 +96,6 @@ func WithPKCS11(allowedModulePaths, moduleDirectories []string) KeyringOption {
 		o.p11 = &pkcs11.Pkcs11Config{AllowedModulePaths: allowedModulePaths, ModuleDirectories: moduleDirectories}
 	}
 }
-
-// Recipients is a compiled set of recipients; shroud's identity is always
-// one of them.
-type Recipients struct {
-	specs []string
-	ec    *config.EncryptConfig
-}
-
-// Specs lists the recipients besides the identity.
-func (r *Recipients) Specs() []string { return r.specs }
 
 // NewKeyring returns a keyring that unwraps with the identity and keys.
 // A PKCS#11 key is checked against the allowed modules here, so that a
@@ -189,6 +181,7 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 		k.Close()
 		return nil, err
 	}
+	k.info = keyInfos(id, keys, k.keys)
 	return k, nil
 }
 
@@ -248,65 +241,6 @@ func withKeyID(pub []byte) ([]byte, error) {
 		jwk.KeyID = Fingerprint(jwk.Key)
 	}
 	return json.Marshal(jwk)
-}
-
-// Recipients compiles a set of recipients (plus the identity).
-func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
-	idJWK, err := withKeyID(k.identity.PublicPEM())
-	if err != nil {
-		return nil, fmt.Errorf("identity: %w", err)
-	}
-	p := map[string][][]byte{"pubkeys": {idJWK}}
-	var ring []byte
-	set := &Recipients{}
-	for _, r := range rs {
-		set.specs = append(set.specs, r.Spec)
-		switch r.scheme {
-		case "jwe":
-			jwk, err := withKeyID(r.data)
-			if err != nil {
-				return nil, fmt.Errorf("recipient %q: %w", r.Spec, err)
-			}
-			p["pubkeys"] = append(p["pubkeys"], jwk)
-		case "pkcs7":
-			p["x509s"] = append(p["x509s"], r.data)
-		case "pgp":
-			ring = append(ring, r.data...)
-			p["gpg-recipients"] = append(p["gpg-recipients"], r.pgpIDs...)
-		case "pkcs11":
-			p["pkcs11-pubkeys"] = append(p["pkcs11-pubkeys"], r.data)
-		case "provider":
-			if _, ok := k.providers[r.provider]; !ok {
-				return nil, fmt.Errorf("recipient %q: no key provider %q is configured", r.Spec, r.provider)
-			}
-			p[r.provider] = append(p[r.provider], r.data)
-		default:
-			return nil, fmt.Errorf("recipient %q: scheme %q cannot wrap keys", r.Spec, r.scheme)
-		}
-	}
-	if ring != nil {
-		p["gpg-pubkeyringfile"] = [][]byte{ring}
-	}
-	set.ec = &config.EncryptConfig{Parameters: p, DecryptConfig: config.DecryptConfig{Parameters: map[string][][]byte{"pkcs11-config": {k.p11}}}}
-	// A trial wrap reaches every PKCS#11 token and key provider now: a
-	// module outside the allowed paths, a missing token or key, a provider
-	// that does not answer fails here, naming the recipient.
-	for _, r := range rs {
-		one := &config.EncryptConfig{DecryptConfig: set.ec.DecryptConfig}
-		var id string
-		switch r.scheme {
-		case "pkcs11":
-			id, one.Parameters = AnnotationKeys+"pkcs11", map[string][][]byte{"pkcs11-pubkeys": {r.data}}
-		case "provider":
-			id, one.Parameters = AnnotationKeys+"provider."+r.provider, map[string][][]byte{r.provider: {r.data}}
-		default:
-			continue
-		}
-		if b, err := k.wrapWith(k.wrapper(id), scopedEncrypt(id, one), trialOptions()); err != nil || len(b) == 0 {
-			return nil, fmt.Errorf("recipient %q: the trial wrap failed: %w", r.Spec, errors.Join(err, errors.New("no wrapped key")))
-		}
-	}
-	return set, nil
 }
 
 // trialOptions are private options of the size real ones have, for a

@@ -24,9 +24,10 @@ import (
 type Recipient struct {
 	Spec     string
 	scheme   string
-	data     []byte   // the key or certificate; for pgp a binary keyring; for a provider its arguments
-	pgpIDs   [][]byte // for pgp: the address ocicrypt selects each key by
-	provider string   // for provider: its name
+	data     []byte    // the key or certificate; for pgp a binary keyring; for a provider its arguments
+	pgpIDs   [][]byte  // for pgp: the address ocicrypt selects each key by
+	provider string    // for provider: its name
+	keys     []keyInfo // its keys' ids and validity (keyid.go)
 }
 
 // ParseRecipient reads a recipient spec. A file that does not parse is an
@@ -47,7 +48,7 @@ func ParseRecipient(spec string) (Recipient, error) {
 		if args == "" {
 			args = "Enabled"
 		}
-		return Recipient{Spec: spec, scheme: scheme, provider: name, data: []byte(args)}, nil
+		return Recipient{Spec: spec, scheme: scheme, provider: name, data: []byte(args), keys: []keyInfo{{id: ProviderKeyID(name)}}}, nil
 	default:
 		return fail("unknown scheme %q (want jwe, pgp, pkcs7, pkcs11 or provider)", scheme)
 	}
@@ -81,6 +82,9 @@ func ParseRecipient(spec string) (Recipient, error) {
 			return fail("%s: %w", arg, err)
 		}
 		r.data, r.pgpIDs = ring, ids
+	}
+	if r.keys, err = recipientKeys(r); err != nil {
+		return fail("%s: %w", arg, err)
 	}
 	return r, nil
 }
@@ -126,6 +130,7 @@ type DecryptionKey struct {
 	kind     string // "private", "pgp", "pkcs11" or "x509"
 	data     []byte
 	password []byte
+	keys     []keyInfo // its keys' ids and validity (keyid.go)
 }
 
 // ParseDecryptionKey reads a key file in the form skopeo's
@@ -159,6 +164,9 @@ func ParseDecryptionKey(spec string) (DecryptionKey, error) {
 			return DecryptionKey{}, fmt.Errorf("decryption key %s: not a private key, OpenPGP private key or certificate shroud can use: %w", path, err)
 		}
 		k.kind = "private"
+	}
+	if k.keys, err = decryptionKeys(k); err != nil {
+		return DecryptionKey{}, fmt.Errorf("decryption key %s: %w", path, err)
 	}
 	return k, nil
 }

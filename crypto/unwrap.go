@@ -30,7 +30,10 @@ func (k *Keyring) Unwrap(annotations map[string]string) (PrivateOptions, error) 
 // keys allow accepts (nil allow: every key): IdentityKey for shroud's
 // identity, DecryptionKey.Path for a decryption key, "provider:"+name for
 // a key provider. A key allow refuses is never used: a key provider it
-// does not name is not called. The identity is tried first.
+// does not name is not called. The identity is tried first. allow is
+// asked about the keys in the order they are tried, only those of a
+// scheme the layer has a wrapped key of, and none after the one that
+// opened it.
 //
 // The work is bounded whatever the annotations hold (the registry writes
 // them): a layer with more than MaxWrappedKeys wrapped keys is refused
@@ -58,6 +61,13 @@ func (k *Keyring) UnwrapWithin(annotations map[string]string, allow func(key str
 	var badOptions error
 	for i := range k.keys {
 		s := &k.keys[i]
+		// allow is asked about a key only when the layer has a wrapped key
+		// of its scheme, and only until a key opened it: a refusal it
+		// reports (the proxy audits them) is one of a key that was in
+		// the running.
+		if !slices.ContainsFunc(parts, func(p wrappedKey) bool { return slices.Contains(s.schemes, p.annotation) }) {
+			continue
+		}
 		if allow != nil && !allow(s.name) {
 			continue
 		}

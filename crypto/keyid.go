@@ -1,0 +1,368 @@
+package crypto
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/containers/ocicrypt/crypto/pkcs11"
+	"github.com/containers/ocicrypt/utils"
+	"github.com/go-jose/go-jose/v4"
+)
+
+// Key ids name keys the way trust documents (allow and deny lists), the
+// audit log and shroud's messages do, whatever file a key came from:
+//
+//   - "sha256:<lower hex>": the SHA-256 of the DER SubjectPublicKeyInfo of
+//     an RSA or EC key (a jwe: recipient in PEM, DER or JWK form, the
+//     public half of a private key, the key of an X.509 certificate for
+//     pkcs7, shroud's identity); a key and its certificate have one id;
+//   - "pgp:<UPPER HEX fingerprint>": an OpenPGP key by its primary key's
+//     fingerprint (v4: 40 hex digits). A file holding a ring of several
+//     keys is several keys, each with its id (KeyIDs);
+//   - "pkcs11:<path attributes>": a key in a PKCS#11 token by the path
+//     attributes of its URI (token, object, id...), sorted, without its
+//     type (the public and the private object of one key pair have one
+//     id) and without any query attribute (module, pin-value). shroud
+//     does not log in to a token to read its public key at start-up;
+//   - "provider:<name>": the keys behind a key provider.
+
+// RecipientKey is one key a compiled set of recipients wraps for. A
+// pgp: recipient holding several keys gives one each.
+type RecipientKey struct {
+	// Spec is the recipient it comes from ("jwe:/etc/shroud/ops.pub").
+	Spec string
+	// ID is its key id.
+	ID string
+	// NotBefore and NotAfter bound its validity from the key material
+	// itself (zero: unbounded): an X.509 certificate's, an OpenPGP key's
+	// creation and expiry.
+	NotBefore, NotAfter time.Time
+}
+
+// keyInfo is what ParseRecipient and ParseDecryptionKey learn of each key
+// a file holds.
+type keyInfo struct {
+	id                  string
+	notBefore, notAfter time.Time
+	// ring and addr (pgp recipients): this key alone as a binary keyring,
+	// and the address ocicrypt selects it by.
+	ring, addr []byte
+}
+
+// KeyID is the recipient's key id; for a pgp: file holding several keys,
+// the first one's (KeyIDs lists them all).
+func (r Recipient) KeyID() string {
+	if len(r.keys) == 0 {
+		return ""
+	}
+	return r.keys[0].id
+}
+
+// KeyIDs lists the ids of the recipient's keys: one, or one per key of a
+// pgp: keyring.
+func (r Recipient) KeyIDs() []string {
+	ids := make([]string, len(r.keys))
+	for i, k := range r.keys {
+		ids[i] = k.id
+	}
+	return ids
+}
+
+// Keys lists the recipient's keys with their validity.
+func (r Recipient) Keys() []RecipientKey {
+	out := make([]RecipientKey, len(r.keys))
+	for i, k := range r.keys {
+		out[i] = RecipientKey{Spec: r.Spec, ID: k.id, NotBefore: k.notBefore, NotAfter: k.notAfter}
+	}
+	return out
+}
+
+// Validity bounds when the recipient's key may be wrapped for, from the
+// key material alone (zero: unbounded): a pkcs7 certificate's NotBefore
+// and NotAfter; an OpenPGP key's creation and the expiry of its primary
+// key and encryption subkeys (and its revocation, if the file holds one).
+// For a pgp: file of several keys it is the first one's: Keys has each.
+func (r Recipient) Validity() (notBefore, notAfter time.Time) {
+	if len(r.keys) == 0 {
+		return time.Time{}, time.Time{}
+	}
+	return r.keys[0].notBefore, r.keys[0].notAfter
+}
+
+// KeyID is the decryption key's id; for an OpenPGP file holding several
+// keys, the first one's (KeyIDs lists them all). A certificate (for
+// pkcs7) has the id of its key, as the private key beside it does.
+func (k DecryptionKey) KeyID() string {
+	if len(k.keys) == 0 {
+		return ""
+	}
+	return k.keys[0].id
+}
+
+// KeyIDs lists the ids of the keys the file holds.
+func (k DecryptionKey) KeyIDs() []string {
+	ids := make([]string, len(k.keys))
+	for i, ki := range k.keys {
+		ids[i] = ki.id
+	}
+	return ids
+}
+
+// Validity bounds when the key may unwrap, from the key material alone
+// (zero: unbounded): a certificate's NotBefore and NotAfter, an OpenPGP
+// key's creation and expiry (for a file of several keys, the span in
+// which all of them are valid). A bare private key has no bounds of its
+// own; the Keyring bounds it by the certificates of its key configured
+// beside it (KeyInfo).
+func (k DecryptionKey) Validity() (notBefore, notAfter time.Time) {
+	for i, ki := range k.keys {
+		if i == 0 {
+			notBefore, notAfter = ki.notBefore, ki.notAfter
+			continue
+		}
+		notBefore, notAfter = latest(notBefore, ki.notBefore), earliest(notAfter, ki.notAfter)
+	}
+	return notBefore, notAfter
+}
+
+// KeyID is the identity's key id: the SHA-256 of its public key's SPKI.
+func (id *Identity) KeyID() string {
+	s, err := spkiID(id.private.Public())
+	if err != nil {
+		return "sha256:unknown"
+	}
+	return s
+}
+
+// ProviderKeyID is the key id of the keys behind key provider name.
+func ProviderKeyID(name string) string { return "provider:" + name }
+
+// spkiID is "sha256:" and the hex SHA-256 of a public key's DER SPKI.
+func spkiID(pub crypto.PublicKey) (string, error) {
+	if jwk, ok := pub.(*jose.JSONWebKey); ok {
+		pub = jwk.Key
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("key id: %w", err)
+	}
+	return spkiDERID(der), nil
+}
+
+func spkiDERID(der []byte) string {
+	sum := sha256.Sum256(der)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// pgpKeyID names an OpenPGP key by its primary key's fingerprint.
+func pgpKeyID(e *openpgp.Entity) string {
+	return "pgp:" + strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint))
+}
+
+// pkcs11KeyID names a key of a PKCS#11 key file by its URI's path
+// attributes, sorted, without "type"; the query (module, PIN) is left
+// out: a pin-value is a secret.
+func pkcs11KeyID(keyFile []byte) (string, error) {
+	obj, err := pkcs11.ParsePkcs11KeyFile(keyFile)
+	if err != nil {
+		return "", err
+	}
+	s, err := obj.Uri.Format()
+	if err != nil {
+		return "", err
+	}
+	path, _, _ := strings.Cut(strings.TrimPrefix(s, "pkcs11:"), "?")
+	var attrs []string
+	for _, a := range strings.Split(path, ";") {
+		if a != "" && !strings.HasPrefix(a, "type=") {
+			attrs = append(attrs, a)
+		}
+	}
+	slices.Sort(attrs)
+	return "pkcs11:" + strings.Join(attrs, ";"), nil
+}
+
+// recipientKeys finds the keys of a parsed recipient, their ids and
+// validity.
+func recipientKeys(r Recipient) ([]keyInfo, error) {
+	switch r.scheme {
+	case "jwe":
+		pub, err := utils.ParsePublicKey(r.data, "JWE")
+		if err != nil {
+			return nil, err
+		}
+		id, err := spkiID(pub)
+		if err != nil {
+			return nil, err
+		}
+		return []keyInfo{{id: id}}, nil
+	case "pkcs7":
+		cert, err := utils.ParseCertificate(r.data, "PKCS7")
+		if err != nil {
+			return nil, err
+		}
+		return []keyInfo{certKey(cert)}, nil
+	case "pgp":
+		el, err := openpgp.ReadKeyRing(bytes.NewReader(r.data))
+		if err != nil {
+			return nil, err
+		}
+		if len(el) != len(r.pgpIDs) {
+			return nil, errors.New("OpenPGP keyring read differently twice")
+		}
+		var out []keyInfo
+		for i, e := range el {
+			if _, ok := encryptionWindow(e); !ok {
+				return nil, fmt.Errorf("OpenPGP key %s has no key that can encrypt", pgpKeyID(e))
+			}
+			var ring bytes.Buffer
+			if err := e.Serialize(&ring); err != nil {
+				return nil, fmt.Errorf("OpenPGP key %s: %w", pgpKeyID(e), err)
+			}
+			nb, na := pgpValidity(e)
+			out = append(out, keyInfo{id: pgpKeyID(e), notBefore: nb, notAfter: na, ring: ring.Bytes(), addr: r.pgpIDs[i]})
+		}
+		return out, nil
+	case "pkcs11":
+		id, err := pkcs11KeyID(r.data)
+		if err != nil {
+			return nil, err
+		}
+		return []keyInfo{{id: id}}, nil
+	case "provider":
+		return []keyInfo{{id: ProviderKeyID(r.provider)}}, nil
+	}
+	return nil, fmt.Errorf("scheme %q has no key ids", r.scheme)
+}
+
+// decryptionKeys finds the keys of a parsed decryption key file, their
+// ids and validity.
+func decryptionKeys(k DecryptionKey) ([]keyInfo, error) {
+	switch k.kind {
+	case "private":
+		priv, err := utils.ParsePrivateKey(k.data, k.password, "JWE")
+		if err != nil {
+			return nil, err
+		}
+		if jwk, ok := priv.(*jose.JSONWebKey); ok {
+			priv = jwk.Key
+		}
+		s, ok := priv.(interface{ Public() crypto.PublicKey })
+		if !ok {
+			return nil, fmt.Errorf("%T has no public key", priv)
+		}
+		id, err := spkiID(s.Public())
+		if err != nil {
+			return nil, err
+		}
+		return []keyInfo{{id: id}}, nil
+	case "x509":
+		cert, err := utils.ParseCertificate(k.data, "PKCS7")
+		if err != nil {
+			return nil, err
+		}
+		return []keyInfo{certKey(cert)}, nil
+	case "pgp":
+		el, err := openpgp.ReadKeyRing(bytes.NewReader(k.data))
+		if err != nil {
+			return nil, err
+		}
+		var out []keyInfo
+		for _, e := range el {
+			nb, na := pgpValidity(e)
+			out = append(out, keyInfo{id: pgpKeyID(e), notBefore: nb, notAfter: na})
+		}
+		return out, nil
+	case "pkcs11":
+		id, err := pkcs11KeyID(k.data)
+		if err != nil {
+			return nil, err
+		}
+		return []keyInfo{{id: id}}, nil
+	}
+	return nil, fmt.Errorf("decryption key kind %q has no key ids", k.kind)
+}
+
+func certKey(c *x509.Certificate) keyInfo {
+	return keyInfo{id: spkiDERID(c.RawSubjectPublicKeyInfo), notBefore: c.NotBefore, notAfter: c.NotAfter}
+}
+
+// KeyInfo is one of the keys a Keyring unwraps with, as UnwrapWith's
+// allow is asked about it.
+type KeyInfo struct {
+	// Name is what allow is given: IdentityKey, a DecryptionKey's Path,
+	// "provider:"+name.
+	Name string
+	// IDs are its key ids: one, or one per key of an OpenPGP keyring
+	// file (every one of which must be allowed for the file to be used).
+	IDs []string
+	// NotBefore and NotAfter bound its validity from the key material
+	// (zero: unbounded). A private key configured with certificates of
+	// its key (for pkcs7) is bounded by them: from the earliest NotBefore
+	// to the latest NotAfter of those certificates.
+	NotBefore, NotAfter time.Time
+}
+
+// KeyInfo lists the keys the keyring unwraps with, in the order it tries
+// them (KeyNames).
+func (k *Keyring) KeyInfo() []KeyInfo { return slices.Clone(k.info) }
+
+// keyInfos describes the keyring's slots.
+func keyInfos(id *Identity, keys []DecryptionKey, slots []keySlot) []KeyInfo {
+	// The certificates of each key: their spans joined.
+	certs := map[string]window{}
+	for _, dk := range keys {
+		if dk.kind != "x509" || len(dk.keys) == 0 {
+			continue
+		}
+		ki := dk.keys[0]
+		w, seen := certs[ki.id]
+		if !seen {
+			certs[ki.id] = window{ki.notBefore, ki.notAfter}
+			continue
+		}
+		if ki.notBefore.Before(w.notBefore) {
+			w.notBefore = ki.notBefore
+		}
+		if w.notAfter.IsZero() || ki.notAfter.IsZero() {
+			w.notAfter = time.Time{}
+		} else if ki.notAfter.After(w.notAfter) {
+			w.notAfter = ki.notAfter
+		}
+		certs[ki.id] = w
+	}
+	byPath := map[string]DecryptionKey{}
+	for _, dk := range keys {
+		if dk.kind != "x509" {
+			byPath[dk.Path] = dk
+		}
+	}
+	out := make([]KeyInfo, 0, len(slots))
+	for _, s := range slots {
+		info := KeyInfo{Name: s.name}
+		dk, isKey := byPath[s.name]
+		switch {
+		case s.name == IdentityKey:
+			info.IDs = []string{id.KeyID()}
+		case isKey:
+			info.IDs = dk.KeyIDs()
+			info.NotBefore, info.NotAfter = dk.Validity()
+			if w, ok := certs[dk.KeyID()]; ok && dk.kind == "private" {
+				info.NotBefore, info.NotAfter = latest(info.NotBefore, w.notBefore), earliest(info.NotAfter, w.notAfter)
+			}
+		default: // a key provider
+			info.IDs = []string{ProviderKeyID(strings.TrimPrefix(s.name, "provider:"))}
+		}
+		out = append(out, info)
+	}
+	return out
+}
