@@ -327,6 +327,11 @@ func run(ctx context.Context, o options, out io.Writer) (*results, error) {
 	if _, err := exec.LookPath("skopeo"); err != nil {
 		return nil, errors.New("skopeo is not installed (apt-get install skopeo)")
 	}
+	if o.runs("replicas") {
+		if err := requireReplicaTools(); err != nil { // before the other sections' minutes
+			return nil, err
+		}
+	}
 	work, err := os.MkdirTemp("", "shroud-bench")
 	if err != nil {
 		return nil, err
