@@ -144,7 +144,9 @@ func TestReferrersFanOut(t *testing.T) {
 // repository's tags (a tags/list and up to 256 manifest GETs); anyone could
 // ask for random digests as fast as they liked. Pointers replaced the
 // scan: a user checks that a GET of an unknown digest costs the upstream
-// no tags/list and a bounded few requests, however many tags there are.
+// no tags/list and a bounded few requests, however many tags there are:
+// three (its pointer, the digest itself, and the revocation marker that
+// would make its 404 a 410 had a re-encrypt job replaced it).
 func TestUnknownDigestCostsNoTagScan(t *testing.T) {
 	rec := &shroudtest.Recorder{}
 	up := shroudtest.Behind(t, shroudtest.Distribution(t), rec.Middleware)
@@ -167,7 +169,7 @@ func TestUnknownDigestCostsNoTagScan(t *testing.T) {
 	lists := rec.Count(func(r shroudtest.Request) bool {
 		return r.Method == http.MethodGet && strings.HasSuffix(r.Path, "/tags/list")
 	})
-	if lists > 0 || rec.Count(nil) > 4 {
-		t.Errorf("two GETs of one unknown digest cost the upstream %d tags/list requests (%d requests in all), want none and at most 4 requests", lists, rec.Count(nil))
+	if lists > 0 || rec.Count(nil) > 6 {
+		t.Errorf("two GETs of one unknown digest cost the upstream %d tags/list requests (%d requests in all), want none and at most 6 requests", lists, rec.Count(nil))
 	}
 }
