@@ -213,6 +213,9 @@ func (t *Tiered) ManifestByUpstream(ctx context.Context, repo string, upstreamDi
 	if !t.record("manifest by upstream", err) || !ok {
 		return Manifest{}, false, nil
 	}
+	// Written with its entry by plaintext digest, in one pipeline: the
+	// restoration that follows does not write the pair again.
+	t.synced.Add("m"+key(repo, m.PlainDigest), struct{}{})
 	return m, true, t.front.PutManifest(ctx, m)
 }
 

@@ -133,6 +133,30 @@ func (b *backend) origin(ctx context.Context, repo string, plainDigest digest.Di
 	return bl, ok && bl.Bound
 }
 
+// putRestoredBlob records a mapping a manifest's restoration found,
+// unless the cache holds one of the same pairing already (the upload's,
+// wrapped for the identity alone, or an earlier restoration's): then a
+// replica's first pull of an image costs the shared tier a read per layer,
+// not the three commands of a write, and the entry is not rewritten back
+// and forth between its two forms by every replica new to the image.
+func (b *backend) putRestoredBlob(ctx context.Context, bl cache.Blob) {
+	if old, ok := b.blob(ctx, bl.Repository, bl.PlainDigest); ok && old.Bound == bl.Bound && old.CipherDigest == bl.CipherDigest &&
+		old.Size == bl.Size && (old.Layer || !bl.Layer) {
+		return
+	}
+	b.putBlob(ctx, bl)
+}
+
+// putRestoredManifest records a manifest mapping a restoration found,
+// unless the cache holds it as it is (read from the shared tier, where
+// the replica that pushed it wrote it).
+func (b *backend) putRestoredManifest(ctx context.Context, m cache.Manifest) {
+	if old, ok, err := b.cache.Manifest(ctx, m.Repository, m.PlainDigest); err == nil && ok && old == m {
+		return
+	}
+	b.putManifestMapping(ctx, m)
+}
+
 // putBlob records a mapping, a bound one as an origin in its repository's
 // dedup scope.
 func (b *backend) putBlob(ctx context.Context, bl cache.Blob) {

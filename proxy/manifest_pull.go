@@ -196,10 +196,10 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 	}
 	if e, ok := h.restored.get(key); ok {
 		for _, b := range e.blobs {
-			be.putBlob(ctx, b)
+			be.putRestoredBlob(ctx, b)
 		}
 		for _, m := range e.manifests {
-			be.putManifestMapping(ctx, m)
+			be.putRestoredManifest(ctx, m)
 		}
 		return e.served, nil
 	}
@@ -212,10 +212,10 @@ func (h *Handler) restore(ctx context.Context, be *backend, repo string, um upst
 		return served{}, err
 	}
 	for _, b := range rec.blobs {
-		be.putBlob(ctx, b)
+		be.putRestoredBlob(ctx, b)
 	}
 	for _, m := range rec.manifests {
-		be.putManifestMapping(ctx, m)
+		be.putRestoredManifest(ctx, m)
 	}
 	rec.served = s
 	h.restored.add(key, rec)

@@ -2,11 +2,14 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -304,6 +307,13 @@ func TestDeletedBlobPointerGoes(t *testing.T) {
 // tier runs them.
 func sharedReplicas(t *testing.T, up shroudtest.Upstream, n int) []call {
 	t.Helper()
+	cs, _ := sharedReplicasOn(t, up, n)
+	return cs
+}
+
+// sharedReplicasOn is sharedReplicas, and the Redis they share.
+func sharedReplicasOn(t *testing.T, up shroudtest.Upstream, n int) ([]call, *redistest.Server) {
+	t.Helper()
 	rs := redistest.Start(t)
 	names := must[*crypto.KeyedHash](t)(crypto.NewKeyedHash(atkRandBytes(t, 32)))
 	box := must[*crypto.Box](t)(crypto.NewBox(atkRandBytes(t, 32)))
@@ -319,7 +329,51 @@ func sharedReplicas(t *testing.T, up shroudtest.Upstream, n int) []call {
 		s := shroudtest.StartWithIdentity(t, up, first.Keyring, first.DataDir, shroudtest.WithCache(tier()), shroudtest.WithLedger(ledger))
 		cs = append(cs, call{t, s.URL})
 	}
-	return cs
+	return cs, rs
+}
+
+// A replica's first pull of an image another replica pushed reads the
+// shared tier and writes nothing to it: the mappings it restores from the
+// manifest pair the same plaintext and ciphertext as the upload's (the
+// bench harness counted 3 writes per layer on every replica's first
+// pull, the entries rewritten between two forms).
+func TestFirstPullOnAnotherReplicaWritesNothingToRedis(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	rs, srv := sharedReplicasOn(t, up, 2)
+	img := atkStaticImage(t, atkRandBytes(t, 20_000), atkRandBytes(t, 30_000), atkRandBytes(t, 40_000))
+	if err := remote.Write(ref(t, strings.TrimPrefix(rs[0].base, "http://"), "team/app:1"), img); err != nil {
+		t.Fatal(err)
+	}
+	before := redisCalls(t, srv, "set", "del")
+	pulled := must[v1.Image](t)(remote.Image(ref(t, strings.TrimPrefix(rs[1].base, "http://"), "team/app:1")))
+	for _, l := range must[[]v1.Layer](t)(pulled.Layers()) {
+		rc := must[io.ReadCloser](t)(l.Compressed())
+		io.Copy(io.Discard, rc)
+		rc.Close()
+	}
+	if after := redisCalls(t, srv, "set", "del"); after != before {
+		t.Fatalf("the first pull on another replica wrote %d times to Redis", after-before)
+	}
+}
+
+// redisCalls counts the calls of the named commands the server has taken.
+func redisCalls(t *testing.T, srv *redistest.Server, cmds ...string) int64 {
+	t.Helper()
+	info, err := srv.Client().Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, line := range strings.Split(info, "\n") {
+		for _, c := range cmds {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+c+":calls="); ok {
+				var n int64
+				fmt.Sscanf(rest, "%d", &n)
+				total += n
+			}
+		}
+	}
+	return total
 }
 
 // The conformance suite's blob-delete through two balanced replicas: a
