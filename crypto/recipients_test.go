@@ -138,3 +138,29 @@ func TestExpiredOpenPGPRecipientFailsOcicryptsWrap(t *testing.T) {
 		t.Fatalf("the subset without it: %v", err)
 	}
 }
+
+// BenchmarkRecipientsSubset is what a push pays for a subset once it is
+// compiled: a lookup.
+func BenchmarkRecipientsSubset(b *testing.B) {
+	dir := b.TempDir()
+	id, _, _ := LoadOrCreateIdentity(dir)
+	kr, _ := NewKeyring(id, nil)
+	_, pub, _ := GenerateKeyPair("ec")
+	os.WriteFile(filepath.Join(dir, "k.pub"), pub, 0o644)
+	cert, _ := testkeys.Cert(b, dir, "bob", false)
+	pgpPub, _, _ := testkeys.PGP(b, dir, "alice", true)
+	var rs []Recipient
+	for _, spec := range []string{"jwe:" + filepath.Join(dir, "k.pub"), "pkcs7:" + cert, "pgp:" + pgpPub} {
+		r, err := ParseRecipient(spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rs = append(rs, r)
+	}
+	set, _ := kr.Recipients(rs)
+	keep := []bool{true, false, true}
+	b.ReportAllocs()
+	for b.Loop() {
+		set.Subset(keep)
+	}
+}

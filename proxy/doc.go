@@ -9,6 +9,10 @@
 // (pointer.go). The ping passes through, tag lists without the pointers,
 // the catalog filtered by the policy (passthrough.go); /healthz and
 // /readyz answer probes (health.go).
+// Every key is checked before a push wraps a layer key for it and before a
+// pull unwraps with it: its own validity (X.509, OpenPGP expiry) and
+// Options.KeyCheck (trust documents); refusals are logged, audited
+// (Options.Audit) and counted (keycheck.go).
 // What happens is counted with the OpenTelemetry Meter given (metrics.go).
 // Handlers return errors; errors.go writes them once as OCI error JSON.
 //

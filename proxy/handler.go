@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/auth"
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -86,6 +87,15 @@ type Options struct {
 	// SharedHealth, when set, reports the shared tier's health: /readyz
 	// says "degraded" while it fails (shroud still serves, slower).
 	SharedHealth func(ctx context.Context) error
+	// KeyCheck, when set, is asked about every key before a push wraps a
+	// layer key for it and before a pull unwraps with it (trust
+	// documents: keycheck.go); nil: only the validity of the key
+	// material itself (X.509, OpenPGP expiry) is checked.
+	KeyCheck KeyChecker
+	// Now is the clock key validity is checked at; nil is time.Now.
+	Now func() time.Time
+	// Audit receives a line per refused wrap and unwrap; nil writes none.
+	Audit *audit.Logger
 }
 
 // Handler serves the OCI distribution API in front of an upstream registry.
@@ -119,6 +129,8 @@ type Handler struct {
 	// emptyJSON remembers the repositories known to hold {} (the blob
 	// pointers' config), so it is uploaded once, not once per blob.
 	emptyJSON emptyJSONRepos
+	// gate decides which keys may wrap and unwrap (keycheck.go).
+	gate keyGate
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -145,6 +157,7 @@ func New(o Options) (*Handler, error) {
 		access:   o.Access,
 
 		sharedHealth: o.SharedHealth,
+		gate:         newKeyGate(o),
 	}
 	if h.authn != nil && h.access == nil {
 		if h.access, err = auth.NewAccess(make([]auth.RuleGrants, len(o.Policy.Rules()))); err != nil {

@@ -272,18 +272,19 @@ func (h *Handler) restoreOnce(ctx context.Context, be *backend, repo string, um 
 			}
 		}
 	} else {
-		allow := h.unsealedKeys(repo)
+		gate := h.unwrapGate(ctx, repo, h.unsealedKeys(repo))
 		mb := budget.Sub(maxUnwrapsPerManifest)
 		for i := range m.layers {
 			l := &m.layers[i]
 			if !crypto.IsEncryptedMediaType(l.MediaType) {
 				continue
 			}
-			opts, _, err := h.keys.UnwrapWithin(l.Annotations, allow, mb)
+			opts, _, err := h.keys.UnwrapWithin(l.Annotations, gate.allow, mb)
 			if errors.Is(err, crypto.ErrUnwrapBudget) {
 				return served{}, unwrapsSpent(ctx, err, mb, repo, um.Digest)
 			}
 			if err != nil {
+				err = gate.explain(err)
 				if notSealed != nil {
 					err = fmt.Errorf("%w; %w", notSealed, err)
 				}
@@ -394,6 +395,7 @@ func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um u
 	// The seal is shroud's: its layer count is one a client pushed. The
 	// wrapped keys beside it are the upstream's, and may be padded.
 	mb := budget.Sub(max(maxUnwrapsPerManifest, maxUnwrapsPerSealedLayer*len(seal.Layers)))
+	gate := h.unwrapGate(ctx, repo, nil) // any of shroud's keys that passes its checks
 	var blobs []cache.Blob
 	for _, sl := range seal.Layers {
 		// Found by its ciphertext digest, never by position; the other
@@ -408,12 +410,12 @@ func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um u
 		if err != nil || !hmac.Equal(pub.HMAC, sl.HMAC) || e.Size != sl.Size {
 			return notHere("layer %s does not match its sealed HMAC and size", e.Digest)
 		}
-		opts, _, err := h.keys.UnwrapWithin(e.Annotations, nil, mb)
+		opts, _, err := h.keys.UnwrapWithin(e.Annotations, gate.allow, mb)
 		if errors.Is(err, crypto.ErrUnwrapBudget) {
 			return served{}, unwrapsSpent(ctx, err, mb, repo, um.Digest)
 		}
 		if err != nil {
-			return served{}, fmt.Errorf("layer %s of %s: %w", e.Digest, repo, err)
+			return served{}, fmt.Errorf("layer %s of %s: %w", e.Digest, repo, gate.explain(err))
 		}
 		if opts.PlainDigest != sl.PlainDigest {
 			return notHere("layer %s unwraps to plaintext %s, the seal pairs it with %s", e.Digest, opts.PlainDigest, sl.PlainDigest)

@@ -70,8 +70,13 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if err := h.authorizePush(ctx, be, repo); err != nil {
 		return err
 	}
+	// The keys the layer keys are wrapped for now (keycheck.go).
+	rs, err := h.wrapRecipients(ctx, repo, rule)
+	if err != nil {
+		return err
+	}
 	seal := crypto.Seal{Upstream: be.name, Repository: repo, ContentType: contentType, Manifest: body}
-	if err := h.encryptManifest(ctx, be, repo, m, rule, &seal); err != nil {
+	if err := h.encryptManifest(ctx, be, repo, m, rule, rs, &seal); err != nil {
 		return err
 	}
 	sealed, err := h.keys.Identity().Seal(seal)
@@ -179,9 +184,10 @@ func (h *Handler) authorizePush(ctx context.Context, be *backend, repo string) e
 }
 
 // encryptManifest rewrites m in place to what the upstream stores, as the
-// rule says (which layers, for which recipients), and records in seal the
+// rule says (which layers), wrapping layer keys for rs (the rule's
+// recipients that may be wrapped for now), and records in seal the
 // pairings it vouches for. Descriptors that repeat are worked on once.
-func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest, rule *crypto.Rule, seal *crypto.Seal) error {
+func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest, rule *crypto.Rule, rs *crypto.Recipients, seal *crypto.Seal) error {
 	// The manifests the cache does not know (children, subject) are found
 	// through their pointers; restoring them shares one budget.
 	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest)
@@ -232,7 +238,7 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 				if err := h.storeAsPushed(ctx, be, repo, *l, "layer left in plaintext by "+rule.String()); err != nil {
 					return err
 				}
-			} else if err := h.encryptLayer(ctx, be, repo, l, rule, seal); err != nil {
+			} else if err := h.encryptLayer(ctx, be, repo, l, rs, seal); err != nil {
 				return err
 			}
 			seen[orig.Digest] = append(prev, done{orig: orig, out: *l, encrypt: encrypt})
@@ -353,10 +359,10 @@ func (b *blobReader) WriteTo(w io.Writer) (int64, error) {
 }
 
 // encryptLayer rewrites one layer descriptor to its encrypted form, with
-// the layer key wrapped for every recipient, and adds its pairing to seal.
+// the layer key wrapped for every key of rs, and adds its pairing to seal.
 // The client's own enc.* annotations and any inline data are dropped: the
 // data field would carry the layer's plaintext next to its ciphertext.
-func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, rule *crypto.Rule, seal *crypto.Seal) error {
+func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, rs *crypto.Recipients, seal *crypto.Seal) error {
 	if crypto.IsEncryptedMediaType(d.MediaType) {
 		// Encrypted before it reached shroud (validatePush checked its
 		// wrapped keys parse): stored as it came, and if the keys the
@@ -366,7 +372,7 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 		if err := h.storeAsPushed(ctx, be, repo, *d, "encrypted layer"); err != nil {
 			return err
 		}
-		ann, err := h.keys.Rewrap(d.Annotations, rule.Recipients, h.unsealedKeys(repo))
+		ann, err := h.keys.Rewrap(d.Annotations, rs, h.unwrapGate(ctx, repo, h.unsealedKeys(repo)).allow)
 		switch {
 		case errors.Is(err, crypto.ErrNoKey):
 			logger(ctx).Info("kept an encrypted layer shroud cannot open as it is", "layer", d.Digest, "err", err)
@@ -407,7 +413,7 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 	if err != nil {
 		return err
 	}
-	ann, err := h.keys.Wrap(opts, pub, rule.Recipients)
+	ann, err := h.keys.Wrap(opts, pub, rs)
 	if err != nil {
 		return err
 	}

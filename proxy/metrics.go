@@ -44,6 +44,10 @@ type metrics struct {
 	// sharedErrors: calls to the shared tier (Redis/Valkey) that failed
 	// {shroud.op}; shroud answered from its own memory and the upstream.
 	sharedErrors metric.Int64Counter
+	// keysRefused: keys not wrapped for or not unwrapped with
+	// {shroud.op = wrap | unwrap, shroud.reason = expired |
+	// not-yet-valid | revoked | not-allowed | frozen | other}.
+	keysRefused metric.Int64Counter
 }
 
 func newMetrics(m metric.Meter) (*metrics, error) {
@@ -51,7 +55,7 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		m = noop.NewMeterProvider().Meter("")
 	}
 	var mt metrics
-	var errs [10]error
+	var errs [11]error
 	mt.requests, errs[0] = m.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
 		metric.WithDescription("Duration of the requests shroud served."),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
@@ -73,6 +77,8 @@ func newMetrics(m metric.Meter) (*metrics, error) {
 		metric.WithDescription("Upload requests in flight."))
 	mt.sharedErrors, errs[9] = m.Int64Counter("shroud.cache.shared_errors",
 		metric.WithDescription("Shared tier (Redis/Valkey) calls that failed; shroud served from its own memory and the upstream."))
+	mt.keysRefused, errs[10] = m.Int64Counter("shroud.keys.refused",
+		metric.WithDescription("Keys a push did not wrap layer keys for, or a pull did not unwrap with: expired, not yet valid, or refused by the trust documents."))
 	if err := errors.Join(errs[:]...); err != nil {
 		return nil, fmt.Errorf("proxy: metrics: %w", err)
 	}

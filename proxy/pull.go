@@ -83,9 +83,10 @@ func (h *Handler) getMappedBlob(w http.ResponseWriter, r *http.Request, be *back
 		w.WriteHeader(http.StatusRequestedRangeNotSatisfiable)
 		return nil
 	}
-	opts, _, err := h.keys.UnwrapWith(b.Annotations, allow)
+	gate := h.unwrapGate(ctx, repo, allow) // keycheck.go
+	opts, _, err := h.keys.UnwrapWith(b.Annotations, gate.allow)
 	if err != nil {
-		return fmt.Errorf("blob %s: %w", plainDigest, err)
+		return fmt.Errorf("blob %s: %w", plainDigest, gate.explain(err))
 	}
 	pub, err := crypto.ParsePublicOptions(b.Annotations)
 	if err != nil {

@@ -15,12 +15,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/auth"
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -98,6 +100,25 @@ type options struct {
 	spool      string
 	ledger     cache.Ledger
 	cache      cache.Store
+	keyCheck   proxy.KeyChecker
+	now        func() time.Time
+	audit      *audit.Logger
+}
+
+// WithKeyCheck has shroud ask c about every key it wraps for or unwraps
+// with (proxy.Options.KeyCheck).
+func WithKeyCheck(c proxy.KeyChecker) Option {
+	return func(o *options) { o.keyCheck = c }
+}
+
+// WithClock has shroud check key validity at now (proxy.Options.Now).
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+// WithAudit has shroud write its audit log to l.
+func WithAudit(l *audit.Logger) Option {
+	return func(o *options) { o.audit = l }
 }
 
 // WithLedger gives shroud a shared upload ledger (replicas that share
@@ -298,7 +319,7 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 		def.Cache = o.cache
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter, SpoolDir: o.spool,
-		Auth: authenticator, Access: access, Ledger: o.ledger})
+		Auth: authenticator, Access: access, Ledger: o.ledger, KeyCheck: o.keyCheck, Now: o.now, Audit: o.audit})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,314 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/shroud-oci/shroud/audit"
+	"github.com/shroud-oci/shroud/crypto"
+)
+
+// Key decisions. Before a manifest push wraps layer keys, and before a
+// pull unwraps one, each key is checked: against the validity its own
+// material gives it (an X.509 certificate's NotBefore and NotAfter, an
+// OpenPGP key's expiry: crypto.CheckValidity), then against the
+// KeyChecker (trust documents: allow and deny lists, freshness), at the
+// Handler's clock. A refused key is logged (warn), audited and counted
+// (shroud.keys.refused {shroud.op, shroud.reason}).
+//
+//   - Push: the layer keys of a manifest are wrapped for the recipients of
+//     the repository's rule that pass, and shroud's identity must pass
+//     (what it cannot open could not be pulled back). A rule whose
+//     recipients all fail refuses the push (403 DENIED naming the rule
+//     and each key with its reason); a rule with no recipient besides the
+//     identity needs only the identity. The decision is made once per
+//     manifest PUT, after the client is authorized and before anything
+//     is written upstream; the compiled set of the keys that passed is
+//     kept (crypto.Recipients.Subset), so a push parses nothing again.
+//   - Pull: a key (the identity, a decryption key, a key provider) that
+//     fails is not used to unwrap (UnwrapWith's allow). When no key
+//     opens a layer and one was passed over, the pull is 403 DENIED
+//     naming that key and why. Such a refusal is not remembered as the
+//     manifest's own failure: it depends on the time and the trust
+//     documents, not on the manifest. Blob pulls check at every GET; a
+//     manifest restored before a key was refused may still be served
+//     from memory (restoredTTL), its layers not.
+//   - On push, the layer keys shroud itself wrapped to its identity at
+//     upload are opened by the identity unchecked (it has just passed the
+//     wrap check); a layer pushed already encrypted is opened with the
+//     decryption keys that pass only.
+
+// KeyChecker decides whether a key may be used: op is "wrap" (a layer key
+// wrapped for it on push) or "unwrap" (a layer key opened with it on
+// pull), repo the repository, keyID a crypto key id (sha256:…, pgp:…,
+// pkcs11:…, provider:…). A nil error accepts the key; an error refuses
+// it, and its message goes into the client's error and the log. Its
+// reason (for the audit log and the metric) is, of the first error in
+// its chain that has one, a Reason() string method or an exported
+// string field Reason ("revoked", "not-allowed", "expired",
+// "not-yet-valid", "frozen"); Document (string) and Expires (time.Time)
+// fields or methods, where the error has them, go into the audit line.
+// Check must be safe for concurrent use and quick: it is asked for every
+// key of every push and pull.
+type KeyChecker interface {
+	Check(ctx context.Context, op, repo, keyID string, now time.Time) error
+}
+
+// The ops a KeyChecker is asked about.
+const (
+	OpWrap   = "wrap"
+	OpUnwrap = "unwrap"
+)
+
+// knownReasons are the reasons the metric names; any other is "other".
+var knownReasons = map[string]bool{"revoked": true, "not-allowed": true, "expired": true, "not-yet-valid": true, "frozen": true}
+
+// keyGate is what the Handler decides keys with.
+type keyGate struct {
+	check KeyChecker
+	now   func() time.Time
+	audit *audit.Logger
+	// unwrap describes the keyring's keys by name; identityID is the
+	// identity's key id.
+	unwrap     map[string]crypto.KeyInfo
+	identityID string
+}
+
+func newKeyGate(o Options) keyGate {
+	g := keyGate{check: o.KeyCheck, now: o.Now, audit: o.Audit, unwrap: map[string]crypto.KeyInfo{}, identityID: o.Keyring.Identity().KeyID()}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	for _, ki := range o.Keyring.KeyInfo() {
+		g.unwrap[ki.Name] = ki
+	}
+	return g
+}
+
+// checkKey decides one key at now: its own validity, then the checker.
+func (g *keyGate) checkKey(ctx context.Context, op, repo, id string, notBefore, notAfter, now time.Time) error {
+	if err := crypto.CheckValidity(id, notBefore, notAfter, now); err != nil {
+		return err
+	}
+	if g.check == nil {
+		return nil
+	}
+	return g.check.Check(ctx, op, repo, id, now)
+}
+
+// refusalInfo is what a refusal says beyond its message.
+type refusalInfo struct {
+	reason, document string
+	expires          time.Time
+}
+
+// refusalOf reads a refusal's reason, document and expiry (KeyChecker).
+func refusalOf(err error) refusalInfo {
+	var ik *crypto.InvalidKeyError
+	if errors.As(err, &ik) {
+		return refusalInfo{reason: ik.Reason}
+	}
+	var info refusalInfo
+	for queue := []error{err}; len(queue) > 0 && info.reason == ""; {
+		e := queue[0]
+		queue = queue[1:]
+		if e == nil {
+			continue
+		}
+		info.reason = stringOf(e, "Reason")
+		if info.reason != "" {
+			info.document = stringOf(e, "Document")
+			if t, ok := valueOf(e, "Expires").(time.Time); ok {
+				info.expires = t
+			}
+		}
+		switch u := e.(type) {
+		case interface{ Unwrap() error }:
+			queue = append(queue, u.Unwrap())
+		case interface{ Unwrap() []error }:
+			queue = append(queue, u.Unwrap()...)
+		}
+	}
+	if info.reason == "" {
+		info.reason = "refused"
+	}
+	return info
+}
+
+func stringOf(e error, name string) string {
+	s, _ := valueOf(e, name).(string)
+	return s
+}
+
+// valueOf is e's method name() or exported field name, or nil.
+func valueOf(e error, name string) (out any) {
+	defer func() {
+		if recover() != nil { // a field reached through a nil embedded pointer
+			out = nil
+		}
+	}()
+	v := reflect.ValueOf(e)
+	if m := v.MethodByName(name); m.IsValid() && m.Type().NumIn() == 0 && m.Type().NumOut() == 1 {
+		return m.Call(nil)[0].Interface()
+	}
+	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
+		if v.IsNil() {
+			return nil
+		}
+		v = v.Elem()
+	}
+	if v.Kind() != reflect.Struct {
+		return nil
+	}
+	if f := v.FieldByName(name); f.IsValid() && f.CanInterface() {
+		return f.Interface()
+	}
+	return nil
+}
+
+// why says, for people, why key id was refused: "key <id> expired at
+// <time>", "key <id>: revoked (<the checker's message>)".
+func why(id string, err error) string {
+	var ik *crypto.InvalidKeyError
+	if errors.As(err, &ik) {
+		return ik.Error()
+	}
+	if r := refusalOf(err).reason; r != "refused" {
+		return fmt.Sprintf("key %s: %s (%v)", id, r, err)
+	}
+	return fmt.Sprintf("key %s: %v", id, err)
+}
+
+// refused records one refused key: a warning in the log, an audit line,
+// the metric. what names the key for the log (a recipient spec, a
+// decryption key's path: never shown to clients).
+func (h *Handler) refused(ctx context.Context, op, repo string, rule *crypto.Rule, id, what string, err error) {
+	info := refusalOf(err)
+	kind := audit.WrapRefused
+	if op == OpUnwrap {
+		kind = audit.UnwrapRefused
+	}
+	var ruleName string
+	if rule != nil {
+		ruleName = rule.String()
+	}
+	logger(ctx).Warn("key refused", "op", op, "repository", repo, "rule", ruleName, "key_id", id, "key", what, "reason", info.reason, "err", err)
+	if aerr := h.gate.audit.Log(audit.Event{Kind: kind, Op: op, Repository: repo, Rule: ruleName, KeyID: id, Reason: info.reason,
+		Document: info.document, Expires: info.expires, Actor: "shroud", Detail: why(id, err)}); aerr != nil {
+		logger(ctx).Error("audit log write failed", "err", aerr)
+	}
+	reason := info.reason
+	if !knownReasons[reason] {
+		reason = "other"
+	}
+	h.metrics.keysRefused.Add(ctx, 1, metric.WithAttributes(attribute.String("shroud.op", op), attribute.String("shroud.reason", reason)))
+}
+
+// wrapRecipients are the keys of rule a manifest push to repo wraps its
+// layer keys for now (see the top of this file): the rule's recipients
+// that pass, or a DENIED error when shroud's identity does not, or when
+// the rule has recipients and none passes.
+func (h *Handler) wrapRecipients(ctx context.Context, repo string, rule *crypto.Rule) (*crypto.Recipients, error) {
+	now := h.gate.now()
+	id := h.gate.identityID
+	if err := h.gate.checkKey(ctx, OpWrap, repo, id, time.Time{}, time.Time{}, now); err != nil {
+		h.refused(ctx, OpWrap, repo, rule, id, "shroud identity", err)
+		return nil, &apiError{status: http.StatusForbidden, code: codeDenied, cause: err,
+			message: fmt.Sprintf("push to %s refused: shroud's identity may not be wrapped for (%s); an image it cannot open could not be pulled back", repo, why(id, err))}
+	}
+	keys := rule.Recipients.Keys()
+	if len(keys) == 0 {
+		return rule.Recipients, nil
+	}
+	keep := make([]bool, len(keys))
+	var refused []string
+	var errs []error
+	for i, k := range keys {
+		err := h.gate.checkKey(ctx, OpWrap, repo, k.ID, k.NotBefore, k.NotAfter, now)
+		if err == nil {
+			keep[i] = true
+			continue
+		}
+		h.refused(ctx, OpWrap, repo, rule, k.ID, k.Spec, err)
+		refused = append(refused, why(k.ID, err))
+		errs = append(errs, err)
+	}
+	if len(refused) == len(keys) {
+		return nil, &apiError{status: http.StatusForbidden, code: codeDenied, cause: errors.Join(errs...),
+			message: fmt.Sprintf("push to %s refused: %s has no recipient its layer keys may be wrapped for now: %s", repo, rule, strings.Join(refused, "; "))}
+	}
+	if len(refused) > 0 {
+		logger(ctx).Warn("layer keys not wrapped for refused recipients", "repository", repo, "rule", rule.String(), "refused", len(refused), "recipients", len(keys))
+	}
+	return rule.Recipients.Subset(keep), nil
+}
+
+// unwrapGate is the allow of the unwraps of one pull (a manifest, a
+// blob): the keys base allows (nil: every key) that pass their checks,
+// each checked once; the refused ones are recorded, audited once, and
+// named by explain.
+type unwrapGate struct {
+	h    *Handler
+	ctx  context.Context
+	repo string
+	base func(string) bool
+	now  time.Time
+
+	mu      sync.Mutex
+	decided map[string]bool
+	refused []string // why, per refused key
+}
+
+func (h *Handler) unwrapGate(ctx context.Context, repo string, base func(string) bool) *unwrapGate {
+	return &unwrapGate{h: h, ctx: ctx, repo: repo, base: base, now: h.gate.now(), decided: map[string]bool{}}
+}
+
+// allow is UnwrapWith's allow.
+func (g *unwrapGate) allow(name string) bool {
+	if g.base != nil && !g.base(name) {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if ok, seen := g.decided[name]; seen {
+		return ok
+	}
+	info, known := g.h.gate.unwrap[name]
+	ok := known
+	for _, id := range info.IDs {
+		if err := g.h.gate.checkKey(g.ctx, OpUnwrap, g.repo, id, info.NotBefore, info.NotAfter, g.now); err != nil {
+			what := name
+			if name == crypto.IdentityKey {
+				what = "shroud identity"
+			}
+			g.h.refused(g.ctx, OpUnwrap, g.repo, g.h.policy.Match(g.repo), id, what, err)
+			g.refused = append(g.refused, why(id, err))
+			ok = false
+			break
+		}
+	}
+	g.decided[name] = ok
+	return ok
+}
+
+// explain turns the error of an unwrap no key opened, when a key was
+// passed over, into the DENIED that names it and why. Its cause does not
+// wrap crypto.ErrNoKey: the failure is not the manifest's own.
+func (g *unwrapGate) explain(err error) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if err == nil || len(g.refused) == 0 || !errors.Is(err, crypto.ErrNoKey) {
+		return err
+	}
+	msg := fmt.Sprintf("%v; the keys shroud may not use in %s: %s", err, g.repo, strings.Join(g.refused, "; "))
+	return &apiError{status: http.StatusForbidden, code: codeDenied, message: msg, cause: errors.New(msg)}
+}
