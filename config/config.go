@@ -63,6 +63,12 @@ type Config struct {
 	// MetricsListen is the address shroud serves Prometheus metrics on,
 	// at /metrics, apart from the registry API. Empty: none.
 	MetricsListen string `yaml:"metrics-listen"`
+	// AuditLog is where the audit log goes: a file (appended to, created
+	// mode 0600) or "-" for stdout. One JSON line per key decision (a
+	// refused wrap or unwrap, a trust refresh, a job step, an admin
+	// action), apart from the access log, naming keys by id and never
+	// holding key material. Empty: none.
+	AuditLog string `yaml:"audit-log"`
 	// UploadTTL is how long an idle upload session is kept. Default 1h.
 	UploadTTL time.Duration `yaml:"upload-ttl"`
 	// StallTimeout is how long a response (a blob pull) or a request body

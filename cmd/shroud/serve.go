@@ -20,6 +20,7 @@ import (
 	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/config"
 	"github.com/shroud-oci/shroud/crypto"
@@ -58,6 +59,7 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		tlsKey                    = fs.String("tls-key", "", "PEM private key of --tls-cert")
 		upstreamCA                = fs.String("upstream-ca", "", "PEM file of CA certificates trusted for https:// upstreams, besides the system's")
 		metricsListen             = fs.String("metrics-listen", "", "address to serve Prometheus metrics on, at /metrics (empty: none)")
+		auditLog                  = fs.String("audit-log", "", "audit log of key decisions, JSON lines: FILE (appended) or - for stdout (empty: none)")
 		authHtpasswd              = fs.String("auth-htpasswd", "", "htpasswd file (bcrypt): shroud authenticates clients itself (config auth.htpasswd)")
 		authClientCA              = fs.String("auth-client-ca", "", "PEM CAs whose client certificates authenticate (mTLS; config auth.client-ca)")
 		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
@@ -116,6 +118,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.UpstreamCA = *upstreamCA
 		case "metrics-listen":
 			c.MetricsListen = *metricsListen
+		case "audit-log":
+			c.AuditLog = *auditLog
 		case "upstream-auth-file":
 			c.UpstreamAuthFile = *upstreamAuth
 		case "auth-htpasswd":
@@ -311,6 +315,15 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return err
 		}
 	}
+	var auditLog *audit.Logger
+	if cfg.AuditLog != "" {
+		var closer io.Closer
+		if auditLog, closer, err = audit.Open(cfg.AuditLog); err != nil {
+			return err
+		}
+		defer closer.Close()
+		log.Info("writing the audit log", "to", cfg.AuditLog)
+	}
 	var ledger cache.Ledger
 	var sharedHealth func(context.Context) error
 	var tier *sharedTier
@@ -341,7 +354,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter,
 		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams), Auth: authn, Access: access,
-		Ledger: ledger, SharedHealth: sharedHealth})
+		Ledger: ledger, SharedHealth: sharedHealth, Audit: auditLog})
 	if err != nil {
 		return err
 	}
