@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/proxy/upstream"
@@ -90,7 +91,7 @@ type RewrapOptions struct {
 	Pace       time.Duration                                 // at least this long between two manifests' writes
 	Sleep      func(time.Duration)                           // time.Sleep unless set (tests)
 	Now        func() time.Time                              // time.Now unless set
-	Recipients func(repo string) (*crypto.Recipients, error) // nil: the rule's
+	Recipients func(repo string) (*crypto.Recipients, error) // nil: the rule's that pass the key checks
 	// Reencrypt makes the job a re-encrypt job: every sealed layer gets a
 	// new layer key and new ciphertext (job_reencrypt.go). One
 	// Reencryption serves every repository of a run.
@@ -106,13 +107,15 @@ func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (Job
 	if rule == nil || rule.Action != crypto.Encrypt {
 		return JobReport{}, fmt.Errorf("rewrap %s: no encrypt rule matches the repository", repo)
 	}
-	recipients := rule.Recipients
-	if o.Recipients != nil {
-		rs, err := o.Recipients(repo)
-		if err != nil {
-			return JobReport{}, fmt.Errorf("rewrap %s: %w", repo, err)
-		}
-		recipients = rs
+	// The recipients a push would wrap for now: the rule's that pass the
+	// key checks (expiry, the trust documents); none at all refuses the
+	// job as it refuses a push.
+	recipients, err := h.wrapRecipients(ctx, repo, rule)
+	if o.Recipients != nil && err == nil {
+		recipients, err = o.Recipients(repo)
+	}
+	if err != nil {
+		return JobReport{}, fmt.Errorf("rewrap %s: %w", repo, err)
 	}
 	if o.Sleep == nil {
 		o.Sleep = time.Sleep
@@ -432,6 +435,17 @@ func (j *rewrapJob) pace() {
 }
 
 func (j *rewrapJob) progress(old, new digest.Digest, tags int, note string) {
+	job, outcome := "rewrap", "rewritten"
+	if j.o.Reencrypt != nil {
+		job = "reencrypt"
+	}
+	if new == "" {
+		outcome = "left as it was"
+	}
+	if err := j.h.gate.audit.Log(audit.Event{Kind: audit.JobStep, Job: job, Repository: j.repo, Step: "manifest", Digest: old.String(),
+		NewDigest: new.String(), Outcome: outcome, Detail: note}); err != nil {
+		logger(context.Background()).Warn("audit log", "err", err)
+	}
 	if j.o.Progress != nil {
 		j.o.Progress(JobProgress{Repository: j.repo, Done: len(j.done), Total: j.report.Manifests, Old: old, New: new, Tags: tags, Note: note})
 	}

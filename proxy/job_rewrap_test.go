@@ -1,7 +1,9 @@
 package proxy_test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"encoding/json"
 	"errors"
 	"io"
@@ -19,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 	"github.com/shroud-oci/shroud/jobs"
@@ -412,5 +415,44 @@ func TestRewrapIsInvisibleToPullsDuringTheJob(t *testing.T) {
 				t.Fatalf("%d of %d pulls during the job failed; the first: %v", failures.Load(), pulls.Load(), firstErr.Load())
 			}
 		})
+	}
+}
+
+// A recipient the key checks now refuse (revoked as superseded, say,
+// while the rule still names it): the rewrap job wraps for the rule's
+// recipients that pass, as a push would, and every step goes to the
+// audit log.
+func TestRewrapDropsARecipientTheKeyChecksRefuse(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	f := newRewrapFixture(t, up)
+	recA := must[crypto.Recipient](t)(crypto.ParseRecipient("jwe:" + strings.TrimSuffix(f.keyA.Path, ".pem") + ".pub.pem"))
+	recB := must[crypto.Recipient](t)(crypto.ParseRecipient("jwe:" + strings.TrimSuffix(f.keyB.Path, ".pem") + ".pub.pem"))
+	c := newChecker()
+	c.set(proxy.OpWrap, recA.KeyID(), "revoked")
+	var log bytes.Buffer
+	second := shroudtest.StartWithIdentity(t, up, f.first.Keyring, f.first.DataDir, shroudtest.WithKeyCheck(c), shroudtest.WithAudit(audit.New(&log)),
+		shroudtest.WithPolicy(shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recA, recB}}))
+	rep, err := second.Handler.Rewrap(context.Background(), rewrapRepo, proxy.RewrapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.checkAfter(t, second)
+	steps := strings.Count(log.String(), `"kind":"job-step"`)
+	if steps != rep.Manifests || !strings.Contains(log.String(), `"outcome":"rewritten"`) {
+		t.Fatalf("%d job-step audit lines for %d manifests:\n%s", steps, rep.Manifests, log.String())
+	}
+	if !strings.Contains(log.String(), `"kind":"wrap-refused"`) || !strings.Contains(log.String(), recA.KeyID()) {
+		t.Fatalf("the refused recipient is not in the audit log:\n%s", log.String())
+	}
+
+	// Every recipient refused: the job refuses, as a push would, and
+	// writes nothing.
+	c.set(proxy.OpWrap, recB.KeyID(), "revoked")
+	before := f.upstreamTags(t)
+	if _, err := second.Handler.Rewrap(context.Background(), rewrapRepo, proxy.RewrapOptions{}); err == nil || !strings.Contains(err.Error(), "no recipient") {
+		t.Fatalf("a job whose rule has no recipient left: %v", err)
+	}
+	if after := f.upstreamTags(t); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatal("a refused job moved tags")
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/config"
 	"github.com/shroud-oci/shroud/embedded"
 	"github.com/shroud-oci/shroud/jobs"
@@ -125,7 +126,15 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 	if err != nil {
 		return err
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: keys, Policy: pol, Logger: log})
+	var auditLog *audit.Logger
+	if cfg.AuditLog != "" {
+		var closer io.Closer
+		if auditLog, closer, err = audit.Open(cfg.AuditLog); err != nil {
+			return err
+		}
+		defer closer.Close()
+	}
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: keys, Policy: pol, Logger: log, Audit: auditLog})
 	if err != nil {
 		return err
 	}
