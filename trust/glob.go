@@ -1,0 +1,97 @@
+package trust
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strings"
+)
+
+// compileGlob compiles a repository glob as the policy's rules read them:
+// "*" matches within one path segment, "**" across segments ("**/" also
+// matches no segment), "?" one character of a segment.
+func compileGlob(glob string) (*regexp.Regexp, error) {
+	if glob == "" {
+		return nil, fmt.Errorf("empty repository glob")
+	}
+	var b strings.Builder
+	b.WriteString("^")
+	for i := 0; i < len(glob); i++ {
+		switch c := glob[i]; {
+		case c == '*' && i+1 < len(glob) && glob[i+1] == '*':
+			i++
+			if i+1 < len(glob) && glob[i+1] == '/' {
+				i++
+				b.WriteString("(?:.*/)?")
+			} else {
+				b.WriteString(".*")
+			}
+		case c == '*':
+			b.WriteString("[^/]*")
+		case c == '?':
+			b.WriteString("[^/]")
+		default:
+			b.WriteString(regexp.QuoteMeta(glob[i : i+1]))
+		}
+	}
+	b.WriteString("$")
+	return regexp.Compile(b.String())
+}
+
+// repoComponent is one path component of a repository name, as the
+// distribution spec defines it.
+var repoComponent = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$`)
+
+// validNamespace says whether ns is a literal repository path prefix
+// ("team-a", "team-a/prod"): no glob, no "..", nothing a file path could
+// escape with.
+func validNamespace(ns string) bool {
+	if ns == "" {
+		return false
+	}
+	for _, c := range strings.Split(ns, "/") {
+		if !repoComponent.MatchString(c) {
+			return false
+		}
+	}
+	return true
+}
+
+// covers says whether the lists of namespace ns govern repository repo:
+// "" governs every repository, "team-a" those under "team-a/".
+func covers(ns, repo string) bool {
+	return ns == "" || strings.HasPrefix(repo, ns+"/")
+}
+
+// listPath is the target path of a namespace's list file.
+func listPath(ns, file string) string {
+	if ns == "" {
+		return file
+	}
+	return ns + "/" + file
+}
+
+// namespaceOfPattern maps a delegated role's TUF path pattern to the
+// namespace whose lists it lets the role sign: "team-a/*" (or
+// "team-a/recipients.json") gives "team-a". A pattern whose directory is
+// not literal ("team-*/*") names no namespace shroud can look up.
+func namespaceOfPattern(pattern string) (string, bool) {
+	dir, last := path.Split(pattern)
+	dir = strings.TrimSuffix(dir, "/")
+	if !validNamespace(dir) {
+		return "", false
+	}
+	for _, f := range []string{RecipientsFile, RevocationsFile} {
+		if ok, _ := path.Match(last, f); ok {
+			return dir, true
+		}
+	}
+	return "", false
+}
+
+// scopeWithin says whether every repository glob could match lies under
+// namespace ns; a scope that does not is counted only for the part
+// under ns.
+func scopeWithin(scope, ns string) bool {
+	return ns == "" || strings.HasPrefix(scope, ns+"/")
+}
