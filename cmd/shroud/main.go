@@ -5,6 +5,7 @@
 //	             [--identity FILE] [--recipient SPEC]... [--decryption-key FILE]...
 //	shroud keygen --out DIR [--type ec|rsa] [--name NAME]
 //	shroud inspect [--output text|json] [--insecure] [--decryption-key FILE]... REF
+//	shroud trust init|add-key|revoke|delegate|sign|status [flags]
 package main
 
 import (
@@ -28,6 +29,7 @@ const usage = `usage: shroud <command> [flags]
 commands:
   serve    run the proxy (shroud serve --help for its flags)
   keygen   write a key pair: shroud keygen --out DIR [--type ec|rsa] [--name NAME]
+  trust    write and inspect the signed allow and deny lists (shroud trust help)
   inspect  show how an image is encrypted and who can open it:
            shroud inspect [--output json] [--insecure] [--decryption-key FILE]... REF
   rotate   rewrap stored images for the recipients the policy names now, or
@@ -51,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return inspect(ctx, args[1:], stdout, stderr)
 	case "rotate":
 		return rotate(ctx, args[1:], stdout, stderr)
+	case "trust":
+		return trustCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
