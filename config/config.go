@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -90,6 +91,9 @@ type Config struct {
 	// Shared is the shared tier replicas keep their mappings and upload
 	// ledger in. Empty: each replica keeps its own, in memory.
 	Shared Shared `yaml:"shared"`
+	// Trust is the signed allow and deny lists keys are checked against
+	// before shroud wraps for them or unwraps with them.
+	Trust Trust `yaml:"trust"`
 	// MaxStreams bounds the blob streams (blob GETs, upload requests with
 	// a body) served at once; beyond it a client is answered 429
 	// TOOMANYREQUESTS with a Retry-After. 0: no bound. Default 256.
@@ -238,6 +242,29 @@ type Rule struct {
 	// either is set, only what the lists name. Push implies pull.
 	Pull []string `yaml:"pull"`
 	Push []string `yaml:"push"`
+	// TrustGrace (encrypt rules): how long after the trust documents
+	// froze (an expired timestamp, snapshot or targets) shroud still
+	// unwraps layer keys for this rule's repositories; wrapping stops at
+	// once. Default 0: unwrapping stops at once too. The rule of every
+	// repository ("**") gets none unless it says so.
+	TrustGrace time.Duration `yaml:"trust-grace"`
+}
+
+// Trust is where the signed trust documents (TUF: the allow and deny
+// lists of keys) come from. Empty Source: none, and keys are checked
+// against their own validity alone (X.509 NotAfter, OpenPGP expiry).
+type Trust struct {
+	// Source is a directory, an https:// URL, or oci:<repository>[:<tag>]
+	// (default tag "trust"), an artifact in the default upstream, read
+	// with shroud's credentials for it: every replica and every site then
+	// sees the same documents.
+	Source string `yaml:"source"`
+	// Root is the file of the initial trusted root.json (the offline
+	// root's first version), never taken from the network; once a
+	// refresh succeeds, the rotated root persisted in data-dir is used.
+	Root string `yaml:"root"`
+	// Refresh is how often the documents are fetched. Default 5m.
+	Refresh time.Duration `yaml:"refresh"`
 }
 
 // Shared is a Redis or Valkey deployment (go-redis' universal client:
@@ -318,7 +345,19 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("upstreams[%q] = %q: want an origin host mapped to http://host[:port] or https://host[:port]", host, u))
 		}
 	}
+	if c.Trust.Source != "" && c.Trust.Root == "" {
+		errs = append(errs, fmt.Errorf("trust: source %q needs root, the initial root.json file (shroud trust init writes it)", c.Trust.Source))
+	}
+	if strings.HasPrefix(c.Trust.Source, "http://") {
+		errs = append(errs, fmt.Errorf("trust: source %q: the documents are fetched over https:// only", c.Trust.Source))
+	}
+	if c.Trust.Refresh < 0 {
+		errs = append(errs, fmt.Errorf("trust: refresh %v is negative", c.Trust.Refresh))
+	}
 	for i, r := range c.Policy {
+		if r.TrustGrace < 0 {
+			errs = append(errs, fmt.Errorf("policy rule %d (%s): trust-grace %v is negative", i, r.Repositories, r.TrustGrace))
+		}
 		switch r.Action {
 		case "encrypt":
 		case "passthrough", "deny":

@@ -134,7 +134,13 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 		}
 		defer closer.Close()
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: keys, Policy: pol, Logger: log, Audit: auditLog})
+	var keyCheck proxy.KeyChecker
+	if tc, err := trustChecker(ctx, cfg, def.Upstream, pol, keys, auditLog, log); err != nil {
+		return err
+	} else if tc != nil {
+		keyCheck = tc
+	}
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: keys, Policy: pol, Logger: log, Audit: auditLog, KeyCheck: keyCheck})
 	if err != nil {
 		return err
 	}

@@ -60,6 +60,9 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		upstreamCA                = fs.String("upstream-ca", "", "PEM file of CA certificates trusted for https:// upstreams, besides the system's")
 		metricsListen             = fs.String("metrics-listen", "", "address to serve Prometheus metrics on, at /metrics (empty: none)")
 		auditLog                  = fs.String("audit-log", "", "audit log of key decisions, JSON lines: FILE (appended) or - for stdout (empty: none)")
+		trustSrc                  = fs.String("trust-source", "", "signed allow and deny lists of keys (TUF): a directory, an https:// URL or oci:REPOSITORY[:TAG] in the upstream (config trust.source)")
+		trustRoot                 = fs.String("trust-root", "", "the initial trusted root.json of --trust-source (config trust.root)")
+		trustRefresh              = fs.Duration("trust-refresh", 0, "how often the trust documents are fetched (default 5m; config trust.refresh)")
 		authHtpasswd              = fs.String("auth-htpasswd", "", "htpasswd file (bcrypt): shroud authenticates clients itself (config auth.htpasswd)")
 		authClientCA              = fs.String("auth-client-ca", "", "PEM CAs whose client certificates authenticate (mTLS; config auth.client-ca)")
 		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
@@ -120,6 +123,12 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.MetricsListen = *metricsListen
 		case "audit-log":
 			c.AuditLog = *auditLog
+		case "trust-source":
+			c.Trust.Source = *trustSrc
+		case "trust-root":
+			c.Trust.Root = *trustRoot
+		case "trust-refresh":
+			c.Trust.Refresh = *trustRefresh
 		case "upstream-auth-file":
 			c.UpstreamAuthFile = *upstreamAuth
 		case "auth-htpasswd":
@@ -324,6 +333,13 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		defer closer.Close()
 		log.Info("writing the audit log", "to", cfg.AuditLog)
 	}
+	var keyCheck proxy.KeyChecker // nil unless trust documents are configured
+	if tc, err := trustChecker(ctx, cfg, def.Upstream, pol, keys, auditLog, log); err != nil {
+		return err
+	} else if tc != nil {
+		keyCheck = tc
+		log.Info("checking keys against the trust documents", "source", cfg.Trust.Source)
+	}
 	var ledger cache.Ledger
 	var sharedHealth func(context.Context) error
 	var tier *sharedTier
@@ -354,7 +370,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter,
 		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams), Auth: authn, Access: access,
-		Ledger: ledger, SharedHealth: sharedHealth, Audit: auditLog})
+		Ledger: ledger, SharedHealth: sharedHealth, Audit: auditLog, KeyCheck: keyCheck})
 	if err != nil {
 		return err
 	}
