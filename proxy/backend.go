@@ -176,6 +176,21 @@ func (b *backend) manifestMapping(ctx context.Context, repo string, d digest.Dig
 	return m, ok
 }
 
+// liveManifestMapping is manifestMapping for a request by digest: a
+// mapping of a manifest a client deleted (through any replica: the mark is
+// the shared tier's) is dropped and a miss. Another replica may map the
+// digest to another encrypted copy of the same manifest (one pushed twice)
+// than the one the delete removed: the upstream would still serve that.
+// It costs a manifest request by digest one shared-tier read.
+func (b *backend) liveManifestMapping(ctx context.Context, repo string, d digest.Digest) (cache.Manifest, bool) {
+	mm, ok := b.manifestMapping(ctx, repo, d)
+	if ok && b.deleted(ctx, repo, d) {
+		b.cache.Stale(ctx, repo, d)
+		return cache.Manifest{}, false
+	}
+	return mm, ok
+}
+
 func (b *backend) putManifestMapping(ctx context.Context, m cache.Manifest) {
 	if err := b.cache.PutManifest(ctx, m); err != nil {
 		logger(ctx).Warn("cache store failed", "plain_digest", m.PlainDigest, "err", err)

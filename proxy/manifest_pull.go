@@ -107,7 +107,7 @@ func writeManifestHeaders(w http.ResponseWriter, contentType string, d digest.Di
 // names a manifest shroud has served before.
 func (h *Handler) headFromCache(ctx context.Context, be *backend, repo, ref string) (cache.Manifest, bool) {
 	if d, ok := isDigest(ref); ok {
-		mm, ok := be.manifestMapping(ctx, repo, d)
+		mm, ok := be.liveManifestMapping(ctx, repo, d)
 		if !ok {
 			return cache.Manifest{}, false
 		}
@@ -140,7 +140,7 @@ func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref st
 		}
 		return h.restore(ctx, be, repo, um, 0, budget)
 	}
-	if mm, ok := be.manifestMapping(ctx, repo, d); ok {
+	if mm, ok := be.liveManifestMapping(ctx, repo, d); ok {
 		s, err := h.restoreByUpstream(ctx, be, repo, mm.UpstreamDigest, budget)
 		switch {
 		case err == nil && s.is(d):
