@@ -15,7 +15,6 @@ import (
 
 	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/config"
-	"github.com/shroud-oci/shroud/embedded"
 	"github.com/shroud-oci/shroud/jobs"
 	"github.com/shroud-oci/shroud/proxy"
 )
@@ -112,15 +111,11 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 	if err != nil {
 		return err
 	}
-	upURL := cfg.Upstream
-	if upURL == "" {
-		reg, err := embedded.Start(ctx, filepath.Join(cfg.DataDir, "registry"))
-		if err != nil {
-			return err
-		}
-		defer reg.Close(context.WithoutCancel(ctx))
-		upURL = reg.URL
+	upURL, stop, err := upstreamURL(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	// The job writes with shroud's own credentials: it has no client.
 	def, _, err := backends(cfg, upURL, true, log)
 	if err != nil {

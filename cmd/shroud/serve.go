@@ -287,16 +287,11 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	upURL := cfg.Upstream
-	if upURL == "" {
-		reg, err := embedded.Start(ctx, filepath.Join(cfg.DataDir, "registry"))
-		if err != nil {
-			return err
-		}
-		defer reg.Close(context.WithoutCancel(ctx))
-		upURL = reg.URL
-		log.Info("no upstream configured: running an embedded registry", "url", reg.URL, "storage", reg.Dir)
+	upURL, stop, err := upstreamURL(ctx, cfg, log)
+	if err != nil {
+		return err
 	}
+	defer stop()
 	authn, access, err := authentication(ctx, cfg, policyRules(cfg), log)
 	if err != nil {
 		return err
@@ -529,4 +524,18 @@ func upstreamTransport(roots *x509.CertPool) *http.Transport {
 	// only to the public addresses the guard resolved itself.
 	t.DialContext = upstream.GuardedDialContext(&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second})
 	return t
+}
+
+// upstreamURL is the configured upstream, or an embedded registry started
+// in the data dir when none is (stop stops it).
+func upstreamURL(ctx context.Context, cfg config.Config, log *slog.Logger) (url string, stop func(), err error) {
+	if cfg.Upstream != "" {
+		return cfg.Upstream, func() {}, nil
+	}
+	reg, err := embedded.Start(ctx, filepath.Join(cfg.DataDir, "registry"))
+	if err != nil {
+		return "", nil, err
+	}
+	log.Info("no upstream configured: running an embedded registry", "url", reg.URL, "storage", reg.Dir)
+	return reg.URL, func() { reg.Close(context.WithoutCancel(ctx)) }, nil
 }
