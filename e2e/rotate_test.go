@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -76,6 +77,9 @@ func TestRotateRewrapWithSkopeo(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "rewritten") {
 		t.Fatal("the job's report says nothing rewritten")
+	}
+	if _, err := os.Stat(filepath.Join(data, "jobs", "rewrap.checkpoint")); !os.IsNotExist(err) {
+		t.Fatalf("the finished job left its checkpoint, which a later job would resume from: %v", err)
 	}
 	if _, err := decrypt(decA); err == nil {
 		t.Fatal("after the job, skopeo with the retired key A still decrypts the image from the upstream")

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,7 +15,7 @@ import (
 // what, and the old ones begun or replaced but not yet gone.
 func TestCheckpointSurvivesAKill(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "rewrap.checkpoint")
-	c, err := OpenCheckpoint(path)
+	c, err := OpenCheckpoint(path, "rewrap 1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +37,7 @@ func TestCheckpointSurvivesAKill(t *testing.T) {
 	f.WriteString(`{"op":"record","repo":"r","old":"sha2`)
 	f.Close()
 
-	c, err = OpenCheckpoint(path)
+	c, err = OpenCheckpoint(path, "rewrap 1")
 	if err != nil {
 		t.Fatalf("a checkpoint whose last line a kill cut short: %v", err)
 	}
@@ -55,7 +56,7 @@ func TestCheckpointSurvivesAKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	c, err = OpenCheckpoint(path)
+	c, err = OpenCheckpoint(path, "rewrap 1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,75 @@ func TestCheckpointSurvivesAKill(t *testing.T) {
 func TestCheckpointRefusesAnotherFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "notes")
 	os.WriteFile(path, []byte("some notes\nof an operator\n"), 0o600)
-	if _, err := OpenCheckpoint(path); err == nil || !strings.Contains(err.Error(), "line 1") {
+	if _, err := OpenCheckpoint(path, "rewrap 1"); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Fatalf("OpenCheckpoint of another file: %v", err)
+	}
+}
+
+// A checkpoint belongs to its job: a run of another job (another key
+// taken away, months later, with the default path) takes nothing the
+// first wrote for done and starts the file over once the first left
+// nothing to delete; while it did, the other job is refused, naming it.
+func TestCheckpointOfAnotherJobIsNotResumed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rewrap.checkpoint")
+	a, a2 := digest.FromString("a"), digest.FromString("a2")
+	c, err := OpenCheckpoint(path, "rewrap A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(c.Begin("r", a), c.Record("r", a, a2)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if _, err := OpenCheckpoint(path, "rewrap B"); err == nil || !strings.Contains(err.Error(), "rewrap A") || !strings.Contains(err.Error(), "1 old") {
+		t.Fatalf("another job while the first has an old manifest to delete: %v", err)
+	}
+	c, err = OpenCheckpoint(path, "rewrap A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Resumed() != 2 || !c.Written("r", a2) {
+		t.Fatalf("the same job again resumes: Resumed %d, Written %v", c.Resumed(), c.Written("r", a2))
+	}
+	if err := c.Forget("r", a); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	c, err = OpenCheckpoint(path, "rewrap B")
+	if err != nil {
+		t.Fatalf("another job once the first left nothing to delete: %v", err)
+	}
+	if c.Resumed() != 0 || c.Written("r", a2) || c.Job() != "rewrap B" {
+		t.Fatalf("another job took the first's steps: Resumed %d, Written %v, Job %q", c.Resumed(), c.Written("r", a2), c.Job())
+	}
+	c.Close()
+}
+
+// Finish removes the file of a job that left nothing to delete, and
+// keeps (saying so) the file of one that did.
+func TestCheckpointFinish(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "rewrap.checkpoint")
+	a, a2 := digest.FromString("a"), digest.FromString("a2")
+	c, err := OpenCheckpoint(path, "rewrap A")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(c.Begin("r", a), c.Record("r", a, a2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(); err == nil || !strings.Contains(err.Error(), "1 old") {
+		t.Fatalf("Finish with an old manifest to delete: %v", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the file of an unfinished job: %v", err)
+	}
+	if err := c.Forget("r", a); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("the file of a finished job is still there: %v", err)
 	}
 }

@@ -42,8 +42,38 @@ func (h *Handler) blobPointerTag(be *backend, repo string, plainDigest digest.Di
 	return pointerPrefix + h.pointers.Sum("blob", be.name, repo, plainDigest.String())
 }
 
-// writeBlobPointer records b's pairing upstream.
+// forIdentity is b with its layer key wrapped for shroud's identity
+// alone. A mapping restored from a manifest carries the wrapped keys of
+// every recipient the manifest had when it was read; what shroud writes
+// upstream from a mapping (a blob pointer) or keeps for another
+// repository (a mount) carries none of them on, or a recipient a rewrap
+// job took away would find its wrapped key upstream again. The key is
+// opened with the identity only: a mapping the identity cannot open is
+// not shroud's to copy.
+func (h *Handler) forIdentity(b cache.Blob) (cache.Blob, error) {
+	opts, _, err := h.keys.UnwrapWith(b.Annotations, func(k string) bool { return k == crypto.IdentityKey })
+	if err != nil {
+		return cache.Blob{}, fmt.Errorf("blob %s: %w", b.PlainDigest, err)
+	}
+	pub, err := crypto.ParsePublicOptions(b.Annotations)
+	if err != nil {
+		return cache.Blob{}, err
+	}
+	ann, err := h.keys.WrapForIdentity(opts, pub)
+	if err != nil {
+		return cache.Blob{}, err
+	}
+	b.Annotations = ann
+	return b, nil
+}
+
+// writeBlobPointer records b's pairing upstream, its layer key wrapped
+// for the identity alone.
 func (h *Handler) writeBlobPointer(ctx context.Context, be *backend, b cache.Blob) error {
+	b, err := h.forIdentity(b)
+	if err != nil {
+		return err
+	}
 	pub, err := crypto.ParsePublicOptions(b.Annotations)
 	if err != nil {
 		return err

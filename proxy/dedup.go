@@ -82,8 +82,16 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 		// shroud's credentials, would not stop it).
 		return cache.Blob{}, false
 	}
-	o, ok := be.origin(ctx, repo, plainDigest, func(src string) bool { return src != repo && h.dedupAllows(ctx, repo, src) })
-	if !ok || !h.mountCipher(ctx, be, repo, o, o.Repository) {
+	src, ok := be.origin(ctx, repo, plainDigest, func(src string) bool { return src != repo && h.dedupAllows(ctx, repo, src) })
+	if !ok {
+		return cache.Blob{}, false
+	}
+	o, err := h.forIdentity(src)
+	if err != nil {
+		logger(ctx).Warn("a mount origin shroud's identity does not open: not mounted", "repository", repo, "from", src.Repository, "plain_digest", plainDigest, "err", err)
+		return cache.Blob{}, false
+	}
+	if !h.mountCipher(ctx, be, repo, o, o.Repository) {
 		return cache.Blob{}, false
 	}
 	o.Repository = repo

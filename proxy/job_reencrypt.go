@@ -60,6 +60,25 @@ func NewReencryption(r Revocation) *Reencryption {
 	return &Reencryption{Revocation: r, done: map[digest.Digest]cache.Blob{}}
 }
 
+// reencryptsAway refuses a re-encrypt job whose new layer keys would be
+// wrapped for the key it re-encrypts away from: one still among the
+// recipients the job wraps for (the rule's, past the key checks: a key
+// the deny list names is not), or shroud's identity, which only an
+// identity rotation replaces. The operator takes the key off the rule or
+// revokes it first; a job that went on would hand the new ciphertext's
+// keys to whoever holds the compromised one.
+func (h *Handler) reencryptsAway(repo string, rule *crypto.Rule, rs *crypto.Recipients, keyID string) error {
+	if keyID == h.gate.identityID {
+		return fmt.Errorf("re-encrypt %s: %s is shroud's identity: every layer key is wrapped for it, and a re-encryption would wrap the new ones for it again; rotate the identity", repo, keyID)
+	}
+	for _, k := range rs.Keys() {
+		if k.ID == keyID {
+			return fmt.Errorf("re-encrypt %s: %s is still a recipient of %s (%s): the new layer keys would be wrapped for the compromised key; take it off the rule, or revoke it in the trust documents, and run the job again", repo, keyID, rule, k.Spec)
+		}
+	}
+	return nil
+}
+
 func (r *Reencryption) get(old digest.Digest) (cache.Blob, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -282,7 +301,9 @@ func (j *rewrapJob) retireOld(ctx context.Context) error {
 		if err := j.be.cl.DeleteBlob(ctx, j.repo, old); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
 			j.report.KeptOld = append(j.report.KeptOld, j.repo+"@"+old.String())
 			logger(ctx).Warn("re-encrypt: the upstream kept the old ciphertext, which the revoked key opens", "repository", j.repo, "cipher_digest", old, "err", err)
-			continue
+			if !deleteRefused(err) {
+				continue // left pending: the next run tries again
+			}
 		}
 		if j.o.Checkpoint != nil {
 			if err := j.o.Checkpoint.Forget(oldBlobsOf(j.repo), old); err != nil {

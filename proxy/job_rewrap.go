@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -77,6 +79,7 @@ type JobProgress struct {
 type JobReport struct {
 	Manifests int // distinct upstream manifests the repositories' tags named
 	Rewritten int
+	Pointers  int // blob pointers rewritten for the identity alone
 	Resumed   int // written by an earlier run of the job (its checkpoint)
 	Foreign   int // not stored by this shroud for the repository: left alone
 	// KeptOld lists old manifests the upstream refused to delete: until
@@ -98,6 +101,37 @@ type RewrapOptions struct {
 	Reencrypt *Reencryption
 }
 
+// JobID names a run of the rewrap job (re a re-encryption, or nil) over
+// repos: its kind, the revocation it re-encrypts for, and per repository
+// the ids of the keys it wraps for now. A checkpoint belongs to one job
+// (jobs.OpenCheckpoint): a run with another id does not take what this
+// one wrote for done, since it wrapped for other keys.
+func (h *Handler) JobID(ctx context.Context, repos []string, re *Reencryption) (string, error) {
+	kind := "rewrap"
+	if re != nil {
+		kind = "reencrypt " + re.Revocation.KeyID
+	}
+	sum := sha256.New()
+	fmt.Fprintf(sum, "%s\x00%s\x00", kind, h.gate.identityID)
+	for _, repo := range slices.Sorted(slices.Values(repos)) {
+		rule := h.policy.Match(repo)
+		if rule == nil || rule.Action != crypto.Encrypt {
+			return "", fmt.Errorf("rewrap %s: no encrypt rule matches the repository", repo)
+		}
+		rs, err := h.wrapRecipients(ctx, repo, rule)
+		if err != nil {
+			return "", fmt.Errorf("rewrap %s: %w", repo, err)
+		}
+		ids := make([]string, 0, len(rs.Keys()))
+		for _, k := range rs.Keys() {
+			ids = append(ids, k.ID)
+		}
+		slices.Sort(ids)
+		fmt.Fprintf(sum, "%s\x00%s\x00", repo, strings.Join(ids, ","))
+	}
+	return fmt.Sprintf("%s %x", kind, sum.Sum(nil)[:12]), nil
+}
+
 // Rewrap runs the rewrap job over one repository of the default upstream,
 // with shroud's own upstream credentials.
 func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (JobReport, error) {
@@ -116,6 +150,11 @@ func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (Job
 	}
 	if err != nil {
 		return JobReport{}, fmt.Errorf("rewrap %s: %w", repo, err)
+	}
+	if o.Reencrypt != nil {
+		if err := h.reencryptsAway(repo, rule, recipients, o.Reencrypt.Revocation.KeyID); err != nil {
+			return JobReport{}, err
+		}
 	}
 	if o.Sleep == nil {
 		o.Sleep = time.Sleep
@@ -183,7 +222,12 @@ func (j *rewrapJob) deleteOld(ctx context.Context, old digest.Digest) error {
 	if err := j.be.cl.DeleteManifest(ctx, j.repo, old.String()); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
 		j.report.KeptOld = append(j.report.KeptOld, j.repo+"@"+old.String())
 		logger(ctx).Warn("rewrap: the upstream kept the old manifest, which still holds the wrapped keys taken away", "repository", j.repo, "upstream_digest", old, "err", err)
-		return nil
+		if !deleteRefused(err) {
+			return nil // left pending: the next run tries again
+		}
+		// A registry that does not delete (405, 403, 400 UNSUPPORTED)
+		// will not on the next run either: the report names it for the
+		// operator, and the checkpoint lets it go.
 	}
 	if j.o.Checkpoint != nil {
 		if err := j.o.Checkpoint.Forget(j.repo, old); err != nil {
@@ -191,6 +235,13 @@ func (j *rewrapJob) deleteOld(ctx context.Context, old digest.Digest) error {
 		}
 	}
 	return nil
+}
+
+// deleteRefused says whether err is a registry's refusal to delete
+// rather than a failure to reach it.
+func deleteRefused(err error) bool {
+	return upstream.IsStatus(err, http.StatusMethodNotAllowed) || upstream.IsStatus(err, http.StatusForbidden) ||
+		upstream.IsStatus(err, http.StatusBadRequest) || upstream.IsStatus(err, http.StatusUnauthorized)
 }
 
 type jobResult struct {
@@ -257,11 +308,18 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 		j.report.Foreign++
 		return keep("not sealed by this shroud for this repository")
 	}
+	pointer := false
 	switch artifactType(enc) {
 	case blobPointerType:
-		// Wrapped for the identity alone: no recipient to take away
-		// (a re-encrypted layer gets a new pointer of its own).
-		return keep("a blob pointer")
+		if j.o.Reencrypt != nil {
+			// A re-encrypted layer gets a new pointer of its own, under
+			// the same tag.
+			return keep("a blob pointer")
+		}
+		// Wrapped for the identity alone, and rewritten so: one written
+		// from a restored mapping by an earlier version carried every
+		// recipient of the manifest it was restored from.
+		pointer = true
 	case revokedType:
 		return keep("a revocation marker")
 	}
@@ -280,7 +338,7 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 			}
 		}
 	}
-	if err := j.rewrapLayers(ctx, enc, &seal); err != nil {
+	if err := j.rewrapLayers(ctx, enc, &seal, pointer); err != nil {
 		return fmt.Errorf("rewrap %s: manifest %s: %w", j.repo, d, err)
 	}
 	for i := range enc.manifests {
@@ -339,10 +397,16 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 		nd = got
 	}
 	j.done[d] = jobResult{digest: nd, mediaType: enc.mediaType, size: int64(len(out))}
-	j.report.Rewritten++
+	if pointer {
+		j.report.Pointers++
+	} else {
+		j.report.Rewritten++
+	}
 	plain := digest.FromBytes(seal.Manifest)
-	j.be.putManifestMapping(ctx, cache.Manifest{Repository: j.repo, PlainDigest: plain, ContentType: seal.ContentType, Size: int64(len(seal.Manifest)),
-		UpstreamDigest: nd, UpstreamMediaType: enc.mediaType, UpstreamSize: int64(len(out))})
+	if !pointer { // a pointer is no manifest a client asks for
+		j.be.putManifestMapping(ctx, cache.Manifest{Repository: j.repo, PlainDigest: plain, ContentType: seal.ContentType, Size: int64(len(seal.Manifest)),
+			UpstreamDigest: nd, UpstreamMediaType: enc.mediaType, UpstreamSize: int64(len(out))})
+	}
 	if j.o.Checkpoint != nil {
 		if err := j.o.Checkpoint.Record(j.repo, d, nd); err != nil {
 			return fmt.Errorf("rewrap %s: checkpoint: %w", j.repo, err)
@@ -377,8 +441,9 @@ func (j *rewrapJob) now(ctx context.Context, d digest.Digest) (jobResult, error)
 // rewrapLayers wraps each sealed layer's key for the job's recipients
 // alone (re-encrypting the layer first, in a re-encrypt job). The key is
 // opened with shroud's identity only, and must be the one the seal pairs
-// the layer with.
-func (j *rewrapJob) rewrapLayers(ctx context.Context, enc *manifest, seal *crypto.Seal) error {
+// the layer with. A blob pointer's (identityOnly) is wrapped for the
+// identity alone.
+func (j *rewrapJob) rewrapLayers(ctx context.Context, enc *manifest, seal *crypto.Seal, identityOnly bool) error {
 	sealed := map[digest.Digest]int{} // the seal's pairing of each ciphertext, by its digest before the job
 	for k, sl := range seal.Layers {
 		sealed[sl.CipherDigest] = k
@@ -406,7 +471,12 @@ func (j *rewrapJob) rewrapLayers(ctx context.Context, enc *manifest, seal *crypt
 			}
 			continue
 		}
-		ann, err := j.h.keys.Wrap(opts, pub, j.rs)
+		var ann map[string]string
+		if identityOnly {
+			ann, err = j.h.keys.WrapForIdentity(opts, pub)
+		} else {
+			ann, err = j.h.keys.Wrap(opts, pub, j.rs)
+		}
 		if err != nil {
 			return fmt.Errorf("layer %s: %w", e.Digest, err)
 		}

@@ -253,7 +253,7 @@ func TestRewrapKilledHalfwayResumes(t *testing.T) {
 	second := shroudtest.StartWithIdentity(t, killer, f.first.Keyring, f.first.DataDir,
 		shroudtest.WithPolicy(shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}}))
 	path := filepath.Join(t.TempDir(), "rewrap.checkpoint")
-	cp := must[*jobs.Checkpoint](t)(jobs.OpenCheckpoint(path))
+	cp := must[*jobs.Checkpoint](t)(jobs.OpenCheckpoint(path, "rewrap"))
 	rep, err := second.Handler.Rewrap(ctx, rewrapRepo, proxy.RewrapOptions{Checkpoint: cp})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("the killed run: %+v, %v", rep, err)
@@ -261,7 +261,7 @@ func TestRewrapKilledHalfwayResumes(t *testing.T) {
 	cp.Close()
 	t.Logf("killed run: %+v", rep)
 
-	cp = must[*jobs.Checkpoint](t)(jobs.OpenCheckpoint(path))
+	cp = must[*jobs.Checkpoint](t)(jobs.OpenCheckpoint(path, "rewrap"))
 	defer cp.Close()
 	rep2, err := second.Handler.Rewrap(context.Background(), rewrapRepo, proxy.RewrapOptions{Checkpoint: cp})
 	if err != nil {

@@ -86,6 +86,9 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, rep
 		return false, nil
 	}
 	if b, ok := h.blobMapping(ctx, be, from, plainDigest); ok && b.Bound && from != repo && h.mountCipher(ctx, be, repo, b, from) {
+		if b, err = h.forIdentity(b); err != nil {
+			return false, err
+		}
 		b.Repository = repo
 		be.putBlob(ctx, b)
 		h.recordBlobPointer(ctx, be, b)

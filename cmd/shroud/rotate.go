@@ -142,11 +142,19 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 	if err := os.MkdirAll(filepath.Dir(checkpoint), 0o700); err != nil {
 		return err
 	}
-	cp, err := jobs.OpenCheckpoint(checkpoint)
+	jobID, err := h.JobID(ctx, repos, re)
+	if err != nil {
+		return err
+	}
+	cp, err := jobs.OpenCheckpoint(checkpoint, jobID)
 	if err != nil {
 		return err
 	}
 	defer cp.Close()
+	if n := cp.Resumed(); n > 0 {
+		log.Warn("resuming a killed run of the job from its checkpoint", "job", jobID, "checkpoint", checkpoint, "steps", n)
+		fmt.Fprintf(out, "resuming %s from %s: %d steps done by the killed run\n", jobID, checkpoint, n)
+	}
 	for _, repo := range repos {
 		label := "rewrap "
 		if re != nil {
@@ -161,10 +169,10 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%s: %d manifests, %d rewritten, %d done by an earlier run, %d not shroud's (left alone)\n", repo, rep.Manifests, rep.Rewritten, rep.Resumed, rep.Foreign)
+		fmt.Fprintf(out, "%s: %d manifests, %d rewritten, %d blob pointers rewritten, %d done by an earlier run, %d not shroud's (left alone)\n", repo, rep.Manifests, rep.Rewritten, rep.Pointers, rep.Resumed, rep.Foreign)
 		for _, k := range rep.KeptOld {
 			fmt.Fprintf(out, "%s: the upstream refused to delete %s, which the key taken away still opens: delete it there\n", repo, k)
 		}
 	}
-	return nil
+	return cp.Finish()
 }
