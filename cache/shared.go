@@ -42,6 +42,7 @@ const (
 	kindUpstream = "u" // repository, upstream digest -> Manifest
 	kindLedger   = "l" // ledger name -> value
 	kindDeleted  = "d" // repository, plaintext digest -> deleted through shroud
+	kindTrust    = "t" // "floor" -> the trust documents' shared rollback floor
 )
 
 // SharedOptions configure a Shared. The zero value is usable.

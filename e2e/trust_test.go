@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -107,5 +108,98 @@ func TestTrustRevocationWithSkopeo(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "revoked") {
 		t.Errorf("shroud's log says nothing of the revoked keys:\n%s", logs)
+	}
+}
+
+// The timestamp of before a revocation replayed to a replica new to the
+// documents (a new pod: its data dir empty, so no floor of its own). Two
+// replicas share Redis: the first trusted the documents with recipient A
+// revoked; the attacker then serves the timestamp of before (signed, not
+// yet expired). A replica alone (the control) trusts it and wraps layer
+// keys for A again; one sharing the first one's Redis refuses the
+// documents as older than the shared floor, and fails closed (the push
+// is refused) until the source serves the current ones.
+func TestTrustTimestampReplayedToANewReplicaSharingRedis(t *testing.T) {
+	bin := buildShroud(t)
+	up := distributionV3(t)
+	rs := startRedis(t)
+	dir := t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("shroud %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	keys := filepath.Join(dir, "keys")
+	for _, n := range []string{"identity", "a", "b"} {
+		run("keygen", "--out", keys, "--name", n)
+	}
+	pub := func(n string) string { return filepath.Join(keys, n+".pub.pem") }
+	repo := filepath.Join(dir, "trust")
+	tk := func(n string) string { return filepath.Join(dir, "tuf", n+".pem") }
+	run("trust", "init", "--dir", repo, "--root-key", tk("root"), "--targets-key", tk("targets"), "--snapshot-key", tk("snapshot"), "--timestamp-key", tk("timestamp"), "--generate")
+	publish := []string{"--targets-key", tk("targets"), "--snapshot-key", tk("snapshot"), "--timestamp-key", tk("timestamp")}
+	for n, scope := range map[string]string{"identity": "**", "a": "team/**"} {
+		run(append([]string{"trust", "add-key", "--dir", repo, "--public-key", pub(n), "--scheme", "jwe", "--scope", scope}, publish...)...)
+	}
+	replica := func(name string, shared bool) (string, *syncBuffer) {
+		args := []string{"--upstream", up.URL, "--data-dir", filepath.Join(dir, name), "--identity", filepath.Join(keys, "identity.pem"),
+			"--recipient", "jwe:" + pub("a"), "--trust-source", repo, "--trust-root", filepath.Join(repo, "metadata", "1.root.json"), "--trust-refresh", "200ms"}
+		if shared {
+			args = append(args, "--shared-redis", rs.addr)
+		}
+		addr, _, logs := startShroud(t, bin, args...)
+		return addr, logs
+	}
+	src, _ := ociLayout(t, 1, 50_000)
+	first, _ := replica("first", true)
+	skopeo(t, "copy", "--dest-tls-verify=false", src, "docker://"+first+"/team/app:1")
+
+	before, err := os.ReadFile(filepath.Join(repo, "metadata", "timestamp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := crypto.ParseRecipient("jwe:" + pub("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(append([]string{"trust", "revoke", "--dir", repo, "--key-id", r.KeyID(), "--reason", "keyCompromise"}, publish...)...)
+	time.Sleep(time.Second) // the first replica refreshes
+	if out, err := skopeoErr(t, "copy", "--dest-tls-verify=false", src, "docker://"+first+"/team/app:2"); err == nil || !strings.Contains(out, "no recipient") {
+		t.Fatalf("the first replica, A revoked: a push %v\n%s", err, out)
+	}
+	current, err := os.ReadFile(filepath.Join(repo, "metadata", "timestamp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "metadata", "timestamp.json"), before, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// (Each replica pushes to a repository of its own: the replica alone
+	// shares no mappings with the others.)
+	alone, _ := replica("alone", false)
+	if out, err := skopeoErr(t, "copy", "--dest-tls-verify=false", src, "docker://"+alone+"/team/alone:3"); err != nil {
+		t.Fatalf("the control: a replica alone, served the old timestamp, should trust it and wrap for A again: %v\n%s", err, out)
+	}
+	fresh, logs := replica("fresh", true)
+	out, err := skopeoErr(t, "copy", "--dest-tls-verify=false", src, "docker://"+fresh+"/team/fresh:4")
+	if err == nil {
+		t.Fatal("a new replica sharing Redis trusted the replayed timestamp: it wrapped the layer keys for the revoked key A")
+	}
+	t.Logf("the push through the new replica: %s", out)
+	if !strings.Contains(logs.String(), "shared rollback floor") {
+		t.Errorf("the new replica's log does not say why it refused the documents:\n%s", logs)
+	}
+	// The source serves the current documents again: the new replica
+	// takes them, and refuses A as the first does.
+	if err := os.WriteFile(filepath.Join(repo, "metadata", "timestamp.json"), current, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	if out, err := skopeoErr(t, "copy", "--dest-tls-verify=false", src, "docker://"+fresh+"/team/fresh:5"); err == nil || !strings.Contains(out, "no recipient") {
+		t.Fatalf("the new replica on the current documents: a push %v\n%s", err, out)
 	}
 }

@@ -112,6 +112,9 @@ type Options struct {
 	Limits Limits
 	// MaxNamespaces bounds the namespaces a refresh looks up; 0: 1024.
 	MaxNamespaces int
+	// SharedFloor is the rollback floor replicas share (floor_shared.go);
+	// nil: the data dir's alone.
+	SharedFloor SharedFloor
 }
 
 // Checker decides whether a key may wrap or unwrap layer keys for a
@@ -127,6 +130,7 @@ type Checker struct {
 	clock    func() time.Time
 	limits   Limits
 	maxNames int
+	shared   SharedFloor
 
 	refreshMu sync.Mutex // one refresh at a time
 
@@ -163,6 +167,7 @@ func New(opts Options) (*Checker, error) {
 		clock:      opts.Clock,
 		limits:     opts.Limits,
 		maxNames:   opts.MaxNamespaces,
+		shared:     opts.SharedFloor,
 		freezeSeen: map[string]time.Time{},
 	}
 	if c.grace == nil {

@@ -53,6 +53,9 @@ func (c *Checker) Refresh(ctx context.Context) error {
 		err = up.Refresh()
 	}
 	if err == nil {
+		err = c.checkSharedFloor(ctx, up.GetTrustedMetadataSet())
+	}
+	if err == nil {
 		next, nextFloor, r = c.build(up, refTime, prev, floor)
 		if msg := rec.equivocation(up.GetTrustedMetadataSet()); msg != "" {
 			r.refusals = append(r.refusals, msg)
@@ -85,6 +88,7 @@ func (c *Checker) Refresh(ctx context.Context) error {
 	c.lastSuccess, c.lastOutcome, c.lastErr, c.lastRefusals = refTime, outcome, nil, r.refusals
 	versions := next.versions()
 	c.mu.Unlock()
+	c.raiseSharedFloor(ctx, up.GetTrustedMetadataSet())
 
 	for _, w := range r.warnings {
 		c.log.WarnContext(ctx, "trust documents: entry ignored", "detail", w)

@@ -17,6 +17,7 @@ import (
 	"github.com/shroud-oci/shroud/config"
 	"github.com/shroud-oci/shroud/jobs"
 	"github.com/shroud-oci/shroud/proxy"
+	"github.com/shroud-oci/shroud/trust"
 )
 
 const rotateUsage = `usage: shroud rotate rewrap|reencrypt --repository NAME [--repository NAME]... [--checkpoint FILE] [--pace DURATION] [-- SERVE FLAGS]
@@ -129,8 +130,23 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 		}
 		defer closer.Close()
 	}
+	// With a shared tier, the job reads and writes the mappings the
+	// replicas share, and the trust documents' rollback floor.
+	var floor trust.SharedFloor
+	if cfg.Shared.Enabled() {
+		tier, err := newSharedTier(cfg.Shared, keys.Identity(), log)
+		if err != nil {
+			return err
+		}
+		defer tier.Close()
+		sh, _, err := tier.store("", &def, log)
+		if err != nil {
+			return err
+		}
+		floor = sh
+	}
 	var keyCheck proxy.KeyChecker
-	if tc, err := trustChecker(ctx, cfg, def.Upstream, pol, keys, auditLog, log); err != nil {
+	if tc, err := trustChecker(ctx, cfg, def.Upstream, pol, keys, floor, auditLog, log); err != nil {
 		return err
 	} else if tc != nil {
 		keyCheck = tc

@@ -27,6 +27,7 @@ import (
 	"github.com/shroud-oci/shroud/embedded"
 	"github.com/shroud-oci/shroud/proxy"
 	"github.com/shroud-oci/shroud/proxy/upstream"
+	"github.com/shroud-oci/shroud/trust"
 )
 
 // listFlag is a repeatable string flag.
@@ -328,16 +329,10 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		defer closer.Close()
 		log.Info("writing the audit log", "to", cfg.AuditLog)
 	}
-	var keyCheck proxy.KeyChecker // nil unless trust documents are configured
-	if tc, err := trustChecker(ctx, cfg, def.Upstream, pol, keys, auditLog, log); err != nil {
-		return err
-	} else if tc != nil {
-		keyCheck = tc
-		log.Info("checking keys against the trust documents", "source", cfg.Trust.Source)
-	}
 	var ledger cache.Ledger
 	var sharedHealth func(context.Context) error
 	var tier *sharedTier
+	var floor trust.SharedFloor // the trust documents' rollback floor, in the shared tier
 	if cfg.Shared.Enabled() {
 		if tier, err = newSharedTier(cfg.Shared, keys.Identity(), log); err != nil {
 			return err
@@ -362,6 +357,14 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			mirrors[origin] = m
 		}
 		log.Info("shared tier", "addrs", cfg.Shared.Addrs)
+		floor = sh
+	}
+	var keyCheck proxy.KeyChecker // nil unless trust documents are configured
+	if tc, err := trustChecker(ctx, cfg, def.Upstream, pol, keys, floor, auditLog, log); err != nil {
+		return err
+	} else if tc != nil {
+		keyCheck = tc
+		log.Info("checking keys against the trust documents", "source", cfg.Trust.Source)
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter,
 		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams), Auth: authn, Access: access,

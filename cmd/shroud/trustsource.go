@@ -33,8 +33,9 @@ var _ proxy.KeyChecker = (*trust.Checker)(nil)
 // ctx ends. A first refresh that fails is not fatal: the documents
 // persisted in the data dir by the last run decide until they expire,
 // and with none every wrap and unwrap is refused (shroud fails closed)
-// until a refresh succeeds.
-func trustChecker(ctx context.Context, cfg config.Config, up *upstream.Client, pol *crypto.Policy, keys *crypto.Keyring, auditLog *audit.Logger, log *slog.Logger) (*trust.Checker, error) {
+// until a refresh succeeds. floor is the shared tier's rollback floor
+// (nil without one).
+func trustChecker(ctx context.Context, cfg config.Config, up *upstream.Client, pol *crypto.Policy, keys *crypto.Keyring, floor trust.SharedFloor, auditLog *audit.Logger, log *slog.Logger) (*trust.Checker, error) {
 	if cfg.Trust.Source == "" {
 		return nil, nil
 	}
@@ -47,7 +48,7 @@ func trustChecker(ctx context.Context, cfg config.Config, up *upstream.Client, p
 		return nil, err
 	}
 	rules := policyRules(cfg)
-	c, err := trust.New(trust.Options{Source: src, Root: root, DataDir: cfg.DataDir, Logger: log,
+	c, err := trust.New(trust.Options{Source: src, Root: root, DataDir: cfg.DataDir, Logger: log, SharedFloor: floor,
 		Grace: func(repo string) time.Duration {
 			if r := pol.Match(repo); r != nil && r.Index < len(rules) {
 				return rules[r.Index].TrustGrace
