@@ -1,0 +1,289 @@
+package trust
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// memRegistry is a registry in memory: the distribution API paths a
+// RegistryFetch is asked for, and what they answer.
+type memRegistry map[string][]byte
+
+// put stores a as repo:tag.
+func (m memRegistry) put(repo, tag string, a *Artifact) {
+	for _, b := range a.Blobs() {
+		m[repo+"/blobs/"+b.Digest.String()] = b.Data
+	}
+	m[repo+"/manifests/"+tag] = a.Manifest
+}
+
+func (m memRegistry) fetch(_ context.Context, name string) ([]byte, error) {
+	if b, ok := m[name]; ok {
+		return b, nil
+	}
+	return nil, notFound(name)
+}
+
+func buildArtifact(t *testing.T, dir string) *Artifact {
+	t.Helper()
+	a, err := BuildArtifact(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func titles(t *testing.T, a *Artifact) []string {
+	t.Helper()
+	var m ocispec.Manifest
+	if err := json.Unmarshal(a.Manifest, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.MediaType != ocispec.MediaTypeImageManifest || m.ArtifactType != ArtifactType || m.Config.Digest != ocispec.DescriptorEmptyJSON.Digest {
+		t.Fatalf("manifest %s", a.Manifest)
+	}
+	var out []string
+	for _, l := range m.Layers {
+		out = append(out, l.Annotations[ocispec.AnnotationTitle])
+	}
+	return out
+}
+
+func TestArtifactIsDeterministic(t *testing.T) {
+	tr := newTestRepo(t)
+	k := newRecipientKey(t)
+	tr.allow(metadata.TARGETS, "", k.entry("**"))
+	tr.publish(metadata.TARGETS)
+
+	a, b := buildArtifact(t, tr.repo.Dir()), buildArtifact(t, tr.repo.Dir())
+	if !bytes.Equal(a.Manifest, b.Manifest) || a.Digest() != b.Digest() || a.Digest() != digest.FromBytes(b.Manifest) {
+		t.Fatalf("two builds of one directory differ:\n%s\n%s", a.Manifest, b.Manifest)
+	}
+	got := titles(t, a)
+	if !slices.IsSorted(got) {
+		t.Errorf("layers not sorted by path: %q", got)
+	}
+	files, err := tr.repo.Files()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for n := range files {
+		want = append(want, n)
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("published %q; want every file of the repository %q", got, want)
+	}
+	// A file and its copy (root.json and 1.root.json, a list and its
+	// hash-prefixed copy) are one blob; the config is one more.
+	distinct := map[digest.Digest]bool{}
+	for _, data := range files {
+		distinct[digest.FromBytes(data)] = true
+	}
+	if n := len(a.Blobs()); n != len(distinct)+1 || n >= len(want) {
+		t.Errorf("%d blobs for %d files of %d distinct contents", n, len(want), len(distinct))
+	}
+
+	tr.publish()
+	if c := buildArtifact(t, tr.repo.Dir()); c.Digest() == a.Digest() {
+		t.Error("a new timestamp leaves the manifest as it was")
+	}
+}
+
+// TestArtifactLeavesOutKeys models an operator who keeps the signing
+// keys next to (or, by mistake, inside) the repository directory, and an
+// attacker who plants a link: no private key gets into the artifact.
+func TestArtifactLeavesOutKeys(t *testing.T) {
+	tr := newTestRepo(t)
+	dir := tr.repo.Dir()
+	key := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: []byte("not really a key")})
+	for _, p := range []string{"root.pem", "keys/targets.pem", "metadata/timestamp.pem", "metadata/keys/snapshot.json", "targets/team-a/team-a.pem", "targets/team-a/recipients.json.pem"} {
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(p)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tr.writeFile(p, key)
+	}
+	outside := filepath.Join(t.TempDir(), "outside.pem")
+	if err := os.WriteFile(outside, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for link, target := range map[string]string{
+		"metadata/2.root.json":            filepath.Join("..", "keys", "targets.pem"),
+		"targets/revocations.json":        outside,
+		"targets/team-b":                  filepath.Join("..", "keys"),
+		"metadata/3.targets.json":         filepath.Join("..", "root.pem"),
+		"targets/team-a/revocations.json": filepath.Join("..", "..", "root.pem"),
+	} {
+		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	a := buildArtifact(t, dir)
+	for name, data := range a.Files {
+		if bytes.Contains(data, []byte("PRIVATE KEY")) {
+			t.Errorf("%s published with a private key in it", name)
+		}
+		if !strings.HasPrefix(name, "metadata/") && !strings.HasPrefix(name, "targets/") {
+			t.Errorf("%s published: outside metadata/ and targets/", name)
+		}
+	}
+	for _, title := range titles(t, a) {
+		if strings.HasSuffix(title, ".pem") || strings.Contains(title, "keys") || title == "metadata/2.root.json" {
+			t.Errorf("%s published", title)
+		}
+	}
+	skipped := strings.Join(a.Skipped, "\n")
+	for _, want := range []string{"metadata/timestamp.pem", "metadata/keys/", "targets/team-a/team-a.pem", "metadata/2.root.json: not a regular file", "targets/team-b: not a regular file"} {
+		if !strings.Contains(skipped, want) {
+			t.Errorf("skipped %q; want %s among them", a.Skipped, want)
+		}
+	}
+	if _, err := a.Verify(context.Background(), t0, nil); err != nil {
+		t.Errorf("what is left is the repository, and it verifies: %v", err)
+	}
+
+	// A key under a name of the layout is refused, not published.
+	tr.writeFile("metadata/9.root.json", key)
+	if _, err := BuildArtifact(dir); err == nil || !strings.Contains(err.Error(), "metadata/9.root.json holds a private key") {
+		t.Fatalf("a key named 9.root.json: %v; want it refused", err)
+	}
+	removeFile(tr, "metadata/9.root.json")
+
+	// metadata/ itself a link is not followed.
+	moved := filepath.Join(t.TempDir(), "metadata")
+	if err := os.Rename(filepath.Join(dir, metadataDir), moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(moved, filepath.Join(dir, metadataDir)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := BuildArtifact(dir); err == nil || !strings.Contains(err.Error(), "not a directory") {
+		t.Fatalf("metadata/ a link: %v; want it refused", err)
+	}
+}
+
+func TestArtifactRoundTripThroughOCISource(t *testing.T) {
+	tr := newTestRepo(t)
+	k, bad := newRecipientKey(t), newRecipientKey(t)
+	tr.allow(metadata.TARGETS, "", k.entry("**"), bad.entry("**"))
+	tr.delegate("team-a", newSigner(t), "team-a/*")
+	tr.publish(metadata.TARGETS)
+	team := newRecipientKey(t)
+	tr.allow("team-a", "team-a", team.entry("team-a/**"))
+	tr.publish("team-a")
+
+	reg := memRegistry{}
+	reg.put("ops/trust", "trust", buildArtifact(t, tr.repo.Dir()))
+	env := newChecker(t, tr, "", func(o *Options) { o.Source = OCISource("ops/trust", "trust", reg.fetch) })
+	env.refresh(t)
+	env.allowed(t, OpWrap, "a/b", k.id, t0)
+	env.allowed(t, OpWrap, "a/b", bad.id, t0)
+	env.allowed(t, OpWrap, "team-a/app", team.id, t0)
+
+	tr.revoke(metadata.TARGETS, "", bad.revocation(ReasonKeyCompromise))
+	tr.publish(metadata.TARGETS)
+	reg.put("ops/trust", "trust", buildArtifact(t, tr.repo.Dir()))
+	env.refresh(t)
+	env.allowed(t, OpWrap, "a/b", k.id, t0)
+	env.refused(t, OpWrap, "a/b", bad.id, t0, RefusedRevoked)
+	env.allowed(t, OpWrap, "team-a/app", team.id, t0)
+}
+
+// TestArtifactVerifyRefusesWhatReplicasWouldRefuse: each case is an
+// artifact a replica would refuse (and so freeze on what it trusted
+// before), caught before it is pushed.
+func TestArtifactVerifyRefusesWhatReplicasWouldRefuse(t *testing.T) {
+	ctx := context.Background()
+	tr := newTestRepo(t)
+	k := newRecipientKey(t)
+	tr.allow(metadata.TARGETS, "", k.entry("**"))
+	tr.revoke(metadata.TARGETS, "", newRecipientKey(t).revocation(ReasonKeyCompromise))
+	tr.publish(metadata.TARGETS)
+	first := buildArtifact(t, tr.repo.Dir())
+	v, err := first.Verify(ctx, t0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Status.Allow != 1 || v.Status.Deny != 1 || v.Status.Roles[1].Name != "timestamp.json" || v.Status.Roles[1].Version != 2 {
+		t.Errorf("status %+v", v.Status)
+	}
+	tr.publish()
+	second := buildArtifact(t, tr.repo.Dir())
+	published := first.source()
+	if v, err := second.Verify(ctx, t0, &published); err != nil || v.Published.LastOutcome != OutcomeOK {
+		t.Fatalf("a newer artifact over the published one: %v (published: %+v)", err, v.Published)
+	}
+	again := second.source()
+	if _, err := second.Verify(ctx, t0, &again); err != nil {
+		t.Fatalf("the same artifact again: %v", err)
+	}
+
+	t.Run("expired timestamp", func(t *testing.T) {
+		_, err := second.Verify(ctx, t0.Add(Expiry(metadata.TIMESTAMP)+time.Minute), nil)
+		if !errors.Is(err, &metadata.ErrExpiredMetadata{}) {
+			t.Fatalf("Verify a day later: %v; want expired", err)
+		}
+	})
+	t.Run("unsigned timestamp", func(t *testing.T) {
+		tr.repo.Timestamp.Signed.Version++
+		tr.repo.Timestamp.ClearSignatures()
+		tr.writeUnchecked(metadata.TIMESTAMP, "timestamp.json")
+		defer tr.publish()
+		_, err := buildArtifact(t, tr.repo.Dir()).Verify(ctx, t0, nil)
+		if !errors.Is(err, &metadata.ErrUnsignedMetadata{}) {
+			t.Fatalf("Verify: %v; want unsigned", err)
+		}
+	})
+	t.Run("rollback", func(t *testing.T) {
+		newer := second.source()
+		_, err := first.Verify(ctx, t0, &newer)
+		if !errors.Is(err, &metadata.ErrBadVersionNumber{}) {
+			t.Fatalf("the older artifact over the newer one: %v; want a rollback", err)
+		}
+	})
+	t.Run("deny entry dropped", func(t *testing.T) {
+		if err := tr.repo.SetRevocations(metadata.TARGETS, "", RevocationList{}); err != nil {
+			t.Fatal(err)
+		}
+		tr.publish(metadata.TARGETS)
+		_, err := buildArtifact(t, tr.repo.Dir()).Verify(ctx, t0, &published)
+		if err == nil || !strings.Contains(err.Error(), ErrDenyEntryDropped.Error()) {
+			t.Fatalf("Verify: %v; want the dropped deny entry refused", err)
+		}
+	})
+	t.Run("root missing", func(t *testing.T) {
+		if _, err := BuildArtifact(t.TempDir()); err == nil || !strings.Contains(err.Error(), "1.root.json") {
+			t.Fatalf("an empty directory: %v", err)
+		}
+	})
+}
+
+func TestArtifactManifestBounded(t *testing.T) {
+	tr := newTestRepo(t)
+	a := buildArtifact(t, tr.repo.Dir())
+	// Descriptors of about 300 bytes: 15,000 lists make a manifest over
+	// maxArtifactManifest.
+	for i := range 15000 {
+		a.Files[fmt.Sprintf("%s/ns%d/%064x.%s", targetsDir, i/100, i, RecipientsFile)] = []byte("{}")
+	}
+	err := a.pack()
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("more than the %d the OCI source reads", maxArtifactManifest)) {
+		t.Fatalf("pack: %v; want the manifest size refused", err)
+	}
+}
