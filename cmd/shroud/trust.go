@@ -41,6 +41,8 @@ commands:
   sign      bump a role's version and re-sign it: --dir D --role R --key K...
             [--expires 24h] [--set-keys ROLE=FILE,FILE] [--threshold ROLE=N]
   status    show versions, expiries and lists: --dir D | --url U --root FILE [--data-dir D]
+  publish   push the directory, once it verifies, as the OCI artifact --trust-source oci: reads,
+            straight to the registry: --dir D --to HOST/REPO[:TAG] [--plain-http] [--auth-file FILE]
 `
 
 // trustCmd runs `shroud trust ...`.
@@ -52,6 +54,7 @@ func trustCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	cmds := map[string]func(context.Context, *flag.FlagSet, []string, io.Writer) error{
 		"init": trustInit, "add-key": trustAddKey, "revoke": trustRevoke,
 		"delegate": trustDelegate, "sign": trustSign, "status": trustStatus,
+		"publish": trustPublish,
 	}
 	if args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		fmt.Fprint(stdout, trustUsage)

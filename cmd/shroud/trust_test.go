@@ -110,16 +110,7 @@ func TestTrustCommandsWriteDocumentsTheCheckerTrusts(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, now := context.Background(), time.Now()
-	refresh := func() {
-		t.Helper()
-		if err := c.Refresh(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if s := c.Status(); s.LastOutcome != trust.OutcomeOK {
-			t.Fatalf("refresh: %+v", s)
-		}
-	}
-	refresh()
+	refreshed(t, c)
 	check := func(op, repo, id string, wantReason string) {
 		t.Helper()
 		err := c.Check(ctx, op, repo, id, now)
@@ -147,7 +138,7 @@ func TestTrustCommandsWriteDocumentsTheCheckerTrusts(t *testing.T) {
 		"--set-keys", "timestamp="+filepath.Join(keys, "timestamp2.pub.pem"))
 	runTrust(t, 1, "sign", "--dir", repo, "--role", "timestamp", "--key", k("timestamp"))
 	runTrust(t, 0, "sign", "--dir", repo, "--role", "timestamp", "--key", k("timestamp2"), "--expires", "2h")
-	refresh()
+	refreshed(t, c)
 	if s := c.Status(); s.Roles[0].Version != 2 || s.Roles[1].Expires.After(time.Now().Add(3*time.Hour)) {
 		t.Errorf("roles %+v; want root v2 and a 2h timestamp", s.Roles)
 	}
