@@ -373,7 +373,11 @@ func TestStreamFloodBeyondCapGetsTooManyRequests(t *testing.T) {
 // pull's body) and the prefix it asked for (the Range request); before,
 // it filled the disk for as long as a reader stayed.
 func TestHostileUpstreamCannotOverfillTheSpool(t *testing.T) {
-	const size = 4 << 20
+	// Larger than the socket buffers between shroud and a client that
+	// reads nothing (the kernel's send buffer grows to 4 MiB): a smaller
+	// blob could go out whole to the first client, its fetch ending
+	// before the second joins it, which then fetches again.
+	const size = 32 << 20
 	var hostile atomic.Bool
 	var mu sync.Mutex
 	var served []*atomic.Int64 // bytes written per blob GET
