@@ -37,6 +37,11 @@ type Config struct {
 	// Identity is the private key file of shroud's own key pair. Empty
 	// means DataDir/identity.pem, generated on first start.
 	Identity string `yaml:"identity"`
+	// PreviousIdentities are the private key files of identities Identity
+	// replaces (identity rotation): they unwrap and open seals, nothing is
+	// wrapped or sealed for them, until `shroud rotate identity` has
+	// moved every image to Identity.
+	PreviousIdentities []string `yaml:"previous-identities"`
 	// Recipients are the keys every layer is wrapped for besides the
 	// identity, in skopeo's --encryption-key form ("jwe:<public key file>").
 	Recipients []string `yaml:"recipient"`

@@ -317,7 +317,11 @@ type KeyInfo struct {
 func (k *Keyring) KeyInfo() []KeyInfo { return slices.Clone(k.info) }
 
 // keyInfos describes the keyring's slots.
-func keyInfos(id *Identity, keys []DecryptionKey, slots []keySlot) []KeyInfo {
+func keyInfos(id *Identity, previous []*Identity, keys []DecryptionKey, slots []keySlot) []KeyInfo {
+	previousIDs := map[string]string{}
+	for _, p := range previous {
+		previousIDs[PreviousIdentityKey(p)] = p.KeyID()
+	}
 	// The certificates of each key: their spans joined.
 	certs := map[string]window{}
 	for _, dk := range keys {
@@ -353,6 +357,8 @@ func keyInfos(id *Identity, keys []DecryptionKey, slots []keySlot) []KeyInfo {
 		switch {
 		case s.name == IdentityKey:
 			info.IDs = []string{id.KeyID()}
+		case previousIDs[s.name] != "":
+			info.IDs = []string{previousIDs[s.name]}
 		case isKey:
 			info.IDs = dk.KeyIDs()
 			info.NotBefore, info.NotAfter = dk.Validity()

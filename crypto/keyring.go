@@ -35,6 +35,7 @@ const IdentityKey = "identity"
 // unsafe as they are: see the package doc). It is safe for concurrent use.
 type Keyring struct {
 	identity *Identity
+	previous []*Identity // identity rotation: identity_previous.go
 	// wrappers are the key wrappers, one per annotation: ocicrypt's jwe,
 	// pgp (with shroud's bounded unwrap), pkcs7 and pkcs11 ones, and one
 	// per key provider.
@@ -76,6 +77,7 @@ type keyringOptions struct {
 	p11             *pkcs11.Pkcs11Config
 	providers       map[string]keyproviderconfig.KeyProviderAttrs
 	providerTimeout time.Duration
+	previous        []*Identity
 }
 
 // WithKeyProviders configures ocicrypt key providers (a command or a gRPC
@@ -139,7 +141,17 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 		}
 		return s
 	}
+	if err := checkPrevious(id, o.previous); err != nil {
+		return nil, err
+	}
 	slots := []keySlot{private(IdentityKey, "shroud identity "+id.Fingerprint(), idPriv, []byte{})}
+	for _, p := range o.previous {
+		pem, err := p.privatePEM()
+		if err != nil {
+			return nil, err
+		}
+		slots = append(slots, private(PreviousIdentityKey(p), "previous shroud identity "+p.Fingerprint(), pem, []byte{}))
+	}
 	for _, k := range keys {
 		switch k.kind {
 		case "private":
@@ -157,6 +169,7 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 	}
 	k := &Keyring{
 		identity:  id,
+		previous:  o.previous,
 		wrappers:  []keywrap.KeyWrapper{newJWEWrapper(), newPGPWrapper(), pkcs7.NewKeyWrapper(), p11wrap.NewKeyWrapper()},
 		keys:      slots,
 		p11:       p11,
@@ -181,7 +194,7 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 		k.Close()
 		return nil, err
 	}
-	k.info = keyInfos(id, keys, k.keys)
+	k.info = keyInfos(id, o.previous, keys, k.keys)
 	return k, nil
 }
 

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -184,5 +185,71 @@ func TestRotateReencryptWithSkopeo(t *testing.T) {
 	skopeo(t, "copy", "--src-tls-verify=false", "docker://"+addr+"/team/app:1", "oci:"+back+":app")
 	if got, _ := layoutManifest(t, back); string(got) != string(pushed) {
 		t.Fatal("through shroud, the image pulls back other manifest bytes than pushed")
+	}
+}
+
+// Identity rotation, with the built binary and skopeo: an image pushed
+// under the identity shroud generated; `shroud rotate identity` with a new
+// --identity and the old one as --previous-identity; then a server with
+// the new identity alone pulls the image back byte for byte, by tag and
+// by digest, and skopeo with the old identity's key (taken from a stolen
+// data dir) opens nothing upstream.
+func TestRotateIdentityWithSkopeo(t *testing.T) {
+	bin := buildShroud(t)
+	up := distributionV3(t)
+	dir := t.TempDir()
+	kb, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	p, _ := x509.MarshalPKIXPublicKey(&kb.PublicKey)
+	s, _ := x509.MarshalPKCS8PrivateKey(kb)
+	recB := "jwe:" + pemFile(t, filepath.Join(dir, "b.pub.pem"), "PUBLIC KEY", p)
+	decB := pemFile(t, filepath.Join(dir, "b.pem"), "PRIVATE KEY", s)
+	data := filepath.Join(dir, "data")
+	addr, cmd, _ := startShroud(t, bin, "--upstream", up.URL, "--data-dir", data, "--recipient", recB)
+	src, img := ociLayout(t, 2, 200_000)
+	skopeo(t, "copy", "--dest-tls-verify=false", src, "docker://"+addr+"/team/app:1")
+	pushed, _ := layoutManifest(t, strings.TrimSuffix(strings.TrimPrefix(src, "oci:"), ":app"))
+	want := layerDigests(t, img)
+	cmd.Process.Kill()
+	cmd.Wait()
+	oldID := filepath.Join(data, "identity.pem")
+	decrypt := func(keyFile string) ([]string, error) {
+		o := filepath.Join(t.TempDir(), "dec")
+		if out, err := skopeoErr(t, "copy", "--src-tls-verify=false", "--decryption-key", keyFile, "docker://"+up.Host()+"/team/app:1", "oci:"+o+":app"); err != nil {
+			return nil, &exec.ExitError{Stderr: []byte(out)}
+		}
+		_, m := layoutManifest(t, o)
+		return manifestLayerDigests(m), nil
+	}
+	if got, err := decrypt(oldID); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("before the rotation, skopeo with the identity's key: %v %v", got, err)
+	}
+
+	if out, err := exec.Command(bin, "keygen", "--out", dir, "--name", "identity2").CombinedOutput(); err != nil {
+		t.Fatalf("shroud keygen: %v\n%s", err, out)
+	}
+	newID := filepath.Join(dir, "identity2.pem")
+	out, err := exec.Command(bin, "rotate", "identity", "--repository", "team/app", "--",
+		"--upstream", up.URL, "--data-dir", data, "--identity", newID, "--previous-identity", oldID, "--recipient", recB).CombinedOutput()
+	t.Logf("shroud rotate identity:\n%s", out)
+	if err != nil {
+		t.Fatalf("shroud rotate identity: %v", err)
+	}
+	if !strings.Contains(string(out), "re-sealed from a previous identity") || !strings.Contains(string(out), "shroud trust revoke --key-id") {
+		t.Fatal("the job's report does not say what it re-sealed and how to retire the old identity")
+	}
+	if _, err := decrypt(oldID); err == nil {
+		t.Fatal("after the rotation, skopeo with the old identity's key still decrypts the image from the upstream")
+	}
+	if got, err := decrypt(decB); err != nil || !slices.Equal(got, want) {
+		t.Fatalf("after the rotation, skopeo with the recipient's key: %v %v", got, err)
+	}
+	addr, _, _ = startShroud(t, bin, "--upstream", up.URL, "--data-dir", filepath.Join(dir, "fresh"), "--identity", newID, "--recipient", recB)
+	d := digest.FromBytes(pushed)
+	for _, r := range []string{"team/app@" + d.String(), "team/app:1"} {
+		back := filepath.Join(t.TempDir(), "back")
+		skopeo(t, "copy", "--src-tls-verify=false", "docker://"+addr+"/"+r, "oci:"+back+":app")
+		if got, _ := layoutManifest(t, back); string(got) != string(pushed) {
+			t.Fatalf("through shroud with the new identity alone, %s pulls back other manifest bytes than pushed", r)
+		}
 	}
 }

@@ -39,7 +39,13 @@ const blobPointerType = "application/vnd.dev.shroud.blob-pointer.v1"
 
 // blobPointerTag names the pointer of a blob.
 func (h *Handler) blobPointerTag(be *backend, repo string, plainDigest digest.Digest) string {
-	return pointerPrefix + h.pointers.Sum("blob", be.name, repo, plainDigest.String())
+	return h.blobPointerNames(be, repo, plainDigest)[0]
+}
+
+// blobPointerNames are the names of a blob's pointer, the identity's
+// first (pointerNames).
+func (h *Handler) blobPointerNames(be *backend, repo string, plainDigest digest.Digest) []string {
+	return h.pointerNames("blob", be.name, repo, plainDigest.String())
 }
 
 // forIdentity is b with its layer key wrapped for shroud's identity
@@ -51,7 +57,7 @@ func (h *Handler) blobPointerTag(be *backend, repo string, plainDigest digest.Di
 // opened with the identity only: a mapping the identity cannot open is
 // not shroud's to copy.
 func (h *Handler) forIdentity(b cache.Blob) (cache.Blob, error) {
-	opts, _, err := h.keys.UnwrapWith(b.Annotations, func(k string) bool { return k == crypto.IdentityKey })
+	opts, _, err := h.keys.UnwrapWith(b.Annotations, crypto.IsIdentityKey)
 	if err != nil {
 		return cache.Blob{}, fmt.Errorf("blob %s: %w", b.PlainDigest, err)
 	}
@@ -164,7 +170,7 @@ func (h *Handler) blobMapping(ctx context.Context, be *backend, repo string, pla
 	if be.deleted(ctx, repo, plainDigest) {
 		return cache.Blob{}, false
 	}
-	um, err := be.cl.GetManifest(ctx, repo, h.blobPointerTag(be, repo, plainDigest))
+	um, err := h.getPointer(ctx, be, repo, h.blobPointerNames(be, repo, plainDigest))
 	if err != nil {
 		if !upstream.IsStatus(err, http.StatusNotFound) {
 			logger(ctx).Warn("read a blob pointer", "repository", repo, "plain_digest", plainDigest, "err", err)
@@ -183,18 +189,19 @@ func (h *Handler) blobMapping(ctx context.Context, be *backend, repo string, pla
 // registry that cannot delete tags drops them with it), then by its tag
 // (one that keeps tags, as ggcr's does). Failures are logged.
 func (h *Handler) deleteBlobPointer(ctx context.Context, be *backend, repo string, plainDigest digest.Digest) {
-	tag := h.blobPointerTag(be, repo, plainDigest)
-	d, _, _, err := be.cl.HeadManifest(ctx, repo, tag)
-	if upstream.IsStatus(err, http.StatusNotFound) {
-		return
-	}
-	if err == nil && d != "" {
-		err = be.cl.DeleteManifest(ctx, repo, d.String())
-	}
-	if terr := be.cl.DeleteManifest(ctx, repo, tag); terr != nil && !upstream.IsStatus(terr, http.StatusNotFound) && err == nil {
-		err = terr
-	}
-	if err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
-		logger(ctx).Info("the upstream kept the pointer of a deleted blob", "repository", repo, "plain_digest", plainDigest, "err", err)
+	for _, tag := range h.blobPointerNames(be, repo, plainDigest) {
+		d, _, _, err := be.cl.HeadManifest(ctx, repo, tag)
+		if upstream.IsStatus(err, http.StatusNotFound) {
+			continue
+		}
+		if err == nil && d != "" {
+			err = be.cl.DeleteManifest(ctx, repo, d.String())
+		}
+		if terr := be.cl.DeleteManifest(ctx, repo, tag); terr != nil && !upstream.IsStatus(terr, http.StatusNotFound) && err == nil {
+			err = terr
+		}
+		if err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+			logger(ctx).Info("the upstream kept the pointer of a deleted blob", "repository", repo, "plain_digest", plainDigest, "err", err)
+		}
 	}
 }

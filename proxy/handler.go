@@ -122,6 +122,10 @@ type Handler struct {
 	// upload session state into Location URLs (session_state.go).
 	pointers *crypto.KeyedHash
 	stateBox *crypto.Box
+	// prevPointers are the previous identities' pointer keys (identity
+	// rotation): pointers named under them are still found, never
+	// written.
+	prevPointers []*crypto.KeyedHash
 	// sharedHealth is Options.SharedHealth; draining is set once the
 	// process stops taking new work (Drain).
 	sharedHealth func(ctx context.Context) error
@@ -366,6 +370,17 @@ func (h *Handler) deriveKeys() error {
 	}
 	if h.pointers, err = crypto.NewKeyedHash(pk); err != nil {
 		return err
+	}
+	for _, p := range h.keys.Previous() {
+		ppk, err := p.DeriveKey(crypto.PurposeManifestPointer)
+		if err != nil {
+			return err
+		}
+		kh, err := crypto.NewKeyedHash(ppk)
+		if err != nil {
+			return err
+		}
+		h.prevPointers = append(h.prevPointers, kh)
 	}
 	sk, err := id.DeriveKey(crypto.PurposeUploadState)
 	if err != nil {

@@ -112,7 +112,7 @@ func (j *rewrapJob) reencryptLayer(ctx context.Context, e *ocispec.Descriptor, s
 		}
 		re.put(old, nb)
 	}
-	nopts, _, err := j.h.keys.UnwrapWith(nb.Annotations, func(k string) bool { return k == crypto.IdentityKey })
+	nopts, _, err := j.h.keys.UnwrapWith(nb.Annotations, crypto.IsIdentityKey)
 	if err != nil {
 		return fmt.Errorf("layer %s re-encrypted as %s: %w", old, nb.CipherDigest, err)
 	}
@@ -198,7 +198,7 @@ func (h *Handler) reencryptBlob(ctx context.Context, be *backend, repo string, o
 const revokedType = "application/vnd.dev.shroud.revoked.v1"
 
 func (h *Handler) revokedTag(be *backend, repo string, d digest.Digest) string {
-	return pointerPrefix + h.pointers.Sum("revoked", be.name, repo, d.String())
+	return h.pointerNames("revoked", be.name, repo, d.String())[0]
 }
 
 // markRevoked leaves a revocation marker for the digest d of repo.
@@ -229,7 +229,7 @@ func (h *Handler) markRevoked(ctx context.Context, be *backend, repo string, d d
 // revoked returns the revocation a marker upstream records for the digest
 // d of repo, if there is one that shroud sealed for exactly that.
 func (h *Handler) revoked(ctx context.Context, be *backend, repo string, d digest.Digest) (Revocation, bool) {
-	um, err := be.cl.GetManifest(ctx, repo, h.revokedTag(be, repo, d))
+	um, err := h.getPointer(ctx, be, repo, h.pointerNames("revoked", be.name, repo, d.String()))
 	if err != nil {
 		return Revocation{}, false
 	}
@@ -237,7 +237,7 @@ func (h *Handler) revoked(ctx context.Context, be *backend, repo string, d diges
 	if err != nil {
 		return Revocation{}, false
 	}
-	seal, err := h.keys.Identity().Open(m.annotations[crypto.AnnotationOriginal])
+	seal, _, err := h.keys.OpenSeal(m.annotations[crypto.AnnotationOriginal])
 	if err != nil || seal.Upstream != be.name || seal.Repository != repo || seal.ContentType != revokedType {
 		return Revocation{}, false
 	}
@@ -321,7 +321,7 @@ func (h *Handler) checkSealedLayer(e ocispec.Descriptor, sl crypto.SealedLayer) 
 	if err != nil || !hmac.Equal(pub.HMAC, sl.HMAC) || e.Size != sl.Size {
 		return crypto.PrivateOptions{}, crypto.PublicOptions{}, fmt.Errorf("layer %s does not match its sealed HMAC and size", e.Digest)
 	}
-	opts, _, err := h.keys.UnwrapWith(e.Annotations, func(k string) bool { return k == crypto.IdentityKey })
+	opts, _, err := h.keys.UnwrapWith(e.Annotations, crypto.IsIdentityKey)
 	if err != nil {
 		return crypto.PrivateOptions{}, crypto.PublicOptions{}, fmt.Errorf("layer %s: %w", e.Digest, err)
 	}

@@ -80,6 +80,7 @@ type JobReport struct {
 	Manifests int // distinct upstream manifests the repositories' tags named
 	Rewritten int
 	Pointers  int // blob pointers rewritten for the identity alone
+	Resealed  int // sealed by a previous identity, re-sealed for the identity (identity rotation)
 	Resumed   int // written by an earlier run of the job (its checkpoint)
 	Foreign   int // not stored by this shroud for the repository: left alone
 	// KeptOld lists old manifests the upstream refused to delete: until
@@ -303,15 +304,18 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 		j.report.Foreign++
 		return keep("not sealed by shroud")
 	}
-	seal, err := j.h.keys.Identity().Open(sealed)
+	seal, sealer, err := j.h.keys.OpenSeal(sealed)
 	if err != nil || seal.Upstream != j.be.name || seal.Repository != j.repo {
 		j.report.Foreign++
 		return keep("not sealed by this shroud for this repository")
 	}
+	// Sealed by a previous identity (identity rotation): re-sealed for
+	// the identity, whatever it is, and its pointer tags renamed.
+	rotated := sealer != j.h.keys.Identity()
 	pointer := false
 	switch artifactType(enc) {
 	case blobPointerType:
-		if j.o.Reencrypt != nil {
+		if j.o.Reencrypt != nil && !rotated {
 			// A re-encrypted layer gets a new pointer of its own, under
 			// the same tag.
 			return keep("a blob pointer")
@@ -321,7 +325,9 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 		// recipient of the manifest it was restored from.
 		pointer = true
 	case revokedType:
-		return keep("a revocation marker")
+		if !rotated {
+			return keep("a revocation marker")
+		}
 	}
 	// What it names first.
 	var deps []digest.Digest
@@ -382,6 +388,11 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 		}
 	}
 	tags := j.tags[d]
+	if rotated {
+		if tags, err = j.renamePointers(tags, enc, seal); err != nil {
+			return fmt.Errorf("rewrap %s: manifest %s: %w", j.repo, d, err)
+		}
+	}
 	slices.SortStableFunc(tags, func(a, b string) int { // the pointer first
 		return boolInt(!isPointerTag(a)) - boolInt(!isPointerTag(b))
 	})
@@ -402,6 +413,9 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 	} else {
 		j.report.Rewritten++
 	}
+	if rotated {
+		j.report.Resealed++
+	}
 	plain := digest.FromBytes(seal.Manifest)
 	if !pointer { // a pointer is no manifest a client asks for
 		j.be.putManifestMapping(ctx, cache.Manifest{Repository: j.repo, PlainDigest: plain, ContentType: seal.ContentType, Size: int64(len(seal.Manifest)),
@@ -415,6 +429,40 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 	j.replaced = append(j.replaced, d)
 	j.progress(d, nd, len(tags), "")
 	return nil
+}
+
+// renamePointers is tags with each pointer tag (named under a previous
+// identity) renamed as the identity names the pointer of what enc is: a
+// manifest's pointer by the digest its client pushed, a blob pointer by
+// the blob's plaintext digest, a revocation marker by the digest it
+// stands for.
+func (j *rewrapJob) renamePointers(tags []string, enc *manifest, seal crypto.Seal) ([]string, error) {
+	var name string
+	switch artifactType(enc) {
+	case blobPointerType:
+		if len(seal.Layers) != 1 {
+			return nil, fmt.Errorf("a blob pointer sealing %d layers", len(seal.Layers))
+		}
+		name = j.h.blobPointerTag(j.be, j.repo, seal.Layers[0].PlainDigest)
+	case revokedType:
+		var r Revocation
+		if err := json.Unmarshal(seal.Manifest, &r); err != nil || r.Digest.Validate() != nil {
+			return nil, errors.New("a revocation marker naming no digest")
+		}
+		name = j.h.revokedTag(j.be, j.repo, r.Digest)
+	default:
+		name = j.h.pointerTag(j.be, j.repo, digest.FromBytes(seal.Manifest))
+	}
+	out := make([]string, 0, len(tags))
+	for _, tag := range tags {
+		if isPointerTag(tag) {
+			tag = name
+		}
+		if !slices.Contains(out, tag) {
+			out = append(out, tag)
+		}
+	}
+	return out, nil
 }
 
 // now says what a manifest the one being rewritten names (a child, a

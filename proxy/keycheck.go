@@ -287,7 +287,7 @@ func (g *unwrapGate) allow(name string) bool {
 	for _, id := range info.IDs {
 		if err := g.h.gate.checkKey(g.ctx, OpUnwrap, g.repo, id, info.NotBefore, info.NotAfter, g.now); err != nil {
 			what := name
-			if name == crypto.IdentityKey {
+			if crypto.IsIdentityKey(name) {
 				what = "shroud identity"
 			}
 			g.h.refused(g.ctx, OpUnwrap, g.repo, g.h.policy.Match(g.repo), id, what, err)

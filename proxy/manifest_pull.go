@@ -359,7 +359,7 @@ func (h *Handler) unsealedKeys(repo string) func(string) bool {
 		if rule == nil || rule.Action != crypto.Encrypt {
 			return false
 		}
-		if key == crypto.IdentityKey {
+		if crypto.IsIdentityKey(key) {
 			return rule.AcceptForeign
 		}
 		return rule.OpensWith(key)
@@ -374,7 +374,7 @@ func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um u
 	notHere := func(format string, args ...any) (served, error) {
 		return served{}, fmt.Errorf("%w: manifest %s: "+format, append([]any{errNotSealedHere, um.Digest}, args...)...)
 	}
-	seal, err := h.keys.Identity().Open(sealed)
+	seal, _, err := h.keys.OpenSeal(sealed)
 	if errors.Is(err, crypto.ErrForeignSeal) {
 		return notHere("%v", err)
 	}
@@ -498,8 +498,10 @@ func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request) error {
 		return unknown
 	}
 	if pointed {
-		if err := be.cl.DeleteManifest(ctx, repo, h.pointerTag(be, repo, d)); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
-			logger(ctx).Info("the upstream kept the pointer tag of a deleted manifest", "repository", repo, "plain_digest", d, "err", err)
+		for _, tag := range h.pointerNames(be.name, repo, d.String()) {
+			if err := be.cl.DeleteManifest(ctx, repo, tag); err != nil && !upstream.IsStatus(err, http.StatusNotFound) {
+				logger(ctx).Info("the upstream kept the pointer tag of a deleted manifest", "repository", repo, "plain_digest", d, "err", err)
+			}
 		}
 	}
 	// A registry may keep a deleted manifest reachable through its tags:

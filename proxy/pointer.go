@@ -30,7 +30,33 @@ const pointerPrefix = "shroud-"
 
 // pointerTag names the pointer of plainDigest in repo.
 func (h *Handler) pointerTag(be *backend, repo string, plainDigest digest.Digest) string {
-	return pointerPrefix + h.pointers.Sum(be.name, repo, plainDigest.String())
+	return h.pointerNames(be.name, repo, plainDigest.String())[0]
+}
+
+// pointerNames are the tags of the pointer keyed by parts: its name under
+// the identity (the one written), then under each previous identity
+// (identity rotation: still found and deleted until the rotation job has
+// moved every pointer to the new name).
+func (h *Handler) pointerNames(parts ...string) []string {
+	names := []string{pointerPrefix + h.pointers.Sum(parts...)}
+	for _, p := range h.prevPointers {
+		names = append(names, pointerPrefix+p.Sum(parts...))
+	}
+	return names
+}
+
+// getPointer reads the first of names the upstream has; its error is the
+// last name's when none is there (a 404), or the first other failure.
+func (h *Handler) getPointer(ctx context.Context, be *backend, repo string, names []string) (upstream.Manifest, error) {
+	var err error
+	for _, name := range names {
+		var um upstream.Manifest
+		um, err = be.cl.GetManifest(ctx, repo, name)
+		if !upstream.IsStatus(err, http.StatusNotFound) {
+			return um, err
+		}
+	}
+	return upstream.Manifest{}, err
 }
 
 // isPointerTag says whether a tag has the form of a pointer: such tags are
@@ -65,8 +91,7 @@ func errPointerTag(method, tag string) *apiError {
 // manifest, sealed or not. An upstream failure (not a 404) is an error.
 // The mappings the restoration vouches for are recorded.
 func (h *Handler) pointed(ctx context.Context, be *backend, repo string, plainDigest digest.Digest, budget *crypto.UnwrapBudget) (s served, um upstream.Manifest, ok bool, err error) {
-	tag := h.pointerTag(be, repo, plainDigest)
-	um, err = be.cl.GetManifest(ctx, repo, tag)
+	um, err = h.getPointer(ctx, be, repo, h.pointerNames(be.name, repo, plainDigest.String()))
 	if upstream.IsStatus(err, http.StatusNotFound) {
 		return served{}, upstream.Manifest{}, false, nil
 	}

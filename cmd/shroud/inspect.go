@@ -189,7 +189,7 @@ func inspectImage(raw []byte, upDigest string, kr *crypto.Keyring) (imageReport,
 	img := imageReport{UpstreamDigest: upDigest}
 	var orig ocispec.Manifest
 	if sealed := m.Annotations[crypto.AnnotationOriginal]; sealed != "" {
-		if seal, err := kr.Identity().Open(sealed); err == nil {
+		if seal, _, err := kr.OpenSeal(sealed); err == nil {
 			img.PlainDigest = digest.FromBytes(seal.Manifest).String()
 			img.SealedFor = seal.Repository
 			json.Unmarshal(seal.Manifest, &orig)

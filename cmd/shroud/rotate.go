@@ -20,8 +20,9 @@ import (
 	"github.com/shroud-oci/shroud/trust"
 )
 
-const rotateUsage = `usage: shroud rotate rewrap|reencrypt --repository NAME [--repository NAME]... [--checkpoint FILE] [--pace DURATION] [-- SERVE FLAGS]
+const rotateUsage = `usage: shroud rotate rewrap|reencrypt|identity --repository NAME [--repository NAME]... [--checkpoint FILE] [--pace DURATION] [-- SERVE FLAGS]
        shroud rotate reencrypt --key-id ID [--reason keyCompromise] --repository NAME... [-- SERVE FLAGS]
+       shroud rotate identity --repository NAME... -- --identity NEW.pem --previous-identity OLD.pem [SERVE FLAGS]
 
 rewrap: for every manifest shroud stored in each repository, wrap its layer
 keys for the recipients the repository's rule names now, and for nothing
@@ -38,6 +39,13 @@ upstream, and through shroud its digests, and the old manifests', answer
 410 Gone naming --key-id and --reason. Name every repository the key's
 scope covers in one run: a layer two of them share is re-encrypted once.
 
+identity: the rewrap, for a new identity (--identity) that replaces the
+old one (--previous-identity, which servers keep until this job is done):
+every layer key is wrapped for the new identity (and the rule's recipients),
+every sealed original re-sealed with it and every pointer tag renamed as
+it names them. Then drop --previous-identity from the servers and revoke
+the old identity's key id like any key's.
+
 The serve flags after -- (or --config) say what the server runs with: the
 upstream, the identity, the policy with its recipients. Writes upstream use
 shroud's own credentials for it (--upstream-auth-file). A killed run resumes
@@ -47,7 +55,7 @@ where it stopped when given the same --checkpoint file (default
 
 // rotate runs a key-rotation job.
 func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || (args[0] != "rewrap" && args[0] != "reencrypt") {
+	if len(args) == 0 || (args[0] != "rewrap" && args[0] != "reencrypt" && args[0] != "identity") {
 		fmt.Fprint(stderr, rotateUsage)
 		return 2
 	}
@@ -93,6 +101,10 @@ func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if *checkpoint == "" {
 		*checkpoint = filepath.Join(cfg.DataDir, "jobs", job+".checkpoint")
+	}
+	if job == "identity" && len(cfg.PreviousIdentities) == 0 {
+		fmt.Fprintf(stderr, "shroud rotate identity: name the identity --identity replaces with --previous-identity (after --)\n")
+		return 2
 	}
 	if err := runRewrap(ctx, cfg, repos, *checkpoint, *pace, re, stdout, log); err != nil {
 		log.Error(job+" stopped", "err", err)
@@ -185,10 +197,16 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%s: %d manifests, %d rewritten, %d blob pointers rewritten, %d done by an earlier run, %d not shroud's (left alone)\n", repo, rep.Manifests, rep.Rewritten, rep.Pointers, rep.Resumed, rep.Foreign)
+		fmt.Fprintf(out, "%s: %d manifests, %d rewritten, %d blob pointers rewritten, %d re-sealed from a previous identity, %d done by an earlier run, %d not shroud's (left alone)\n", repo, rep.Manifests, rep.Rewritten, rep.Pointers, rep.Resealed, rep.Resumed, rep.Foreign)
 		for _, k := range rep.KeptOld {
 			fmt.Fprintf(out, "%s: the upstream refused to delete %s, which the key taken away still opens: delete it there\n", repo, k)
 		}
 	}
-	return cp.Finish()
+	if err := cp.Finish(); err != nil {
+		return err
+	}
+	for _, p := range keys.Previous() {
+		fmt.Fprintf(out, "previous identity %s: nothing in these repositories needs it now; once every repository is done, drop it from the servers and retire it (shroud trust revoke --key-id %s --reason superseded)\n", p.Fingerprint(), p.KeyID())
+	}
+	return nil
 }

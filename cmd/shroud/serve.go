@@ -68,11 +68,12 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		authClientCA              = fs.String("auth-client-ca", "", "PEM CAs whose client certificates authenticate (mTLS; config auth.client-ca)")
 		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
 		recipients, decryptionKey listFlag
-		mirrors                   listFlag
+		mirrors, previousIdentity listFlag
 	)
 	fs.Var(&mirrors, "mirror", "repeatable: ORIGIN=URL, the upstream for the origin registry containerd names with ?ns=ORIGIN (config key upstreams)")
 	fs.Var(&recipients, "recipient", "recipient of every layer, repeatable: jwe:<public key file>")
 	fs.Var(&decryptionKey, "decryption-key", "extra private key file[:password] to unwrap layers with, repeatable")
+	fs.Var(&previousIdentity, "previous-identity", "repeatable: an identity's private key file the --identity replaces, kept until `shroud rotate identity` has moved every image to the new one (config previous-identities)")
 	if err := fs.Parse(args); err != nil {
 		return config.Config{}, err
 	}
@@ -140,6 +141,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.Recipients = recipients
 		case "decryption-key":
 			c.DecryptionKeys = decryptionKey
+		case "previous-identity":
+			c.PreviousIdentities = previousIdentity
 		}
 	})
 	for _, m := range mirrors {
@@ -211,9 +214,18 @@ func keyring(cfg config.Config, log *slog.Logger) (*crypto.Keyring, error) {
 				"provider", name, "address", p.Grpc)
 		}
 	}
+	var previous []*crypto.Identity
+	for _, path := range cfg.PreviousIdentities {
+		p, err := crypto.LoadIdentity(path)
+		if err != nil {
+			return nil, fmt.Errorf("previous identity: %w", err)
+		}
+		previous = append(previous, p)
+		log.Info("a previous identity opens what it sealed and wrapped until `shroud rotate identity` moves it to the identity", "previous", p.Fingerprint(), "identity", id.Fingerprint())
+	}
 	return crypto.NewKeyring(id, keys,
 		crypto.WithPKCS11(cfg.PKCS11.AllowedModulePaths, cfg.PKCS11.ModuleDirectories),
-		crypto.WithKeyProviders(providers))
+		crypto.WithKeyProviders(providers), crypto.WithPreviousIdentities(previous...))
 }
 
 // keyProviders merges the providers of $OCICRYPT_KEYPROVIDER_CONFIG (read
