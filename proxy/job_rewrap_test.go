@@ -332,19 +332,27 @@ func TestReencryptLeavesTheCompromisedKeyNothing(t *testing.T) {
 // they pushed and layers that verify, from the replica that runs the job
 // and from one that only knew the manifests of before.
 func TestRewrapIsInvisibleToPullsDuringTheJob(t *testing.T) {
-	for _, reencrypt := range []bool{false, true} {
-		t.Run(map[bool]string{false: "rewrap", true: "reencrypt"}[reencrypt], func(t *testing.T) {
+	for _, job := range []string{"rewrap", "reencrypt", "identity"} {
+		t.Run(job, func(t *testing.T) {
 			up := shroudtest.Distribution(t)
 			f := newRewrapFixture(t, up)
 			recB := must[crypto.Recipient](t)(crypto.ParseRecipient("jwe:" + strings.TrimSuffix(f.keyB.Path, ".pem") + ".pub.pem"))
-			second := shroudtest.StartWithIdentity(t, up, f.first.Keyring, f.first.DataDir,
-				shroudtest.WithPolicy(shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}}))
+			pol := shroudtest.WithPolicy(shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}})
+			second := shroudtest.StartWithIdentity(t, up, f.first.Keyring, f.first.DataDir, pol)
+			servers := []shroudtest.Shroud{f.first, second}
+			if job == "identity" {
+				// Every server holds the new identity and the old one
+				// (step 1 of a rotation) while the job runs.
+				both := must[*crypto.Keyring](t)(crypto.NewKeyring(newIdentity(t), nil, crypto.WithPreviousIdentities(f.first.Keyring.Identity())))
+				servers = []shroudtest.Shroud{shroudtest.StartWithIdentity(t, up, both, t.TempDir(), pol), shroudtest.StartWithIdentity(t, up, both, t.TempDir(), pol)}
+				second = servers[1]
+			}
 			wantImg := must[v1.Hash](t)(f.img.Digest())
 			wantIdx := must[v1.Hash](t)(f.idx.Digest())
 			done := make(chan struct{})
 			var pulls, failures atomic.Int32
 			var firstErr atomic.Value
-			for _, s := range []shroudtest.Shroud{f.first, second} {
+			for _, s := range servers {
 				go func() {
 					for {
 						select {
@@ -398,7 +406,7 @@ func TestRewrapIsInvisibleToPullsDuringTheJob(t *testing.T) {
 				}()
 			}
 			o := proxy.RewrapOptions{Pace: 150 * time.Millisecond}
-			if reencrypt {
+			if job == "reencrypt" {
 				o.Reencrypt = proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:k", Reason: "keyCompromise", At: time.Now()})
 			}
 			rep, err := second.Handler.Rewrap(context.Background(), rewrapRepo, o)
