@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/shroud-oci/shroud/internal/repoglob"
 )
 
 // Action is what a policy rule does with the repositories it matches.
@@ -194,33 +196,8 @@ func (r *Rule) OpensWith(name string) bool {
 // Rules lists the rules in order.
 func (p *Policy) Rules() []*Rule { return p.rules }
 
-func globRegexp(glob string) (*regexp.Regexp, error) {
-	if glob == "" {
-		return nil, fmt.Errorf("empty repository pattern")
-	}
-	var b strings.Builder
-	b.WriteString("^")
-	for i := 0; i < len(glob); i++ {
-		switch c := glob[i]; {
-		case c == '*' && i+1 < len(glob) && glob[i+1] == '*':
-			i++
-			if i+1 < len(glob) && glob[i+1] == '/' {
-				i++
-				b.WriteString("(?:.*/)?") // "**/" also matches no segment
-			} else {
-				b.WriteString(".*")
-			}
-		case c == '*':
-			b.WriteString("[^/]*")
-		case c == '?':
-			b.WriteString("[^/]")
-		default:
-			b.WriteString(regexp.QuoteMeta(glob[i : i+1]))
-		}
-	}
-	b.WriteString("$")
-	return regexp.Compile(b.String())
-}
+// globRegexp compiles a rule's repository glob.
+func globRegexp(glob string) (*regexp.Regexp, error) { return repoglob.Compile(glob) }
 
 // EncryptsLayer says whether an Encrypt rule encrypts layer i of n.
 func (r *Rule) EncryptsLayer(i, n int) bool {

@@ -1,42 +1,16 @@
 package trust
 
 import (
-	"fmt"
 	"path"
 	"regexp"
 	"strings"
+
+	"github.com/shroud-oci/shroud/internal/repoglob"
 )
 
-// compileGlob compiles a repository glob as the policy's rules read them:
-// "*" matches within one path segment, "**" across segments ("**/" also
-// matches no segment), "?" one character of a segment.
-func compileGlob(glob string) (*regexp.Regexp, error) {
-	if glob == "" {
-		return nil, fmt.Errorf("empty repository glob")
-	}
-	var b strings.Builder
-	b.WriteString("^")
-	for i := 0; i < len(glob); i++ {
-		switch c := glob[i]; {
-		case c == '*' && i+1 < len(glob) && glob[i+1] == '*':
-			i++
-			if i+1 < len(glob) && glob[i+1] == '/' {
-				i++
-				b.WriteString("(?:.*/)?")
-			} else {
-				b.WriteString(".*")
-			}
-		case c == '*':
-			b.WriteString("[^/]*")
-		case c == '?':
-			b.WriteString("[^/]")
-		default:
-			b.WriteString(regexp.QuoteMeta(glob[i : i+1]))
-		}
-	}
-	b.WriteString("$")
-	return regexp.Compile(b.String())
-}
+// compileGlob compiles a scope's repository glob as the policy's rules
+// read them (repoglob).
+func compileGlob(glob string) (*regexp.Regexp, error) { return repoglob.Compile(glob) }
 
 // repoComponent is one path component of a repository name, as the
 // distribution spec defines it.
