@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -51,16 +50,23 @@ import (
 // wrapped for it on push) or "unwrap" (a layer key opened with it on
 // pull), repo the repository, keyID a crypto key id (sha256:…, pgp:…,
 // pkcs11:…, provider:…). A nil error accepts the key; an error refuses
-// it, and its message goes into the client's error and the log. Its
-// reason (for the audit log and the metric) is, of the first error in
-// its chain that has one, a Reason() string method or an exported
-// string field Reason ("revoked", "not-allowed", "expired",
-// "not-yet-valid", "frozen"); Document (string) and Expires (time.Time)
-// fields or methods, where the error has them, go into the audit line.
+// it, and its message goes into the client's error and the log; a
+// KeyRefusal in its chain says why, for the audit log and the metric.
 // Check must be safe for concurrent use and quick: it is asked for every
 // key of every push and pull.
 type KeyChecker interface {
 	Check(ctx context.Context, op, repo, keyID string, now time.Time) error
+}
+
+// KeyRefusal is what a KeyChecker's refusal says of itself (trust.Refusal
+// is one): its reason ("revoked", "not-allowed", "expired",
+// "not-yet-valid", "frozen"), the document the decision rests on, and
+// that document's (or entry's) expiry, zero if none.
+type KeyRefusal interface {
+	error
+	RefusalReason() string
+	RefusalDocument() string
+	RefusalExpires() time.Time
 }
 
 // The ops a KeyChecker is asked about.
@@ -117,62 +123,11 @@ func refusalOf(err error) refusalInfo {
 	if errors.As(err, &ik) {
 		return refusalInfo{reason: ik.Reason}
 	}
-	var info refusalInfo
-	for queue := []error{err}; len(queue) > 0 && info.reason == ""; {
-		e := queue[0]
-		queue = queue[1:]
-		if e == nil {
-			continue
-		}
-		info.reason = stringOf(e, "Reason")
-		if info.reason != "" {
-			info.document = stringOf(e, "Document")
-			if t, ok := valueOf(e, "Expires").(time.Time); ok {
-				info.expires = t
-			}
-		}
-		switch u := e.(type) {
-		case interface{ Unwrap() error }:
-			queue = append(queue, u.Unwrap())
-		case interface{ Unwrap() []error }:
-			queue = append(queue, u.Unwrap()...)
-		}
+	var kr KeyRefusal
+	if errors.As(err, &kr) && kr.RefusalReason() != "" {
+		return refusalInfo{reason: kr.RefusalReason(), document: kr.RefusalDocument(), expires: kr.RefusalExpires()}
 	}
-	if info.reason == "" {
-		info.reason = "refused"
-	}
-	return info
-}
-
-func stringOf(e error, name string) string {
-	s, _ := valueOf(e, name).(string)
-	return s
-}
-
-// valueOf is e's method name() or exported field name, or nil.
-func valueOf(e error, name string) (out any) {
-	defer func() {
-		if recover() != nil { // a field reached through a nil embedded pointer
-			out = nil
-		}
-	}()
-	v := reflect.ValueOf(e)
-	if m := v.MethodByName(name); m.IsValid() && m.Type().NumIn() == 0 && m.Type().NumOut() == 1 {
-		return m.Call(nil)[0].Interface()
-	}
-	for v.Kind() == reflect.Pointer || v.Kind() == reflect.Interface {
-		if v.IsNil() {
-			return nil
-		}
-		v = v.Elem()
-	}
-	if v.Kind() != reflect.Struct {
-		return nil
-	}
-	if f := v.FieldByName(name); f.IsValid() && f.CanInterface() {
-		return f.Interface()
-	}
-	return nil
+	return refusalInfo{reason: "refused"}
 }
 
 // why says, for people, why key id was refused: "key <id> expired at

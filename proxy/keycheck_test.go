@@ -266,6 +266,10 @@ type refusal struct {
 	KeyID    string
 }
 
+func (r *refusal) RefusalReason() string     { return r.Reason }
+func (r *refusal) RefusalDocument() string   { return r.Document }
+func (r *refusal) RefusalExpires() time.Time { return r.Expires }
+
 func (r *refusal) Error() string {
 	return fmt.Sprintf("key %s is %s by %s", r.KeyID, r.Reason, r.Document)
 }

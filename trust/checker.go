@@ -50,6 +50,15 @@ type Refusal struct {
 	Detail string
 }
 
+// RefusalReason is Reason (proxy.KeyRefusal).
+func (r *Refusal) RefusalReason() string { return r.Reason }
+
+// RefusalDocument is Document (proxy.KeyRefusal).
+func (r *Refusal) RefusalDocument() string { return r.Document }
+
+// RefusalExpires is Expires (proxy.KeyRefusal).
+func (r *Refusal) RefusalExpires() time.Time { return r.Expires }
+
 func (r *Refusal) Error() string {
 	head := fmt.Sprintf("trust: %s for repository %q with key %s refused: ", r.Op, r.Repo, r.KeyID)
 	switch r.Reason {

@@ -26,7 +26,10 @@ const defaultTrustRefresh = 5 * time.Minute
 // (the trust package bounds each document more tightly).
 const maxTrustFile = 32 << 20
 
-var _ proxy.KeyChecker = (*trust.Checker)(nil)
+var (
+	_ proxy.KeyChecker = (*trust.Checker)(nil)
+	_ proxy.KeyRefusal = (*trust.Refusal)(nil)
+)
 
 // trustChecker builds the checker of the trust documents cfg names (nil
 // when it names none), refreshes it once and keeps refreshing it until
