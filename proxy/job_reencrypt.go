@@ -237,7 +237,7 @@ func (h *Handler) revoked(ctx context.Context, be *backend, repo string, d diges
 	if err != nil {
 		return Revocation{}, false
 	}
-	seal, _, err := h.keys.OpenSeal(m.annotations[crypto.AnnotationOriginal])
+	seal, _, err := h.openSeal(ctx, repo, m.annotations[crypto.AnnotationOriginal])
 	if err != nil || seal.Upstream != be.name || seal.Repository != repo || seal.ContentType != revokedType {
 		return Revocation{}, false
 	}

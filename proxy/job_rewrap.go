@@ -83,6 +83,9 @@ type JobReport struct {
 	Resealed  int // sealed by a previous identity, re-sealed for the identity (identity rotation)
 	Resumed   int // written by an earlier run of the job (its checkpoint)
 	Foreign   int // not stored by this shroud for the repository: left alone
+	// Moved lists the tags clients moved while the job ran: left where
+	// they moved them.
+	Moved []string
 	// KeptOld lists old manifests the upstream refused to delete: until
 	// it does, they still hold the wrapped keys the job took away.
 	KeptOld []string
@@ -163,33 +166,18 @@ func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (Job
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	tags, err := h.upstreamTags(ctx, &be, repo)
+	byDigest, order, err := h.taggedManifests(ctx, &be, repo)
 	if err != nil {
-		return JobReport{}, fmt.Errorf("rewrap %s: %w", repo, err)
-	}
-	byDigest := map[digest.Digest][]string{}
-	var order []digest.Digest
-	for _, tag := range tags {
-		d, _, _, err := be.cl.HeadManifest(ctx, repo, tag)
-		if upstream.IsStatus(err, http.StatusNotFound) {
-			continue // deleted while the job listed it
-		}
-		if err != nil {
-			return JobReport{}, fmt.Errorf("rewrap %s: tag %s: %w", repo, tag, err)
-		}
-		if d == "" {
-			return JobReport{}, fmt.Errorf("rewrap %s: the upstream names no digest for tag %s", repo, tag)
-		}
-		if _, ok := byDigest[d]; !ok {
-			order = append(order, d)
-		}
-		byDigest[d] = append(byDigest[d], tag)
+		return JobReport{}, err
 	}
 	j := &rewrapJob{h: h, be: &be, repo: repo, rs: recipients, o: o, tags: byDigest, done: map[digest.Digest]jobResult{}, report: JobReport{Manifests: len(order)}}
 	for _, d := range order {
 		if err := j.visit(ctx, d, 0); err != nil {
 			return j.report, err
 		}
+	}
+	if err := j.secondPass(ctx); err != nil {
+		return j.report, err
 	}
 	// The old manifests go last, once nothing this job writes names
 	// them: until then a pull of an index whose children are being
@@ -215,6 +203,83 @@ func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (Job
 		}
 	}
 	return j.report, j.retireOld(ctx)
+}
+
+// taggedManifests lists the manifests repo's tags name upstream (pointer
+// tags among them): each digest's tags, and the digests in the order
+// first seen.
+func (h *Handler) taggedManifests(ctx context.Context, be *backend, repo string) (map[digest.Digest][]string, []digest.Digest, error) {
+	tags, err := h.upstreamTags(ctx, be, repo)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rewrap %s: %w", repo, err)
+	}
+	byDigest := map[digest.Digest][]string{}
+	var order []digest.Digest
+	for _, tag := range tags {
+		d, _, _, err := be.cl.HeadManifest(ctx, repo, tag)
+		if upstream.IsStatus(err, http.StatusNotFound) {
+			continue // deleted while the job listed it
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("rewrap %s: tag %s: %w", repo, tag, err)
+		}
+		if d == "" {
+			return nil, nil, fmt.Errorf("rewrap %s: the upstream names no digest for tag %s", repo, tag)
+		}
+		if _, ok := byDigest[d]; !ok {
+			order = append(order, d)
+		}
+		byDigest[d] = append(byDigest[d], tag)
+	}
+	return byDigest, order, nil
+}
+
+// secondPass rewrites the manifests pushed while the job ran that name a
+// copy it replaced (an index's child, a referrer's subject: a replica
+// whose cache still mapped the client's digest to the old copy wrote
+// them so), before the old copies are deleted: they then name the new
+// copies. One more listing of the tags finds them.
+func (j *rewrapJob) secondPass(ctx context.Context) error {
+	if len(j.replaced) == 0 {
+		return nil
+	}
+	written := map[digest.Digest]bool{}
+	for _, r := range j.done {
+		written[r.digest] = true
+	}
+	byDigest, order, err := j.h.taggedManifests(ctx, j.be, j.repo)
+	if err != nil {
+		return err
+	}
+	j.tags = byDigest
+	for _, d := range order {
+		if _, seen := j.done[d]; seen || written[d] {
+			continue
+		}
+		um, err := j.be.cl.GetManifest(ctx, j.repo, d.String())
+		if upstream.IsStatus(err, http.StatusNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("rewrap %s: manifest %s: %w", j.repo, d, err)
+		}
+		enc, err := parseManifest(um.Body, um.ContentType)
+		if err != nil {
+			continue
+		}
+		names := enc.subject != nil && slices.Contains(j.replaced, enc.subject.Digest)
+		for _, c := range enc.manifests {
+			names = names || slices.Contains(j.replaced, c.Digest)
+		}
+		if !names {
+			continue // pushed during the job, for the recipients of now: as it is
+		}
+		j.report.Manifests++
+		if err := j.visit(ctx, d, 0); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // deleteOld deletes a manifest the job replaced, and tells the
@@ -310,8 +375,16 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 		return keep("not sealed by this shroud for this repository")
 	}
 	// Sealed by a previous identity (identity rotation): re-sealed for
-	// the identity, whatever it is, and its pointer tags renamed.
+	// the identity, whatever it is, and its pointer tags renamed, if the
+	// previous identity passes the key checks. One that does not (revoked:
+	// its key leaked) stops the job: what it sealed cannot be told from
+	// what a thief sealed with it, and re-sealing would vouch for both.
 	rotated := sealer != j.h.keys.Identity()
+	if rotated {
+		if _, _, err := j.h.openSeal(ctx, j.repo, sealed); err != nil {
+			return fmt.Errorf("rewrap %s: manifest %s: %w; re-sealing it would vouch for whatever was sealed with that key: rotate the identity before revoking it, and re-push from a trusted source what the job cannot vouch for", j.repo, d, err)
+		}
+	}
 	pointer := false
 	switch artifactType(enc) {
 	case blobPointerType:
@@ -396,6 +469,14 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 	slices.SortStableFunc(tags, func(a, b string) int { // the pointer first
 		return boolInt(!isPointerTag(a)) - boolInt(!isPointerTag(b))
 	})
+	// A tag a client moved since the job listed it (a push during the
+	// job) is the client's: the job does not move it back.
+	if tags, err = j.stillNaming(ctx, tags, d, digest.FromBytes(seal.Manifest)); err != nil {
+		return err
+	}
+	if len(tags) == 0 {
+		return keep("every tag moved to another manifest while the job ran")
+	}
 	var nd digest.Digest
 	for _, tag := range tags {
 		got, _, err := j.be.cl.PutManifest(ctx, j.repo, tag, enc.mediaType, out)
@@ -429,6 +510,48 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 	j.replaced = append(j.replaced, d)
 	j.progress(d, nd, len(tags), "")
 	return nil
+}
+
+// stillNaming is tags without those that no longer name d upstream, nor
+// another copy shroud sealed of the same manifest (plain: the digest its
+// client pushed; a killed run of the job, or the same manifest pushed
+// again, moved the tag there). A tag renamed for the identity is the
+// job's to write. A push that lands between this check and the job's
+// write is moved back: the window is one request.
+func (j *rewrapJob) stillNaming(ctx context.Context, tags []string, d, plain digest.Digest) ([]string, error) {
+	kept := tags[:0:0]
+	for _, tag := range tags {
+		if isPointerTag(tag) && !slices.Contains(j.tags[d], tag) {
+			kept = append(kept, tag) // renamed: nothing there to move back
+			continue
+		}
+		got, _, _, err := j.be.cl.HeadManifest(ctx, j.repo, tag)
+		switch {
+		case err == nil && (got == d || j.sameManifest(ctx, got, plain)):
+			kept = append(kept, tag)
+		case err == nil || upstream.IsStatus(err, http.StatusNotFound):
+			j.report.Moved = append(j.report.Moved, j.repo+":"+tag)
+			logger(ctx).Warn("rewrap: a tag moved while the job ran: left to the client's push", "repository", j.repo, "tag", tag, "was", d, "now", got)
+		default:
+			return nil, fmt.Errorf("rewrap %s: tag %s: %w", j.repo, tag, err)
+		}
+	}
+	return kept, nil
+}
+
+// sameManifest says whether the upstream manifest d is a copy shroud
+// sealed for the repository of the manifest whose client digest is plain.
+func (j *rewrapJob) sameManifest(ctx context.Context, d, plain digest.Digest) bool {
+	um, err := j.be.cl.GetManifest(ctx, j.repo, d.String())
+	if err != nil {
+		return false
+	}
+	enc, err := parseManifest(um.Body, um.ContentType)
+	if err != nil || enc.annotations[crypto.AnnotationOriginal] == "" {
+		return false
+	}
+	seal, _, err := j.h.openSeal(ctx, j.repo, enc.annotations[crypto.AnnotationOriginal])
+	return err == nil && seal.Upstream == j.be.name && seal.Repository == j.repo && digest.FromBytes(seal.Manifest) == plain
 }
 
 // renamePointers is tags with each pointer tag (named under a previous

@@ -267,3 +267,20 @@ func (g *unwrapGate) explain(err error) error {
 	msg := fmt.Sprintf("%v; the keys shroud may not use in %s: %s", err, g.repo, strings.Join(g.refused, "; "))
 	return &apiError{status: http.StatusForbidden, code: codeDenied, message: msg, cause: errors.New(msg)}
 }
+
+// openSeal opens a seal with the identity, or with a previous identity
+// (identity rotation) that passes the key checks for repo: a previous
+// identity revoked (its key leaked) vouches for nothing, or whoever holds
+// it could sign manifests that servers of the rotation serve as shroud's.
+// A seal none of them may open is crypto.ErrForeignSeal.
+func (h *Handler) openSeal(ctx context.Context, repo, sealed string) (crypto.Seal, *crypto.Identity, error) {
+	seal, by, err := h.keys.OpenSeal(sealed)
+	if err != nil || by == h.keys.Identity() {
+		return seal, by, err
+	}
+	if err := h.gate.checkKey(ctx, OpUnwrap, repo, by.KeyID(), time.Time{}, time.Time{}, h.gate.now()); err != nil {
+		h.refused(ctx, OpUnwrap, repo, h.policy.Match(repo), by.KeyID(), "previous shroud identity", err)
+		return crypto.Seal{}, nil, fmt.Errorf("%w: sealed by the previous identity %s, which the key checks refuse: %s", crypto.ErrForeignSeal, by.Fingerprint(), why(by.KeyID(), err))
+	}
+	return seal, by, nil
+}

@@ -374,7 +374,7 @@ func (h *Handler) openSealed(ctx context.Context, be *backend, repo string, um u
 	notHere := func(format string, args ...any) (served, error) {
 		return served{}, fmt.Errorf("%w: manifest %s: "+format, append([]any{errNotSealedHere, um.Digest}, args...)...)
 	}
-	seal, _, err := h.keys.OpenSeal(sealed)
+	seal, _, err := h.openSeal(ctx, repo, sealed)
 	if errors.Is(err, crypto.ErrForeignSeal) {
 		return notHere("%v", err)
 	}

@@ -248,7 +248,7 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 		}
 	}
 	if m.subject != nil {
-		mm, ok, err := h.manifestFor(ctx, be, repo, m.subject.Digest, budget)
+		mm, ok, err := h.liveManifestFor(ctx, be, repo, m.subject.Digest, budget)
 		if err != nil {
 			return fmt.Errorf("subject %s: %w", m.subject.Digest, err)
 		}
@@ -264,7 +264,7 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 // client pushed (found in the cache, or through its pointer), or keeps it
 // if the upstream holds it as it is.
 func (h *Handler) mapChild(ctx context.Context, be *backend, repo string, d *ocispec.Descriptor, budget *crypto.UnwrapBudget) error {
-	mm, ok, err := h.manifestFor(ctx, be, repo, d.Digest, budget)
+	mm, ok, err := h.liveManifestFor(ctx, be, repo, d.Digest, budget)
 	if err != nil {
 		return fmt.Errorf("index child %s: %w", d.Digest, err)
 	}

@@ -132,6 +132,29 @@ func pointedFailure(err error) bool {
 	return true
 }
 
+// liveManifestFor is manifestFor for what a push or a referrers listing
+// names (an index's child, a referrer's subject): a mapping is checked
+// against the upstream (one HEAD), since a job on another replica may
+// have replaced and deleted the copy this process's cache names; one
+// gone is dropped from this process and found again (the shared tier,
+// else the pointer), so that what the push writes upstream names the
+// copy there is.
+func (h *Handler) liveManifestFor(ctx context.Context, be *backend, repo string, plainDigest digest.Digest, budget *crypto.UnwrapBudget) (cache.Manifest, bool, error) {
+	mm, ok, err := h.manifestFor(ctx, be, repo, plainDigest, budget)
+	if err != nil || !ok {
+		return mm, ok, err
+	}
+	got, _, _, err := be.cl.HeadManifest(ctx, repo, mm.UpstreamDigest.String())
+	switch {
+	case err == nil && got == mm.UpstreamDigest:
+		return mm, true, nil
+	case err != nil && !upstream.IsStatus(err, http.StatusNotFound):
+		return cache.Manifest{}, false, err
+	}
+	be.cache.Stale(ctx, repo, plainDigest)
+	return h.manifestFor(ctx, be, repo, plainDigest, budget)
+}
+
 // manifestFor returns repo's mapping of a manifest by the digest its
 // client pushed: the cache's, else what its pointer names (after a
 // restart, on another replica). ok is false for a digest shroud stored no

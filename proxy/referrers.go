@@ -35,7 +35,7 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	upSubject := subject
 	// The cache's mapping, else the subject's pointer (after a restart,
 	// on another replica).
-	if mm, ok, err := h.manifestFor(ctx, be, repo, subject, budget); err != nil {
+	if mm, ok, err := h.liveManifestFor(ctx, be, repo, subject, budget); err != nil {
 		return err
 	} else if ok {
 		upSubject = mm.UpstreamDigest
