@@ -124,6 +124,9 @@ type Options struct {
 	// SharedFloor is the rollback floor replicas share (floor_shared.go);
 	// nil: the data dir's alone.
 	SharedFloor SharedFloor
+	// PreviousFloors are the shared floors kept under previous
+	// identities (identity rotation): read, never raised.
+	PreviousFloors []SharedFloor
 }
 
 // Checker decides whether a key may wrap or unwrap layer keys for a
@@ -140,6 +143,8 @@ type Checker struct {
 	limits   Limits
 	maxNames int
 	shared   SharedFloor
+	// previousFloors: Options.PreviousFloors.
+	previousFloors []SharedFloor
 
 	refreshMu sync.Mutex // one refresh at a time
 
@@ -167,17 +172,18 @@ func New(opts Options) (*Checker, error) {
 		return nil, errors.New("trust: no data dir")
 	}
 	c := &Checker{
-		src:        opts.Source,
-		root:       opts.Root,
-		dir:        filepath.Join(opts.DataDir, "trust"),
-		grace:      opts.Grace,
-		onEvent:    opts.OnEvent,
-		log:        opts.Logger,
-		clock:      opts.Clock,
-		limits:     opts.Limits,
-		maxNames:   opts.MaxNamespaces,
-		shared:     opts.SharedFloor,
-		freezeSeen: map[string]time.Time{},
+		src:            opts.Source,
+		root:           opts.Root,
+		dir:            filepath.Join(opts.DataDir, "trust"),
+		grace:          opts.Grace,
+		onEvent:        opts.OnEvent,
+		log:            opts.Logger,
+		clock:          opts.Clock,
+		limits:         opts.Limits,
+		maxNames:       opts.MaxNamespaces,
+		shared:         opts.SharedFloor,
+		previousFloors: opts.PreviousFloors,
+		freezeSeen:     map[string]time.Time{},
 	}
 	if c.grace == nil {
 		c.grace = func(string) time.Duration { return 0 }

@@ -2,6 +2,8 @@ package trust
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,10 +45,14 @@ type SharedFloor interface {
 // ErrSharedFloor is why a refresh below the shared floor is refused.
 var ErrSharedFloor = errors.New("older than what another replica trusted (the shared rollback floor)")
 
-// versionFloor is the record.
+// versionFloor is the record. Repository names the trust repository it
+// is of (the SHA-256 of the initial root.json shroud is given): a floor
+// of another repository (the operator started a new one) does not apply,
+// and is replaced.
 type versionFloor struct {
-	Root  int64                `json:"root"`
-	Roles map[string]roleFloor `json:"roles"`
+	Repository string               `json:"repository"`
+	Root       int64                `json:"root"`
+	Roles      map[string]roleFloor `json:"roles"`
 }
 
 // roleFloor is a role's highest version trusted, under its key ids then.
@@ -59,9 +65,11 @@ type roleFloor struct {
 // snapshot, which names every targets role's version.
 func floorRoles() []string { return []string{metadata.TIMESTAMP, metadata.SNAPSHOT} }
 
-// floorOf is the record of what tm trusts.
-func floorOf(tm trustedmetadata.TrustedMetadata) versionFloor {
-	f := versionFloor{Root: tm.Root.Signed.Version, Roles: map[string]roleFloor{}}
+// floorOf is the record of what tm, of the repository whose initial root
+// is root, trusts.
+func floorOf(root []byte, tm trustedmetadata.TrustedMetadata) versionFloor {
+	sum := sha256.Sum256(root)
+	f := versionFloor{Repository: hex.EncodeToString(sum[:]), Root: tm.Root.Signed.Version, Roles: map[string]roleFloor{}}
 	versions := map[string]int64{metadata.TIMESTAMP: tm.Timestamp.Signed.Version, metadata.SNAPSHOT: tm.Snapshot.Signed.Version}
 	for _, role := range floorRoles() {
 		var ids []string
@@ -75,6 +83,9 @@ func floorOf(tm trustedmetadata.TrustedMetadata) versionFloor {
 
 // below says why cur is older than the floor f, "" if it is not.
 func (f versionFloor) below(cur versionFloor) string {
+	if f.Repository != cur.Repository {
+		return "" // another trust repository's
+	}
 	if cur.Root < f.Root {
 		return fmt.Sprintf("root.json version %d, another replica trusted version %d", cur.Root, f.Root)
 	}
@@ -90,7 +101,10 @@ func (f versionFloor) below(cur versionFloor) string {
 
 // raised is the floor once cur is trusted too (cur is not below f).
 func (f versionFloor) raised(cur versionFloor) versionFloor {
-	out := versionFloor{Root: max(f.Root, cur.Root), Roles: map[string]roleFloor{}}
+	if f.Repository != cur.Repository {
+		return cur
+	}
+	out := versionFloor{Repository: cur.Repository, Root: max(f.Root, cur.Root), Roles: map[string]roleFloor{}}
 	for _, role := range floorRoles() {
 		fr, ok := f.Roles[role]
 		cr := cur.Roles[role]
@@ -102,27 +116,33 @@ func (f versionFloor) raised(cur versionFloor) versionFloor {
 	return out
 }
 
-// checkSharedFloor refuses tm when it is below the shared floor. A store
-// that cannot be read leaves the local floor alone in force (logged).
+// checkSharedFloor refuses tm when it is below the shared floor, or
+// below a previous identity's (identity rotation: the record a replica
+// of the old identity raised is sealed under the old identity's keys).
+// A store that cannot be read leaves the others, and the local floor,
+// in force (logged).
 func (c *Checker) checkSharedFloor(ctx context.Context, tm trustedmetadata.TrustedMetadata) error {
-	if c.shared == nil {
-		return nil
-	}
-	raw, err := c.shared.LoadFloor(ctx)
-	if err != nil {
-		c.log.WarnContext(ctx, "trust: the shared rollback floor could not be read; this replica's own floor alone applies", "err", err)
-		return nil
-	}
-	if raw == nil {
-		return nil
-	}
-	var f versionFloor
-	if err := json.Unmarshal(raw, &f); err != nil {
-		c.log.WarnContext(ctx, "trust: the shared rollback floor does not parse; this replica's own floor alone applies", "err", err)
-		return nil
-	}
-	if why := f.below(floorOf(tm)); why != "" {
-		return fmt.Errorf("%w: %s", ErrSharedFloor, why)
+	cur := floorOf(c.root, tm)
+	for i, store := range append([]SharedFloor{c.shared}, c.previousFloors...) {
+		if store == nil {
+			continue
+		}
+		raw, err := store.LoadFloor(ctx)
+		if err != nil {
+			c.log.WarnContext(ctx, "trust: a shared rollback floor could not be read; the others and this replica's own apply", "previous_identity", i > 0, "err", err)
+			continue
+		}
+		if raw == nil {
+			continue
+		}
+		var f versionFloor
+		if err := json.Unmarshal(raw, &f); err != nil {
+			c.log.WarnContext(ctx, "trust: a shared rollback floor does not parse; the others and this replica's own apply", "previous_identity", i > 0, "err", err)
+			continue
+		}
+		if why := f.below(cur); why != "" {
+			return fmt.Errorf("%w: %s", ErrSharedFloor, why)
+		}
 	}
 	return nil
 }
@@ -132,7 +152,7 @@ func (c *Checker) raiseSharedFloor(ctx context.Context, tm trustedmetadata.Trust
 	if c.shared == nil {
 		return
 	}
-	cur := floorOf(tm)
+	cur := floorOf(c.root, tm)
 	err := c.shared.UpdateFloor(ctx, func(raw []byte) ([]byte, error) {
 		var f versionFloor
 		if raw != nil {

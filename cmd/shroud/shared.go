@@ -87,15 +87,7 @@ func newSharedTier(cfg config.Shared, id *crypto.Identity, log *slog.Logger) (*s
 // of its own (the same repository name on two mirrored origins is two
 // repositories): its prefix carries a keyed hash of the upstream's name.
 func (s *sharedTier) store(name string, b *proxy.Backend, log *slog.Logger) (*cache.Shared, *cache.Tiered, error) {
-	prefix := s.cfg.Prefix
-	if prefix == "" {
-		prefix = cache.DefaultPrefix
-	}
-	prefix += s.names.Sum("upstream", name)[:12] + ":"
-	sh, err := cache.NewShared(s.client, s.names, s.box, cache.SharedOptions{Prefix: prefix, TTL: s.cfg.TTL, OpTimeout: s.cfg.Timeout,
-		OnForeign: func(op string) {
-			log.Warn("shared tier: an entry under one of shroud's keys did not open (damaged, moved, or written without the key); answered as a miss", "op", op)
-		}})
+	sh, err := s.shared(name, log)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -111,6 +103,19 @@ func (s *sharedTier) store(name string, b *proxy.Backend, log *slog.Logger) (*ca
 	}
 	b.Cache = t
 	return sh, t, nil
+}
+
+// shared is the tier's entries of the upstream name.
+func (s *sharedTier) shared(name string, log *slog.Logger) (*cache.Shared, error) {
+	prefix := s.cfg.Prefix
+	if prefix == "" {
+		prefix = cache.DefaultPrefix
+	}
+	prefix += s.names.Sum("upstream", name)[:12] + ":"
+	return cache.NewShared(s.client, s.names, s.box, cache.SharedOptions{Prefix: prefix, TTL: s.cfg.TTL, OpTimeout: s.cfg.Timeout,
+		OnForeign: func(op string) {
+			log.Warn("shared tier: an entry under one of shroud's keys did not open (damaged, moved, or written without the key); answered as a miss", "op", op)
+		}})
 }
 
 func (s *sharedTier) Close() error { return s.client.Close() }

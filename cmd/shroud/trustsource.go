@@ -51,7 +51,24 @@ func trustChecker(ctx context.Context, cfg config.Config, up *upstream.Client, p
 		return nil, err
 	}
 	rules := policyRules(cfg)
-	c, err := trust.New(trust.Options{Source: src, Root: root, DataDir: cfg.DataDir, Logger: log, SharedFloor: floor,
+	// The floors replicas of the previous identities raised (identity
+	// rotation): sealed under their keys, read with them.
+	var previous []trust.SharedFloor
+	if floor != nil {
+		for _, p := range keys.Previous() {
+			tier, err := newSharedTier(cfg.Shared, p, log)
+			if err != nil {
+				return nil, err
+			}
+			context.AfterFunc(ctx, func() { tier.Close() })
+			sh, err := tier.shared("", log)
+			if err != nil {
+				return nil, err
+			}
+			previous = append(previous, sh)
+		}
+	}
+	c, err := trust.New(trust.Options{Source: src, Root: root, DataDir: cfg.DataDir, Logger: log, SharedFloor: floor, PreviousFloors: previous,
 		Grace: func(repo string) time.Duration {
 			if r := pol.Match(repo); r != nil && r.Index < len(rules) {
 				return rules[r.Index].TrustGrace
