@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
 	"github.com/containers/ocicrypt/crypto/pkcs11"
@@ -34,6 +36,12 @@ import (
 //     id) and without any query attribute (module, pin-value). shroud
 //     does not log in to a token to read its public key at start-up;
 //   - "provider:<name>": the keys behind a key provider.
+//
+// ValidKeyID checks that a key id given to shroud (a trust list entry, a
+// --key-id) is spelt as shroud computes it: key ids are compared as
+// strings, so an id spelt otherwise (upper-case sha256: hex, no prefix, a
+// PKCS#11 URI with its query or its attributes in another order) names no
+// key.
 
 // RecipientKey is one key a compiled set of recipients wraps for. A
 // pgp: recipient holding several keys gives one each.
@@ -141,6 +149,114 @@ func (id *Identity) KeyID() string {
 		return "sha256:unknown"
 	}
 	return s
+}
+
+// ErrInvalidKeyID is why ValidKeyID refuses an id.
+var ErrInvalidKeyID = errors.New("not a key id")
+
+// ValidKeyID checks that id has one of the forms above, exactly as shroud
+// writes them: "sha256:" and 64 lower-case hex digits; "pgp:" and 40
+// (v4) or 64 (v5, v6) upper-case hex digits; "pkcs11:" and one or more
+// path attributes, sorted, pct-encoded as PKCS#11 URIs are, without
+// "type" and without a query; "provider:" and a name with no ':' and no
+// white space. The error wraps ErrInvalidKeyID and says which form it
+// misses.
+func ValidKeyID(id string) error {
+	fail := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %q: "+format, append([]any{ErrInvalidKeyID, id}, args...)...)
+	}
+	scheme, rest, ok := strings.Cut(id, ":")
+	if !ok {
+		return fail("no sha256:, pgp:, pkcs11: or provider: prefix")
+	}
+	switch scheme {
+	case "sha256":
+		if len(rest) != 64 || !isHex(rest, false) {
+			return fail("want sha256: and 64 lower-case hex digits (the SHA-256 of the key's SPKI)")
+		}
+	case "pgp":
+		if (len(rest) != 40 && len(rest) != 64) || !isHex(rest, true) {
+			return fail("want pgp: and the fingerprint in 40 (v4) or 64 (v5, v6) upper-case hex digits")
+		}
+	case "pkcs11":
+		if err := validPKCS11ID(rest); err != nil {
+			return fail("%v", err)
+		}
+	case "provider":
+		if rest == "" || strings.ContainsFunc(rest, func(r rune) bool { return r == ':' || r == utf8.RuneError || unicode.IsSpace(r) || !unicode.IsPrint(r) }) {
+			return fail("want provider: and the key provider's name (no ':', no white space)")
+		}
+	default:
+		return fail("unknown prefix %q (want sha256:, pgp:, pkcs11: or provider:)", scheme+":")
+	}
+	return nil
+}
+
+// isHex says whether s is hex digits all of one case.
+func isHex(s string, upper bool) bool {
+	for _, c := range []byte(s) {
+		switch {
+		case c >= '0' && c <= '9':
+		case !upper && c >= 'a' && c <= 'f', upper && c >= 'A' && c <= 'F':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validPKCS11ID checks the part of a pkcs11: key id after its prefix, as
+// pkcs11KeyID writes it.
+func validPKCS11ID(attrs string) error {
+	if attrs == "" {
+		return errors.New("no path attribute (want pkcs11:object=...;token=...)")
+	}
+	if strings.ContainsAny(attrs, "?#") {
+		return errors.New("a key id has the URI's path attributes only, no query (module-path, pin-value)")
+	}
+	list := strings.Split(attrs, ";")
+	for i, a := range list {
+		name, value, ok := strings.Cut(a, "=")
+		if !ok || !validAttrName(name) || !validAttrValue(value) {
+			return fmt.Errorf("attribute %q is not name=value, pct-encoded", a)
+		}
+		if name == "type" {
+			return errors.New("a key id leaves out the type attribute (its public and private objects have one id)")
+		}
+		if i > 0 && list[i-1] >= a {
+			return errors.New("attributes not sorted, or repeated (a key id lists them sorted)")
+		}
+	}
+	return nil
+}
+
+func validAttrName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validAttrValue: the characters a PKCS#11 URI path attribute keeps as
+// they are, and %XX escapes of the others.
+func validAttrValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-._~:[]@!$&'()*+,=", c) >= 0:
+		case c == '%' && i+2 < len(s) && isHex(s[i+1:i+3], true):
+			i += 2
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // ProviderKeyID is the key id of the keys behind key provider name.

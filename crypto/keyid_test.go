@@ -14,11 +14,13 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/go-jose/go-jose/v4"
 
 	"github.com/shroud-oci/shroud/internal/softhsm"
@@ -269,5 +271,66 @@ func TestKeyIDOfPKCS11Token(t *testing.T) {
 	kr := must(NewKeyring(id, []DecryptionKey{k}, WithPKCS11([]string{softhsm.Module}, nil)))(t)
 	if info := kr.KeyInfo(); info[1].Name != priv || info[1].IDs[0] != k.KeyID() {
 		t.Fatalf("KeyInfo = %+v", info)
+	}
+}
+
+// Every key id shroud computes passes ValidKeyID; an id spelt otherwise
+// (the way an operator mistypes one into trust revoke) is refused, since
+// it would name no key.
+func TestValidKeyID(t *testing.T) {
+	dir := t.TempDir()
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jwePub := writeFile(t, dir, "ec.pub.pem", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&ec.PublicKey))(t)}))
+	pgpPub, _, _ := testkeys.PGPValid(t, dir, "v4", time.Now().Add(-time.Hour), 0, 0)
+	v6, err := openpgp.NewEntity("v6", "", "v6@example.com", &packet.Config{V6Keys: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v6ring bytes.Buffer
+	if err := v6.Serialize(&v6ring); err != nil {
+		t.Fatal(err)
+	}
+	pkcs11Pub := writeFile(t, dir, "p11.yaml", []byte("pkcs11:\n  uri: pkcs11:token=my%20token;object=ops;id=%01%02;type=public?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234\n"))
+	id, _, _ := LoadOrCreateIdentity(t.TempDir())
+	computed := []string{id.KeyID(), ProviderKeyID("kms")}
+	for _, spec := range []string{"jwe:" + jwePub, "pgp:" + pgpPub, "pgp:" + writeFile(t, dir, "v6.pgp", v6ring.Bytes()), "pkcs11:" + pkcs11Pub, "provider:vault:args"} {
+		computed = append(computed, must(ParseRecipient(spec))(t).KeyIDs()...)
+	}
+	if !slices.ContainsFunc(computed, func(id string) bool { return strings.HasPrefix(id, "pgp:") && len(id) == len("pgp:")+64 }) {
+		t.Errorf("no v6 fingerprint among %q", computed)
+	}
+	for _, id := range computed {
+		if err := ValidKeyID(id); err != nil {
+			t.Errorf("an id shroud computes: %v", err)
+		}
+	}
+
+	sha := id.KeyID()
+	for _, bad := range []string{
+		"",
+		strings.TrimPrefix(sha, "sha256:"), // no prefix
+		"sha256:" + strings.ToUpper(strings.TrimPrefix(sha, "sha256:")), // upper case
+		"SHA256:" + strings.TrimPrefix(sha, "sha256:"),
+		sha[:len(sha)-1],                  // a digit short
+		sha + "0",                         // one too many
+		sha + " ",                         // pasted with a blank
+		"sha256:unknown",                  // not hex
+		"pgp:" + strings.Repeat("ab", 20), // lower case
+		"pgp:" + strings.Repeat("AB", 8),  // a 64-bit key id, not a fingerprint
+		"pgp:0x" + strings.Repeat("AB", 19),
+		"pkcs11:",
+		"pkcs11:token=shroud;object=ops", // not sorted
+		"pkcs11:object=ops;token=shroud;type=public",
+		"pkcs11:object=ops;token=shroud?pin-value=1234", // the query (a PIN)
+		"pkcs11:object=ops;token=my token",
+		"pkcs11:object",
+		"provider:",
+		"provider:kms:args",
+		"provider:k ms",
+		"spki:" + strings.TrimPrefix(sha, "sha256:"),
+	} {
+		if err := ValidKeyID(bad); !errors.Is(err, ErrInvalidKeyID) {
+			t.Errorf("ValidKeyID(%q) = %v; want ErrInvalidKeyID", bad, err)
+		}
 	}
 }

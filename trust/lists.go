@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
+	"strings"
 	"time"
+
+	"github.com/shroud-oci/shroud/crypto"
 )
 
 // Target file names. The lists for a namespace ns are the TUF targets
@@ -17,9 +19,6 @@ const (
 	RecipientsFile  = "recipients.json"
 	RevocationsFile = "revocations.json"
 )
-
-// Schemes a recipient entry names: the ocicrypt key wrappers.
-var schemes = map[string]bool{"jwe": true, "pgp": true, "pkcs7": true, "pkcs11": true, "provider": true}
 
 // Revocation reasons.
 const (
@@ -72,28 +71,22 @@ type RevocationList struct {
 	Revocations []Revocation `json:"revocations"`
 }
 
-var (
-	sha256ID = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
-	pgpID    = regexp.MustCompile(`^pgp:(?:[0-9A-F]{40}|[0-9A-F]{64})$`)
-)
+// schemePrefix names the schemes a recipient entry may have (the
+// ocicrypt key wrappers) and the prefix of the key ids of each scheme's keys.
+var schemePrefix = map[string]string{"jwe": "sha256:", "pkcs7": "sha256:", "pgp": "pgp:", "pkcs11": "pkcs11:", "provider": "provider:"}
 
-// ValidKeyID checks that id has the form its scheme's keys are named by.
+// ValidKeyID checks that id has the form its scheme's keys are named by
+// (crypto.ValidKeyID, and the scheme's prefix).
 func ValidKeyID(scheme, id string) error {
-	ok := false
-	switch scheme {
-	case "jwe", "pkcs7":
-		ok = sha256ID.MatchString(id)
-	case "pgp":
-		ok = pgpID.MatchString(id)
-	case "pkcs11":
-		ok = len(id) > len("pkcs11:") && id[:len("pkcs11:")] == "pkcs11:"
-	case "provider":
-		ok = len(id) > len("provider:") && id[:len("provider:")] == "provider:"
-	default:
+	prefix, ok := schemePrefix[scheme]
+	if !ok {
 		return fmt.Errorf("unknown scheme %q (want jwe, pgp, pkcs7, pkcs11 or provider)", scheme)
 	}
-	if !ok {
-		return fmt.Errorf("key id %q is not a %s key id", id, scheme)
+	if err := crypto.ValidKeyID(id); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(id, prefix) {
+		return fmt.Errorf("key id %q is not a %s key id (want %s...)", id, scheme, prefix)
 	}
 	return nil
 }
@@ -119,8 +112,8 @@ func (r Recipient) Validate() error {
 
 // Validate checks a deny entry on its own.
 func (r Revocation) Validate() error {
-	if r.KeyID == "" {
-		return errors.New("revocation without key_id")
+	if err := crypto.ValidKeyID(r.KeyID); err != nil {
+		return fmt.Errorf("revocation: %w", err)
 	}
 	switch r.Reason {
 	case ReasonKeyCompromise, ReasonSuperseded, ReasonRetired:
@@ -134,21 +127,37 @@ func (r Revocation) Validate() error {
 }
 
 // ParseRecipients decodes a recipients.json. Unknown fields are an error:
-// a misspelt "not_after" must not make a key valid forever.
+// a misspelt "not_after" must not make a key valid forever. So is an
+// entry whose key_id is no key id (crypto.ValidKeyID): it would name no
+// key, and a list that says other than what its signer meant is refused
+// whole, as one that does not parse. (Validate checks the rest of an
+// entry, which the refresh ignores alone if it fails.)
 func ParseRecipients(data []byte) (RecipientList, error) {
 	var l RecipientList
 	if err := decodeStrict(data, &l); err != nil {
 		return RecipientList{}, fmt.Errorf("recipients: %w", err)
 	}
+	for i, e := range l.Recipients {
+		if err := crypto.ValidKeyID(e.KeyID); err != nil {
+			return RecipientList{}, fmt.Errorf("recipients: entry %d: %w", i+1, err)
+		}
+	}
 	return l, nil
 }
 
 // ParseRevocations decodes a revocations.json, strictly as
-// ParseRecipients does.
+// ParseRecipients does: a deny entry whose key_id is no key id (an id
+// pasted without its "sha256:", in upper case) would revoke nothing, and
+// the list is refused.
 func ParseRevocations(data []byte) (RevocationList, error) {
 	var l RevocationList
 	if err := decodeStrict(data, &l); err != nil {
 		return RevocationList{}, fmt.Errorf("revocations: %w", err)
+	}
+	for i, e := range l.Revocations {
+		if err := crypto.ValidKeyID(e.KeyID); err != nil {
+			return RevocationList{}, fmt.Errorf("revocations: entry %d: %w", i+1, err)
+		}
 	}
 	return l, nil
 }

@@ -1,8 +1,11 @@
 package trust
 
 import (
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/shroud-oci/shroud/crypto"
 )
 
 func TestListsAreParsedStrictly(t *testing.T) {
@@ -76,5 +79,25 @@ func TestGlobsAndNamespaces(t *testing.T) {
 		if ns, ok := namespaceOfPattern(p); ok {
 			t.Errorf("%s names namespace %q", p, ns)
 		}
+	}
+}
+
+func TestListsRefuseMalformedKeyIDs(t *testing.T) {
+	id := "sha256:" + strings.Repeat("ab", 32)
+	for _, bad := range []string{"", strings.TrimPrefix(id, "sha256:"), strings.ToUpper(id), "sha256:" + strings.Repeat("AB", 32)} {
+		if _, err := ParseRevocations([]byte(`{"revocations":[{"key_id":"` + id + `","revoked_at":"2030-01-01T00:00:00Z","reason":"retired"},{"key_id":"` + bad + `","revoked_at":"2030-01-01T00:00:00Z","reason":"keyCompromise"}]}`)); !errors.Is(err, crypto.ErrInvalidKeyID) || !strings.Contains(err.Error(), "entry 2") {
+			t.Errorf("a deny list with key_id %q: %v; want it refused", bad, err)
+		}
+		if _, err := ParseRecipients([]byte(`{"recipients":[{"key_id":"` + bad + `","scheme":"jwe","scopes":["**"]}]}`)); !errors.Is(err, crypto.ErrInvalidKeyID) {
+			t.Errorf("an allow list with key_id %q: %v; want it refused", bad, err)
+		}
+		if err := (Revocation{KeyID: bad, Reason: ReasonKeyCompromise, RevokedAt: t0}).Validate(); err == nil {
+			t.Errorf("Revocation{%q}.Validate passes", bad)
+		}
+	}
+	// A well-formed id of another scheme is the entry's problem alone.
+	l, err := ParseRecipients([]byte(`{"recipients":[{"key_id":"` + id + `","scheme":"pgp","scopes":["**"]}]}`))
+	if err != nil || l.Recipients[0].Validate() == nil {
+		t.Errorf("a sha256 id for a pgp entry: %v, %v", err, l.Recipients[0].Validate())
 	}
 }

@@ -342,7 +342,7 @@ func trustAddKey(_ context.Context, fs *flag.FlagSet, args []string, stdout io.W
 
 func trustRevoke(_ context.Context, fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	p := addPublishFlags(fs)
-	keyID := fs.String("key-id", "", "key id to revoke (required)")
+	keyID := fs.String("key-id", "", "key id to revoke, as shroud writes it: sha256:<64 lower-case hex>, pgp:<FINGERPRINT>, pkcs11:..., provider:<name> (required)")
 	reason := fs.String("reason", "", "keyCompromise, superseded or retired (required)")
 	at := fs.String("revoked-at", "", "when the key stopped being trusted (RFC 3339; default now)")
 	if err := parseFlags(fs, args); err != nil {
@@ -350,6 +350,11 @@ func trustRevoke(_ context.Context, fs *flag.FlagSet, args []string, stdout io.W
 	}
 	if *keyID == "" || *reason == "" {
 		return usagef("--key-id and --reason are required")
+	}
+	// Key ids are compared as strings: one spelt otherwise than shroud
+	// computes it (no "sha256:", upper case) would revoke nothing.
+	if err := crypto.ValidKeyID(*keyID); err != nil {
+		return usagef("--key-id: %v; nothing revoked", err)
 	}
 	e := trust.Revocation{KeyID: *keyID, Reason: *reason, RevokedAt: time.Now().UTC().Truncate(time.Second)}
 	if *at != "" {

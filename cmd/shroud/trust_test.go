@@ -9,6 +9,8 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,5 +155,119 @@ func TestTrustKeyIDOfPublicKeyFile(t *testing.T) {
 	}
 	if _, err := keyIDOf("pkcs7", p); err == nil {
 		t.Error("a pkcs7 key id from a bare public key (want a certificate)")
+	}
+}
+
+// TestAttackTrustRevokeOfAMisspeltKeyIDRevokesNothing (from the security
+// review of 26971a6): `shroud trust revoke --key-id ID` took any
+// non-empty ID, and the Checker matches deny entries by exact string.
+// The day a key leaks, an operator who pastes the id without its
+// "sha256:" prefix, or in upper case, got "revoke ..." and exit 0,
+// published, and the key went on being wrapped for and unwrapping as
+// before: nothing was revoked. Now the command refuses the id
+// (crypto.ValidKeyID), and a deny list holding one is refused whole.
+func TestAttackTrustRevokeOfAMisspeltKeyIDRevokesNothing(t *testing.T) {
+	for name, spell := range map[string]func(string) string{
+		"without sha256: prefix": func(id string) string { return strings.TrimPrefix(id, "sha256:") },
+		"upper case hex":         func(id string) string { return "sha256:" + strings.ToUpper(strings.TrimPrefix(id, "sha256:")) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			tmp := t.TempDir()
+			repo, keys := filepath.Join(tmp, "repo"), filepath.Join(tmp, "keys")
+			k := func(n string) string { return filepath.Join(keys, n+".pem") }
+			runTrust(t, 0, "init", "--dir", repo, "--root-key", k("root"), "--targets-key", k("targets"),
+				"--snapshot-key", k("snapshot"), "--timestamp-key", k("timestamp"), "--generate")
+			publish := []string{"--targets-key", k("targets"), "--snapshot-key", k("snapshot"), "--timestamp-key", k("timestamp")}
+			file, id := recipientFile(t, tmp, "leaked")
+			runTrust(t, 0, append([]string{"add-key", "--dir", repo, "--public-key", file, "--scheme", "jwe", "--scope", "**"}, publish...)...)
+
+			var code int
+			out := runTrustCode(t, append([]string{"revoke", "--dir", repo, "--key-id", spell(id), "--reason", "keyCompromise"}, publish...), &code)
+			t.Logf("shroud trust revoke --key-id %s: exit %d: %s", spell(id), code, strings.TrimSpace(out))
+
+			root, _ := os.ReadFile(filepath.Join(repo, "metadata", "1.root.json"))
+			src, err := trust.DirSource(repo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, err := trust.New(trust.Options{Source: src, Root: root, DataDir: filepath.Join(tmp, "data")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			refreshed(t, c)
+			if code == 0 && c.Check(context.Background(), trust.OpWrap, "team/app", id, time.Now()) == nil {
+				t.Errorf("`trust revoke --key-id %s` exits 0 and the key %s is still wrapped for (and unwraps): nothing was revoked", spell(id), id)
+			}
+		})
+	}
+}
+
+// runTrustCode is runTrust that returns the exit code instead of
+// wanting one.
+func runTrustCode(t *testing.T, args []string, code *int) string {
+	t.Helper()
+	var out, errOut strings.Builder
+	*code = run(context.Background(), append([]string{"trust"}, args...), &out, &errOut)
+	return out.String() + errOut.String()
+}
+
+// A deny or allow list holding an entry whose key_id is no key id is
+// refused whole, as one that does not parse: the refresh keeps the
+// lists trusted before and says why; `trust revoke` refuses the id
+// before anything is written; add-key --key-id too.
+func TestTrustListsWithAMisspeltKeyIDAreRefused(t *testing.T) {
+	tmp := t.TempDir()
+	repo, keys := filepath.Join(tmp, "repo"), filepath.Join(tmp, "keys")
+	k := func(n string) string { return filepath.Join(keys, n+".pem") }
+	runTrust(t, 0, "init", "--dir", repo, "--root-key", k("root"), "--targets-key", k("targets"),
+		"--snapshot-key", k("snapshot"), "--timestamp-key", k("timestamp"), "--generate")
+	publish := []string{"--targets-key", k("targets"), "--snapshot-key", k("snapshot"), "--timestamp-key", k("timestamp")}
+	_, id := recipientFile(t, tmp, "k")
+	upper := "sha256:" + strings.ToUpper(strings.TrimPrefix(id, "sha256:"))
+	if out := runTrust(t, 2, append([]string{"revoke", "--dir", repo, "--key-id", upper, "--reason", "keyCompromise"}, publish...)...); !strings.Contains(out, "lower-case hex") || !strings.Contains(out, "nothing revoked") {
+		t.Errorf("revoke of an upper-case id: %s", out)
+	}
+	runTrust(t, 2, append([]string{"add-key", "--dir", repo, "--key-id", upper, "--scheme", "jwe", "--scope", "**"}, publish...)...)
+	runTrust(t, 0, append([]string{"revoke", "--dir", repo, "--key-id", id, "--reason", "keyCompromise"}, publish...)...)
+
+	// The list, edited by hand and re-signed: the id mistyped.
+	r, err := trust.OpenRepository(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.Revocations("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Revocations = append(l.Revocations, trust.Revocation{KeyID: strings.TrimPrefix(id, "sha256:"), Reason: trust.ReasonKeyCompromise, RevokedAt: time.Now().UTC()})
+	if err := r.SetRevocations("targets", "", l); err != nil {
+		t.Fatal(err)
+	}
+	if err := publishRole(r, "targets", k("targets"), 0, k("snapshot"), k("timestamp"), io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if out := runTrust(t, 1, "status", "--dir", repo); !strings.Contains(out, "revocations: entry 2") {
+		t.Errorf("status of a deny list with a misspelt id: %s", out)
+	}
+	root, err := os.ReadFile(filepath.Join(repo, "metadata", "1.root.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := trust.DirSource(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := trust.New(trust.Options{Source: src, Root: root, DataDir: filepath.Join(tmp, "data"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Status(); st.LastOutcome != trust.OutcomeRefused || !strings.Contains(strings.Join(st.Refusals, "\n"), "revocations: entry 2") {
+		t.Errorf("a replica's refresh of a deny list with a misspelt id: %s %q; want it refused", st.LastOutcome, st.Refusals)
+	}
+	if out := runTrust(t, 1, append([]string{"revoke", "--dir", repo, "--key-id", id, "--reason", "retired"}, publish...)...); !strings.Contains(out, "entry 2") {
+		t.Errorf("revoke on a directory whose deny list is refused: %s", out)
 	}
 }
