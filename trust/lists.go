@@ -2,12 +2,19 @@ package trust
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/shroud-oci/shroud/crypto"
 )
@@ -172,4 +179,186 @@ func decodeStrict(data []byte, v any) error {
 		return errors.New("trailing data after the document")
 	}
 	return nil
+}
+
+// ErrPrivateKey is why PublicKeyOnly refuses key material: it holds a
+// private (or secret) key.
+var ErrPrivateKey = errors.New("holds a private key")
+
+// jwkPrivate are the members of a JWK that carry private material (RFC
+// 7518 §6: EC and OKP "d", RSA "d" and its CRT values, oct "k").
+var jwkPrivate = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
+
+// PublicKeyOnly is the public_key an allow entry of scheme may carry,
+// re-serialized from data, the key as given: a jwe public key as PEM
+// (PKIX; a JWK stays a JWK, its public members only), a pkcs7
+// certificate as PEM, a pgp keyring armored, its public packets only.
+// The list is published: data that holds private material (a PEM or
+// DER private key, an armored or binary OpenPGP secret key, a JWK with
+// "d"...) is an ErrPrivateKey, and data that is not a public key of
+// scheme an error. pkcs11 and provider entries carry no key.
+func PublicKeyOnly(scheme string, data []byte) (string, error) {
+	if err := noPrivateKey(data); err != nil {
+		return "", err
+	}
+	switch scheme {
+	case "jwe":
+		return jwePublicKey(data)
+	case "pkcs7":
+		cert, err := x509.ParseCertificate(pemOrDER(data, "CERTIFICATE"))
+		if err != nil {
+			return "", fmt.Errorf("not an X.509 certificate (PEM or DER): %w", err)
+		}
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})), nil
+	case "pgp":
+		return pgpPublicKey(data)
+	case "pkcs11", "provider":
+		return "", fmt.Errorf("a %s entry carries no public key (the key stays where %s keeps it)", scheme, scheme)
+	}
+	return "", fmt.Errorf("unknown scheme %q (want jwe, pgp, pkcs7, pkcs11 or provider)", scheme)
+}
+
+// publicKeysOnly checks that every public_key of a recipients list is a
+// public key alone (PublicKeyOnly), whatever else the list gets wrong
+// (Verify checks the list as replicas do).
+func publicKeysOnly(data []byte) error {
+	var l struct {
+		Recipients []struct {
+			KeyID     string `json:"key_id"`
+			Scheme    string `json:"scheme"`
+			PublicKey string `json:"public_key"`
+		} `json:"recipients"`
+	}
+	if err := json.Unmarshal(data, &l); err != nil {
+		return fmt.Errorf("not a recipients list: %w", err)
+	}
+	for i, r := range l.Recipients {
+		if r.PublicKey == "" {
+			continue
+		}
+		if _, err := PublicKeyOnly(r.Scheme, []byte(r.PublicKey)); err != nil {
+			return fmt.Errorf("entry %d (%q): public_key: %w", i+1, r.KeyID, err)
+		}
+	}
+	return nil
+}
+
+// noPrivateKey refuses data that is, or holds, a private key in any of
+// the forms ocicrypt reads one.
+func noPrivateKey(data []byte) error {
+	if privateKey.Match(data) {
+		return fmt.Errorf("%w (a PEM or armored private key block)", ErrPrivateKey)
+	}
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if strings.Contains(b.Type, "PRIVATE") {
+			return fmt.Errorf("%w (a PEM %s block)", ErrPrivateKey, b.Type)
+		}
+	}
+	if _, err := x509.ParsePKCS8PrivateKey(data); err == nil {
+		return fmt.Errorf("%w (PKCS #8 DER)", ErrPrivateKey)
+	}
+	if _, err := x509.ParsePKCS1PrivateKey(data); err == nil {
+		return fmt.Errorf("%w (PKCS #1 DER)", ErrPrivateKey)
+	}
+	if _, err := x509.ParseECPrivateKey(data); err == nil {
+		return fmt.Errorf("%w (SEC 1 DER)", ErrPrivateKey)
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(data, &members) == nil {
+		for _, m := range jwkPrivate {
+			if _, ok := members[m]; ok {
+				return fmt.Errorf("%w (a JWK with %q)", ErrPrivateKey, m)
+			}
+		}
+	}
+	if el, err := openpgp.ReadKeyRing(bytes.NewReader(dearmor(data))); err == nil {
+		for _, e := range el {
+			if e.PrivateKey != nil || slices.ContainsFunc(e.Subkeys, func(s openpgp.Subkey) bool { return s.PrivateKey != nil }) {
+				return fmt.Errorf("%w (OpenPGP secret key %X)", ErrPrivateKey, e.PrimaryKey.Fingerprint)
+			}
+		}
+	}
+	return nil
+}
+
+// pemOrDER is the bytes of data's first PEM block of type typ, or data
+// itself (DER).
+func pemOrDER(data []byte, typ string) []byte {
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return data
+		}
+		if b.Type == typ {
+			return b.Bytes
+		}
+	}
+}
+
+func jwePublicKey(data []byte) (string, error) {
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		var jwk jose.JSONWebKey
+		if err := jwk.UnmarshalJSON(trimmed); err != nil {
+			return "", fmt.Errorf("not a JWK: %w", err)
+		}
+		if !jwk.IsPublic() || !jwk.Valid() {
+			return "", errors.New("not a public JWK")
+		}
+		out, err := jwk.Public().MarshalJSON()
+		if err != nil {
+			return "", err
+		}
+		return string(out), nil
+	}
+	pub, err := x509.ParsePKIXPublicKey(pemOrDER(data, "PUBLIC KEY"))
+	if err != nil {
+		return "", fmt.Errorf("not a public key (PEM, DER or JWK): %w", err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return "", err
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
+}
+
+func pgpPublicKey(data []byte) (string, error) {
+	if blk, err := armor.Decode(bytes.NewReader(data)); err == nil && blk.Type != openpgp.PublicKeyType {
+		return "", fmt.Errorf("an armored %s, not a %s", blk.Type, openpgp.PublicKeyType)
+	}
+	el, err := openpgp.ReadKeyRing(bytes.NewReader(dearmor(data)))
+	if err != nil {
+		return "", fmt.Errorf("not an OpenPGP public key: %w", err)
+	}
+	var out bytes.Buffer
+	w, err := armor.Encode(&out, openpgp.PublicKeyType, nil)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range el {
+		if err := e.Serialize(w); err != nil {
+			return "", fmt.Errorf("OpenPGP key %X: %w", e.PrimaryKey.Fingerprint, err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		return "", err
+	}
+	out.WriteByte('\n')
+	return out.String(), nil
+}
+
+// dearmor is the body of an armored OpenPGP block, or data as it is.
+func dearmor(data []byte) []byte {
+	blk, err := armor.Decode(bytes.NewReader(data))
+	if err != nil {
+		return data
+	}
+	body, err := io.ReadAll(io.LimitReader(blk.Body, int64(len(data))))
+	if err != nil {
+		return data
+	}
+	return body
 }

@@ -1,9 +1,24 @@
 package trust
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/armor"
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/shroud-oci/shroud/crypto"
 )
@@ -78,6 +93,115 @@ func TestGlobsAndNamespaces(t *testing.T) {
 	for _, p := range []string{"team-*/*", "*", "../x/*", "team-a/*.txt"} {
 		if ns, ok := namespaceOfPattern(p); ok {
 			t.Errorf("%s names namespace %q", p, ns)
+		}
+	}
+}
+
+// TestPublicKeyOnly: an allow entry's public_key is published; what
+// add-key is given is re-serialized to its public key alone, with the
+// same key id, and private material in any form ocicrypt reads is
+// refused.
+func TestPublicKeyOnly(t *testing.T) {
+	dir := t.TempDir()
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spki, _ := x509.MarshalPKIXPublicKey(&ec.PublicKey)
+	pkcs8, _ := x509.MarshalPKCS8PrivateKey(ec)
+	sec1, _ := x509.MarshalECPrivateKey(ec)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: spki})
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: t0, NotAfter: t0.Add(time.Hour)}
+	certDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ec.PublicKey, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER})
+	jwk := jose.JSONWebKey{Key: ec, Algorithm: string(jose.ECDH_ES_A256KW)}
+	privJWK, _ := jwk.MarshalJSON()
+	pubJWK, _ := jwk.Public().MarshalJSON()
+	e, err := openpgp.NewEntity("team", "", "team@example.com", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pgpSecret, pgpPublic, pgpArmoredSecret bytes.Buffer
+	_ = e.SerializePrivate(&pgpSecret, nil)
+	_ = e.Serialize(&pgpPublic)
+	w, _ := armor.Encode(&pgpArmoredSecret, openpgp.PrivateKeyType, nil)
+	_ = e.SerializePrivate(w, nil)
+	w.Close()
+
+	idOf := func(scheme string, data []byte) string {
+		t.Helper()
+		p := filepath.Join(dir, fmt.Sprintf("k%d", len(data)))
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		r, err := crypto.ParseRecipient(scheme + ":" + p)
+		if err != nil {
+			t.Fatalf("%s: %v", scheme, err)
+		}
+		return r.KeyID()
+	}
+	for _, c := range []struct {
+		name, scheme string
+		data         []byte
+		prefix       string
+	}{
+		{"PEM", "jwe", pubPEM, "-----BEGIN PUBLIC KEY-----"},
+		{"DER", "jwe", spki, "-----BEGIN PUBLIC KEY-----"},
+		{"JWK", "jwe", pubJWK, "{"},
+		{"certificate PEM", "pkcs7", certPEM, "-----BEGIN CERTIFICATE-----"},
+		{"certificate DER", "pkcs7", certDER, "-----BEGIN CERTIFICATE-----"},
+		{"OpenPGP binary", "pgp", pgpPublic.Bytes(), "-----BEGIN PGP PUBLIC KEY BLOCK-----"},
+	} {
+		got, err := PublicKeyOnly(c.scheme, c.data)
+		if err != nil {
+			t.Errorf("%s: %v", c.name, err)
+			continue
+		}
+		if !strings.HasPrefix(got, c.prefix) {
+			t.Errorf("%s: %.40q; want %s", c.name, got, c.prefix)
+		}
+		if want, id := idOf(c.scheme, c.data), idOf(c.scheme, []byte(got)); id != want {
+			t.Errorf("%s: re-serialized, id %s; given, %s", c.name, id, want)
+		}
+		if again, err := PublicKeyOnly(c.scheme, []byte(got)); err != nil || again != got {
+			t.Errorf("%s: not stable: %v", c.name, err)
+		}
+	}
+	for _, c := range []struct {
+		name, scheme string
+		data         []byte
+	}{
+		{"PKCS #8 PEM", "jwe", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})},
+		{"SEC 1 PEM", "jwe", pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})},
+		{"PKCS #8 DER", "jwe", pkcs8},
+		{"SEC 1 DER", "jwe", sec1},
+		{"public key then private key", "jwe", append(bytes.Clone(pubPEM), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})...)},
+		{"JWK with d", "jwe", privJWK},
+		{"RSA JWK with p and q", "jwe", []byte(`{"kty":"RSA","n":"AQAB","e":"AQAB","p":"AQ","q":"AQ"}`)},
+		{"certificate and its key", "pkcs7", append(bytes.Clone(certPEM), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})...)},
+		{"OpenPGP secret key, binary", "pgp", pgpSecret.Bytes()},
+		{"OpenPGP secret key, armored", "pgp", pgpArmoredSecret.Bytes()},
+		{"OpenPGP secret key as jwe", "jwe", pgpSecret.Bytes()},
+	} {
+		if _, err := PublicKeyOnly(c.scheme, c.data); !errors.Is(err, ErrPrivateKey) {
+			t.Errorf("%s: %v; want ErrPrivateKey", c.name, err)
+		}
+	}
+	for _, c := range []struct {
+		name, scheme string
+		data         []byte
+	}{
+		{"certificate as jwe", "jwe", certPEM},
+		{"public key as pkcs7", "pkcs7", pubPEM},
+		{"garbage", "pgp", []byte("not a key")},
+		{"pkcs11", "pkcs11", []byte("pkcs11:\n  uri: pkcs11:token=t;object=o?pin-value=1234\n")},
+		{"provider", "provider", []byte("kms")},
+	} {
+		if _, err := PublicKeyOnly(c.scheme, c.data); err == nil {
+			t.Errorf("%s: accepted", c.name)
 		}
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
 // maxArtifactFile bounds one file of an artifact being built: what the
@@ -27,7 +28,8 @@ const maxArtifactFile = 32 << 20
 
 // The names a repository directory's files may have to be published, by
 // where they stand: metadata/ holds "<role>.json" and "<n>.<role>.json"
-// (role names as roleName allows them), targets/ the lists and their
+// (role names as roleName allows them; only the files of a role the
+// metadata names are published, addMetadata), targets/ the lists and their
 // hash-prefixed copies in a directory per namespace. Anything else there
 // (an editor's backup, a key file put there by mistake, the temporaries
 // of a write under way) is left out.
@@ -37,6 +39,8 @@ var (
 	// privateKey is the first line of a PEM or armored private key, the
 	// one thing no published file may hold.
 	privateKey = regexp.MustCompile(`-----BEGIN [A-Z0-9 ]*PRIVATE KEY`)
+	// versioned splits "<n>.<rest>".
+	versioned = regexp.MustCompile(`^[1-9][0-9]*\.(.+)$`)
 )
 
 // Artifact is a trust repository as the OCI artifact OCISource reads:
@@ -61,10 +65,15 @@ type Artifact struct {
 // BuildArtifact builds the artifact of the repository in dir, as
 // `shroud trust` writes it. Only regular files under metadata/ and
 // targets/ named as the layout names them go in, read without following
-// a link out of dir; a file that holds a private key, a metadata/ or
-// targets/ that is a link, or a manifest larger than OCISource reads
-// (maxArtifactManifest) is an error. It checks no signature: Verify
-// does.
+// a link out of dir: under metadata/, the files of the TUF roles
+// (N.root.json, timestamp.json, [N.]snapshot.json, [N.]targets.json and
+// [N.]<role>.json for each role targets metadata there delegates), each
+// of its role's type. A file that holds a private key (a PEM or armored
+// one anywhere, an allow entry's public_key that is not a public key
+// alone, PublicKeyOnly), a role's file that is not its metadata, a
+// metadata/ or targets/ that is a link, or a manifest larger than
+// OCISource reads (maxArtifactManifest) is an error. It checks no
+// signature: Verify does.
 func BuildArtifact(dir string) (*Artifact, error) {
 	root, err := os.OpenRoot(dir)
 	if err != nil {
@@ -72,10 +81,15 @@ func BuildArtifact(dir string) (*Artifact, error) {
 	}
 	defer root.Close()
 	a := &Artifact{Dir: dir, Files: map[string][]byte{}}
-	for _, top := range []string{metadataDir, targetsDir} {
-		if err := a.addTree(root, top); err != nil {
-			return nil, fmt.Errorf("trust artifact of %s: %w", dir, err)
-		}
+	meta := map[string][]byte{}
+	if err := a.addTree(root, metadataDir, meta); err != nil {
+		return nil, fmt.Errorf("trust artifact of %s: %w", dir, err)
+	}
+	if err := a.addMetadata(meta); err != nil {
+		return nil, fmt.Errorf("trust artifact of %s: %w", dir, err)
+	}
+	if err := a.addTree(root, targetsDir, nil); err != nil {
+		return nil, fmt.Errorf("trust artifact of %s: %w", dir, err)
 	}
 	if err := a.pack(); err != nil {
 		return nil, fmt.Errorf("trust artifact of %s: %w", dir, err)
@@ -113,8 +127,10 @@ func (a *Artifact) pack() error {
 	return nil
 }
 
-// addTree adds the files under top ("metadata", "targets") of root.
-func (a *Artifact) addTree(root *os.Root, top string) error {
+// addTree adds the files under top ("metadata", "targets") of root:
+// those of targets/ to a.Files, those of metadata/ to meta, by name, for
+// addMetadata to sort out.
+func (a *Artifact) addTree(root *os.Root, top string, meta map[string][]byte) error {
 	st, err := root.Lstat(top)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
@@ -155,12 +171,125 @@ func (a *Artifact) addTree(root *os.Root, top string) error {
 		if err != nil {
 			return err
 		}
+		if top == metadataDir {
+			meta[d.Name()] = data
+			return nil
+		}
 		if privateKey.Match(data) {
 			return fmt.Errorf("%s holds a private key: refusing to publish it", p)
+		}
+		if strings.HasSuffix(d.Name(), RecipientsFile) {
+			if err := publicKeysOnly(data); err != nil {
+				return fmt.Errorf("%s: %w: refusing to publish it (add the key again with shroud trust add-key --public-key, or drop its public_key)", p, err)
+			}
 		}
 		a.Files[p] = data
 		return nil
 	})
+}
+
+// addMetadata adds the files of meta (metadata/ by name) that are a TUF
+// role's: root's and snapshot's by version and latest, timestamp.json,
+// and those of targets and of each role a targets metadata file among
+// them delegates (whatever its version: a role dropped since may have
+// been delegated by an older one).
+func (a *Artifact) addMetadata(meta map[string][]byte) error {
+	names := make([]string, 0, len(meta))
+	for n := range meta {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	delegated := map[string]bool{metadata.TARGETS: true}
+	for grown := true; grown; {
+		grown = false
+		for _, n := range names {
+			role, ok := roleOfFile(n, delegated)
+			if !ok || metadataType(role) != metadata.TARGETS {
+				continue
+			}
+			for _, d := range delegationsOf(meta[n]) {
+				if !delegated[d] && roleName.MatchString(d) && !slices.Contains(metadata.TOP_LEVEL_ROLE_NAMES[:], d) {
+					delegated[d], grown = true, true
+				}
+			}
+		}
+	}
+	for _, n := range names {
+		p, data := metadataDir+"/"+n, meta[n]
+		role, ok := roleOfFile(n, delegated)
+		if !ok {
+			a.Skipped = append(a.Skipped, p+": names no role of the repository's metadata")
+			continue
+		}
+		if privateKey.Match(data) {
+			return fmt.Errorf("%s holds a private key: refusing to publish it", p)
+		}
+		var probe struct {
+			Signed struct {
+				Type string `json:"_type"`
+			} `json:"signed"`
+		}
+		if err := json.Unmarshal(data, &probe); err != nil || probe.Signed.Type != metadataType(role) {
+			return fmt.Errorf("%s is named as role %s's but is not %s metadata: refusing to publish it", p, role, metadataType(role))
+		}
+		a.Files[p] = data
+	}
+	return nil
+}
+
+// roleOfFile is the role whose metadata file name is: N.root.json,
+// root.json, timestamp.json, [N.]snapshot.json, [N.]<role>.json for the
+// roles of delegated (targets among them).
+func roleOfFile(name string, delegated map[string]bool) (string, bool) {
+	base, ok := strings.CutSuffix(name, ".json")
+	if !ok {
+		return "", false
+	}
+	var candidates []string
+	if m := versioned.FindStringSubmatch(base); m != nil {
+		candidates = append(candidates, m[1])
+	}
+	candidates = append(candidates, base)
+	for i, role := range candidates {
+		unversioned := i == len(candidates)-1
+		switch {
+		case role == metadata.TIMESTAMP && unversioned,
+			role == metadata.ROOT, role == metadata.SNAPSHOT, delegated[role]:
+			return role, true
+		}
+	}
+	return "", false
+}
+
+// metadataType is the _type of role's metadata.
+func metadataType(role string) string {
+	switch role {
+	case metadata.ROOT, metadata.TIMESTAMP, metadata.SNAPSHOT:
+		return role
+	}
+	return metadata.TARGETS
+}
+
+// delegationsOf lists the roles a targets metadata file delegates, read
+// without checking it (Verify does).
+func delegationsOf(data []byte) []string {
+	var probe struct {
+		Signed struct {
+			Delegations *struct {
+				Roles []struct {
+					Name string `json:"name"`
+				} `json:"roles"`
+			} `json:"delegations"`
+		} `json:"signed"`
+	}
+	if json.Unmarshal(data, &probe) != nil || probe.Signed.Delegations == nil {
+		return nil
+	}
+	out := make([]string, 0, len(probe.Signed.Delegations.Roles))
+	for _, r := range probe.Signed.Delegations.Roles {
+		out = append(out, r.Name)
+	}
+	return out
 }
 
 // readRegular reads the regular file p of root, at most maxArtifactFile

@@ -287,3 +287,75 @@ func TestArtifactManifestBounded(t *testing.T) {
 		t.Fatalf("pack: %v; want the manifest size refused", err)
 	}
 }
+
+// The attacks below are from the security review of 26971a6: `shroud
+// trust publish` pushed what replicas refuse, or what drops a
+// revocation, or a private key.
+
+// BuildArtifact takes every metadata/<name>.json whose name has the form
+// of a role's, whether or not any role has that name, and recognises a
+// private key by a PEM header alone: a JSON key file kept next to the
+// metadata (a JWK, or the securesystemslib/go-tuf JSON key format TUF
+// tooling writes) is published.
+func TestAttackPublishPushesAJSONPrivateKeyKeptInMetadata(t *testing.T) {
+	tr := newTestRepo(t)
+	jwk := []byte(`{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}`)
+	tr.writeFile("metadata/timestamp-key.json", jwk)
+	a := buildArtifact(t, tr.repo.Dir())
+	if _, ok := a.Files["metadata/timestamp-key.json"]; ok {
+		t.Errorf("the artifact publishes metadata/timestamp-key.json, a private JWK (its \"d\")")
+	}
+}
+
+// TestArtifactPublishesTheRolesFilesOnly: under metadata/, only the
+// files of the roles the metadata names go in, each of its role's type.
+func TestArtifactPublishesTheRolesFilesOnly(t *testing.T) {
+	tr := newTestRepo(t)
+	tr.delegate("team-a", newSigner(t), "team-a/*")
+	tr.publish(metadata.TARGETS)
+	tr.publish("team-a")
+	ts := tr.readFile("metadata/timestamp.json")
+	for name, data := range map[string][]byte{
+		"metadata/notes.json":         []byte(`{"todo":"rotate"}`),
+		"metadata/team-b.json":        ts,
+		"metadata/2.timestamp.json":   ts,
+		"metadata/timestamp-key.json": []byte(`{"keytype":"ed25519","scheme":"ed25519","keyval":{"public":"ab","private":"cd"}}`),
+	} {
+		tr.writeFile(name, data)
+	}
+	a := buildArtifact(t, tr.repo.Dir())
+	for _, want := range []string{"metadata/team-a.json", "metadata/2.team-a.json", "metadata/1.root.json", "metadata/timestamp.json", "metadata/snapshot.json", "metadata/targets.json"} {
+		if a.Files[want] == nil {
+			t.Errorf("%s left out", want)
+		}
+	}
+	skipped := strings.Join(a.Skipped, "\n")
+	for _, left := range []string{"metadata/notes.json", "metadata/team-b.json", "metadata/2.timestamp.json", "metadata/timestamp-key.json"} {
+		if a.Files[left] != nil || !strings.Contains(skipped, left+": names no role") {
+			t.Errorf("%s published (skipped: %q)", left, a.Skipped)
+		}
+	}
+	if _, err := a.Verify(context.Background(), t0, nil); err != nil {
+		t.Fatal(err)
+	}
+	// A role's name on another document is refused.
+	tr.writeFile("metadata/9.snapshot.json", ts)
+	if _, err := BuildArtifact(tr.repo.Dir()); err == nil || !strings.Contains(err.Error(), "metadata/9.snapshot.json is named as role snapshot's but is not snapshot metadata") {
+		t.Errorf("a timestamp as 9.snapshot.json: %v", err)
+	}
+	removeFile(tr, "metadata/9.snapshot.json")
+
+	// A JWK private key as an allow entry's public_key is refused.
+	l, err := tr.repo.Recipients("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Recipients = append(l.Recipients, Recipient{KeyID: newRecipientKey(t).id, Scheme: "jwe", Scopes: []string{"**"},
+		PublicKey: `{"kty":"OKP","crv":"X25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A"}`})
+	if err := tr.repo.SetRecipients(metadata.TARGETS, "", l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := BuildArtifact(tr.repo.Dir()); !errors.Is(err, ErrPrivateKey) || !strings.Contains(err.Error(), "recipients.json: entry 1") {
+		t.Errorf("a JWK private key in the allow list: %v", err)
+	}
+}

@@ -287,7 +287,7 @@ func parseTime(name, v string) (time.Time, error) {
 func trustAddKey(_ context.Context, fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	p := addPublishFlags(fs)
 	keyID := fs.String("key-id", "", "key id (sha256:<hex>, pgp:<FINGERPRINT>, pkcs11:..., provider:<name>)")
-	pubFile := fs.String("public-key", "", "the key itself (PEM public key or certificate, armored OpenPGP key): its id is computed and it is distributed in the list")
+	pubFile := fs.String("public-key", "", "the key itself (public key: PEM, DER or JWK; certificate; OpenPGP public key): its id is computed and its public key alone is distributed in the list (a private key is refused)")
 	scheme := fs.String("scheme", "", "jwe, pgp, pkcs7, pkcs11 or provider (required)")
 	url := fs.String("url", "", "where to get the key, when the list does not carry it")
 	var scopes listFlag
@@ -309,15 +309,8 @@ func trustAddKey(_ context.Context, fs *flag.FlagSet, args []string, stdout io.W
 		return err
 	}
 	if *pubFile != "" {
-		data, err := os.ReadFile(*pubFile)
-		if err != nil {
+		if e.KeyID, e.PublicKey, err = publicKeyEntry(*scheme, *pubFile); err != nil {
 			return err
-		}
-		if e.KeyID, err = keyIDOf(*scheme, *pubFile); err != nil {
-			return fmt.Errorf("%s: %w", *pubFile, err)
-		}
-		if *scheme != "pkcs11" {
-			e.PublicKey = string(data)
 		}
 	}
 	if err := e.Validate(); err != nil {
@@ -536,6 +529,34 @@ func listName(ns, file string) string {
 		return file
 	}
 	return ns + "/" + file
+}
+
+// publicKeyEntry is the key id of the key in file and the public_key the
+// allow entry carries: the public key alone, re-serialized
+// (trust.PublicKeyOnly), the list being published. A file that holds a
+// private or secret key is refused, not copied; a pkcs11 key file is not
+// carried (its URI may hold a PIN), and a provider has no key file.
+func publicKeyEntry(scheme, file string) (id, public string, err error) {
+	if scheme == "provider" {
+		return "", "", usagef("--scheme provider names its key by --key-id provider:<name>, not by --public-key")
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", "", err
+	}
+	if scheme != "pkcs11" {
+		public, err = trust.PublicKeyOnly(scheme, data)
+		switch {
+		case errors.Is(err, trust.ErrPrivateKey):
+			return "", "", fmt.Errorf("%s %w: give its public key (the list is published, in the registry); nothing changed", file, err)
+		case err != nil:
+			return "", "", fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	if id, err = keyIDOf(scheme, file); err != nil {
+		return "", "", fmt.Errorf("%s: %w", file, err)
+	}
+	return id, public, nil
 }
 
 // keyIDOf names the key of a key file as the trust documents do, through

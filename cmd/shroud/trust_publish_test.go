@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -13,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+	"github.com/ProtonMail/go-crypto/openpgp/packet"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -155,5 +159,89 @@ func TestTrustPublishReachesReplicasThroughTheRegistry(t *testing.T) {
 	}
 	if h, err := remote.Head(tag); err != nil || h.Digest.String() != revoked {
 		t.Errorf("the tag holds %v (%v); want %s, the last good publication", h, err, revoked)
+	}
+}
+
+// TestAttackPublishPushesABinaryOpenPGPSecretKeyGivenAsPublicKey (from
+// the security review of 26971a6): `trust add-key --public-key FILE`
+// copied FILE verbatim into the entry's public_key, and for --scheme pgp
+// read it with openpgp.ReadKeyRing, which reads secret keys as well. A
+// binary OpenPGP secret key (`gpg --export-secret-keys KEY > team.gpg`,
+// the file a team hands over by mistake) has no PEM header: add-key took
+// it and publish pushed it to the registry. Now add-key refuses it, and
+// publish refuses a list that carries one written there otherwise.
+func TestAttackPublishPushesABinaryOpenPGPSecretKeyGivenAsPublicKey(t *testing.T) {
+	tmp := t.TempDir()
+	repo, keys := filepath.Join(tmp, "repo"), filepath.Join(tmp, "keys")
+	k := func(n string) string { return filepath.Join(keys, n+".pem") }
+	runTrust(t, 0, "init", "--dir", repo, "--root-key", k("root"), "--targets-key", k("targets"),
+		"--snapshot-key", k("snapshot"), "--timestamp-key", k("timestamp"), "--generate")
+	chain := []string{"--targets-key", k("targets"), "--snapshot-key", k("snapshot"), "--timestamp-key", k("timestamp")}
+
+	e, err := openpgp.NewEntity("team-a", "", "team-a@example.com", &packet.Config{Algorithm: packet.PubKeyAlgoRSA, RSABits: 2048})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var secret, public bytes.Buffer
+	if err := e.SerializePrivate(&secret, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Serialize(&public); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(tmp, "team-a.gpg")
+	if err := os.WriteFile(file, secret.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var code int
+	out := runTrustCode(t, append([]string{"add-key", "--dir", repo, "--public-key", file, "--scheme", "pgp", "--scope", "team-a/**"}, chain...), &code)
+	if code == 0 || !strings.Contains(out, "private key") {
+		t.Errorf("add-key of a binary OpenPGP secret key: exit %d: %s; want it refused", code, strings.TrimSpace(out))
+	}
+	r, err := trust.OpenRepository(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := r.Recipients(""); err != nil || len(l.Recipients) != 0 {
+		t.Fatalf("the allow list after the refusal: %+v, %v", l, err)
+	}
+
+	// The same key's public half is taken, stored armored and public
+	// only, with the same key id.
+	pubFile := filepath.Join(tmp, "team-a.pub.gpg")
+	if err := os.WriteFile(pubFile, public.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runTrust(t, 0, append([]string{"add-key", "--dir", repo, "--public-key", pubFile, "--scheme", "pgp", "--scope", "team-a/**"}, chain...)...)
+	if r, err = trust.OpenRepository(repo); err != nil {
+		t.Fatal(err)
+	}
+	l, err := r.Recipients("")
+	if err != nil || len(l.Recipients) != 1 {
+		t.Fatalf("the allow list: %+v, %v", l, err)
+	}
+	stored := l.Recipients[0]
+	if !strings.HasPrefix(stored.PublicKey, "-----BEGIN PGP PUBLIC KEY BLOCK-----") {
+		t.Errorf("public_key stored as %.60q; want it armored", stored.PublicKey)
+	}
+	storedFile := filepath.Join(tmp, "stored.asc")
+	if err := os.WriteFile(storedFile, []byte(stored.PublicKey), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if id, err := keyIDOf("pgp", storedFile); err != nil || id != stored.KeyID || id != "pgp:"+strings.ToUpper(hex.EncodeToString(e.PrimaryKey.Fingerprint)) {
+		t.Errorf("the stored key's id %s, %v; the entry's %s", id, err, stored.KeyID)
+	}
+	if _, err := trust.BuildArtifact(repo); err != nil {
+		t.Fatalf("a list of public keys: %v", err)
+	}
+
+	// A list given the secret key some other way (by hand, by an older
+	// shroud) is not published.
+	l.Recipients[0].PublicKey = string(secret.Bytes())
+	if err := r.SetRecipients("targets", "", l); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust.BuildArtifact(repo); err == nil || !strings.Contains(err.Error(), "refusing to publish") {
+		t.Errorf("BuildArtifact of a list carrying an OpenPGP secret key: %v; want it refused", err)
 	}
 }
