@@ -1,6 +1,7 @@
 package trust
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,6 +21,7 @@ import (
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/fetcher"
 )
 
 // maxArtifactFile bounds one file of an artifact being built: what the
@@ -342,27 +345,49 @@ func (a *Artifact) Blobs() []Blob {
 	return out
 }
 
+// ErrPublishedUnverified is why Verify refuses to check an artifact
+// against the one published: what the tag holds is not a trust
+// repository replicas could trust (not a trust artifact, no
+// metadata/1.root.json, another metadata/1.root.json than the new
+// artifact's, a signature or a document that fails at every reference
+// time). Publishing over it anyway (`shroud trust publish --force`)
+// replaces the trust repository replicas were given.
+var ErrPublishedUnverified = errors.New("the published trust artifact does not verify")
+
 // Verification is what a replica makes of an artifact.
 type Verification struct {
-	// Published is what the replica trusted of the artifact published
-	// before (LastOutcome failed, and LastError why, when there was
-	// none it could verify).
+	// Published is what a replica trusted of the artifact published
+	// before (zero without one).
 	Published Status
+	// PublishedAt is the reference time Published was checked at: now,
+	// or, when what the artifact holds had expired by now, the last time
+	// every document it was refreshed from was valid, when replicas
+	// could still trust it (and still hold its deny entries).
+	PublishedAt time.Time
 	// Status is what it trusts once it has refreshed from the new one.
 	Status Status
 }
 
-// Verify refreshes, at now, a new Checker given the artifact's
-// metadata/1.root.json (what replicas are given as --trust-root) from
-// published (the artifact as the registry holds it now; nil: none) and
-// then from the artifact itself, as a replica that trusted the published
-// one would at its next refresh. It fails unless that last refresh
-// succeeds with every namespace's lists accepted: the roots' chain signed
-// by their thresholds, timestamp, snapshot and every targets role signed
-// and not expired at now, no version rolled back and no deny entry
-// dropped from the published ones. Publishing an artifact that fails
-// would make every replica refuse it (and freeze when what it trusts
-// expires).
+// maxPublishedAttempts bounds the refreshes Verify makes of the
+// published artifact, each at an earlier reference time.
+const maxPublishedAttempts = 8
+
+// Verify refreshes, at now, a new Checker from published (the artifact
+// as the registry holds it now; nil: nothing there, a first
+// publication) and then from the artifact itself, as a replica that
+// trusted the published one would at its next refresh. The Checker is
+// given the published artifact's metadata/1.root.json, the root replicas
+// hold (--trust-root), and the new artifact must carry the same one; with
+// no published artifact, its own. When the published artifact has
+// expired by now it is refreshed as of the last time it was valid, so
+// that its deny entries are loaded all the same. Verify fails unless
+// that last refresh succeeds with every namespace's lists accepted: the
+// roots' chain signed by their thresholds, timestamp, snapshot and every
+// targets role signed and not expired at now, no version rolled back and
+// no deny entry of the published ones dropped. Publishing an artifact
+// that fails would make every replica refuse it (and freeze when what it
+// trusts expires). A published artifact that cannot be trusted at any
+// reference time is an ErrPublishedUnverified.
 func (a *Artifact) Verify(ctx context.Context, now time.Time, published *Source) (Verification, error) {
 	var v Verification
 	dataDir, err := os.MkdirTemp("", "shroud-trust-verify-")
@@ -377,15 +402,20 @@ func (a *Artifact) Verify(ctx context.Context, now time.Time, published *Source)
 		Clock:   func() time.Time { return now },
 	}
 	if published != nil {
-		opts.Source = *published
-		prev, err := New(opts)
+		root, err := publishedRoot(ctx, *published)
 		if err != nil {
-			return v, err
+			return v, fmt.Errorf("%w: %s: %w", ErrPublishedUnverified, published.Name, err)
 		}
-		_ = prev.Refresh(ctx) // its outcome is in Published
-		v.Published = prev.Status()
+		if !bytes.Equal(root, opts.Root) {
+			return v, fmt.Errorf("%w: %s holds another %s/1.root.json than %s: a different trust repository, which replicas given the published root (--trust-root) refuse", ErrPublishedUnverified, published.Name, metadataDir, a.Dir)
+		}
+		opts.Root = root
+		if opts.DataDir, v.Published, v.PublishedAt, err = refreshPublished(ctx, opts, *published, now); err != nil {
+			return v, fmt.Errorf("%w: %s: %w", ErrPublishedUnverified, published.Name, err)
+		}
 	}
-	// A Checker on the same data dir starts from what the first trusted.
+	// A Checker on the same data dir starts from what the first trusted:
+	// its versions and its deny entries.
 	opts.Source = a.source()
 	c, err := New(opts)
 	if err != nil {
@@ -400,6 +430,125 @@ func (a *Artifact) Verify(ctx context.Context, now time.Time, published *Source)
 		return v, fmt.Errorf("trust artifact of %s: refused: %s", a.Dir, strings.Join(v.Status.Refusals, "; "))
 	}
 	return v, nil
+}
+
+// publishedRoot is the published artifact's metadata/1.root.json.
+func publishedRoot(ctx context.Context, src Source) ([]byte, error) {
+	data, err := src.Fetcher(ctx).DownloadFile(src.MetadataURL+"1.root.json", Limits{}.withDefaults().Root, 0)
+	if err != nil {
+		return nil, fmt.Errorf("%s/1.root.json: %w", metadataDir, err)
+	}
+	return data, nil
+}
+
+// refreshPublished refreshes a Checker from the published artifact, in a
+// data dir of its own under opts.DataDir, at now; when that fails for an
+// expired document or refuses a namespace, again as of the earliest
+// expiry of the documents it read, until it is all accepted or no
+// earlier time is left. It answers the data dir of the best refresh (all
+// accepted, else the fewest refusals, the latest first), what that
+// Checker trusts and when; or the error of the refresh at now when none
+// succeeds.
+func refreshPublished(ctx context.Context, opts Options, src Source, now time.Time) (string, Status, time.Time, error) {
+	base := opts.DataDir
+	var (
+		best     string
+		bestSt   Status
+		bestAt   time.Time
+		firstErr error
+	)
+	at := now
+	for i := range maxPublishedAttempts {
+		rec := &expiryRecorder{}
+		rec.note(opts.Root)
+		o := opts
+		o.DataDir = filepath.Join(base, fmt.Sprintf("published-%d", i))
+		o.Source = rec.wrap(src)
+		refAt := at
+		o.Clock = func() time.Time { return refAt }
+		c, err := New(o)
+		if err != nil {
+			return "", Status{}, time.Time{}, err
+		}
+		err = c.Refresh(ctx)
+		st := c.Status()
+		switch {
+		case err == nil && (best == "" || len(st.Refusals) < len(bestSt.Refusals)):
+			best, bestSt, bestAt = o.DataDir, st, at
+		case err != nil && firstErr == nil:
+			firstErr = err
+		}
+		clean := err == nil && len(st.Refusals) == 0
+		if clean || (err != nil && !errors.Is(err, &metadata.ErrExpiredMetadata{})) {
+			break
+		}
+		e := rec.earliest()
+		if e.IsZero() || !e.Before(at) {
+			break
+		}
+		at = e
+	}
+	if best == "" {
+		return "", Status{}, time.Time{}, firstErr
+	}
+	return best, bestSt, bestAt, nil
+}
+
+// expiryRecorder notes the earliest expiry of the metadata a refresh
+// downloads: of timestamp, snapshot and targets roles, and of the newest
+// root (the expiry of a root rotated away binds nothing).
+type expiryRecorder struct {
+	roles       time.Time
+	root        time.Time
+	rootVersion int64
+}
+
+func (r *expiryRecorder) wrap(src Source) Source {
+	inner := src.Fetcher
+	src.Fetcher = func(ctx context.Context) fetcher.Fetcher {
+		f := inner(ctx)
+		return fetchFunc(func(name string, maxLength int64) ([]byte, error) {
+			data, err := f.DownloadFile(name, maxLength, 0)
+			if err == nil {
+				r.note(data)
+			}
+			return data, err
+		})
+	}
+	return src
+}
+
+func (r *expiryRecorder) note(data []byte) {
+	var probe struct {
+		Signed struct {
+			Type    string    `json:"_type"`
+			Version int64     `json:"version"`
+			Expires time.Time `json:"expires"`
+		} `json:"signed"`
+	}
+	if json.Unmarshal(data, &probe) != nil || probe.Signed.Expires.IsZero() {
+		return
+	}
+	if probe.Signed.Type == metadata.ROOT {
+		if probe.Signed.Version > r.rootVersion {
+			r.root, r.rootVersion = probe.Signed.Expires, probe.Signed.Version
+		}
+		return
+	}
+	if r.roles.IsZero() || probe.Signed.Expires.Before(r.roles) {
+		r.roles = probe.Signed.Expires
+	}
+}
+
+// earliest is the earliest expiry noted (zero: none).
+func (r *expiryRecorder) earliest() time.Time {
+	switch {
+	case r.root.IsZero():
+		return r.roles
+	case r.roles.IsZero() || r.root.Before(r.roles):
+		return r.root
+	}
+	return r.roles
 }
 
 // source reads the artifact from memory, as OCISource reads it from the

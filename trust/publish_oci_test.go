@@ -292,6 +292,97 @@ func TestArtifactManifestBounded(t *testing.T) {
 // trust publish` pushed what replicas refuse, or what drops a
 // revocation, or a private key.
 
+// The timestamp cron missed a day: what the tag holds has an expired
+// timestamp (the replicas are frozen, and still hold its deny list). The
+// operator publishes from a stale copy of the directory, re-signed: the
+// deny list in it lacks the revocation published since. A replica that
+// trusted the published artifact refuses the new one (a deny entry
+// dropped); Verify, the published artifact failing for its expiry, does
+// not load its lists and passes it.
+func TestAttackPublishOverAnExpiredArtifactDropsADenyEntry(t *testing.T) {
+	ctx := context.Background()
+	tr := newTestRepo(t)
+	k := newRecipientKey(t)
+	tr.allow(metadata.TARGETS, "", k.entry("**"))
+	tr.revoke(metadata.TARGETS, "", k.revocation(ReasonKeyCompromise))
+	tr.publish(metadata.TARGETS)
+	published := buildArtifact(t, tr.repo.Dir())
+	reg := memRegistry{}
+	reg.put("infra/trust", "trust", published)
+
+	// A replica trusted it.
+	replica := newChecker(t, tr, "", func(o *Options) { o.Source = OCISource("infra/trust", "trust", reg.fetch) })
+	replica.refreshed(t)
+	replica.refused(t, OpWrap, "a/b", k.id, t0, RefusedRevoked)
+
+	// Two days on; the timestamp (a day) expired, targets and snapshot
+	// not. The stale copy: the revocation taken out, re-signed.
+	later := t0.Add(2 * Expiry(metadata.TIMESTAMP))
+	if later.After(t0.Add(Expiry(metadata.SNAPSHOT))) {
+		t.Skipf("snapshot expiry %v is shorter than two timestamps", Expiry(metadata.SNAPSHOT))
+	}
+	if err := tr.repo.SetRevocations(metadata.TARGETS, "", RevocationList{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, role := range []string{metadata.TARGETS, metadata.SNAPSHOT, metadata.TIMESTAMP} {
+		if err := tr.repo.Bump(role, later.Add(Expiry(role))); err != nil {
+			t.Fatal(err)
+		}
+		tr.sign(role)
+	}
+	tr.write()
+	stale := buildArtifact(t, tr.repo.Dir())
+	pub := OCISource("infra/trust", "trust", reg.fetch)
+	v, err := stale.Verify(ctx, later, &pub)
+	t.Logf("Verify: published %s (%s); %v", v.Published.LastOutcome, v.Published.LastError, err)
+
+	// What the replica makes of it once pushed.
+	reg.put("infra/trust", "trust", stale)
+	replica.clock.Set(later)
+	rerr := replica.Refresh(ctx)
+	st := replica.Status()
+	t.Logf("the replica's refresh: %v, refusals %v", rerr, st.Refusals)
+	replicaRefuses := rerr != nil || len(st.Refusals) > 0
+	if err == nil && replicaRefuses {
+		t.Errorf("Verify passed an artifact a replica that trusted the published one refuses (%v %v): publish would push it", rerr, st.Refusals)
+	}
+	// A new replica (no floor of its own) takes the dropped entry's key.
+	fresh := newChecker(t, tr, "", func(o *Options) { o.Source = OCISource("infra/trust", "trust", reg.fetch) })
+	fresh.clock.Set(later)
+	if fresh.Refresh(ctx) == nil && fresh.Check(ctx, OpWrap, "a/b", k.id, later) == nil && err == nil {
+		t.Errorf("and a new replica wraps for %s, revoked (keyCompromise) in the artifact publish replaced", k.id)
+	}
+}
+
+// The directory was initialized again (`trust init --generate` run a
+// second time, or another directory given to --dir): a new root. The
+// published artifact does not verify under the new directory's
+// 1.root.json, so Verify checks the new one as a first publication and
+// passes it; every replica, given the old root as --trust-root, refuses
+// it and freezes when what it trusts expires.
+func TestAttackPublishReplacesTheRootReplicasWereGiven(t *testing.T) {
+	ctx := context.Background()
+	tr := newTestRepo(t)
+	tr.publish(metadata.TARGETS)
+	reg := memRegistry{}
+	reg.put("infra/trust", "trust", buildArtifact(t, tr.repo.Dir()))
+	replica := newChecker(t, tr, "", func(o *Options) { o.Source = OCISource("infra/trust", "trust", reg.fetch) })
+	replica.refreshed(t)
+
+	other := newTestRepo(t)
+	other.publish(metadata.TARGETS)
+	a := buildArtifact(t, other.repo.Dir())
+	pub := OCISource("infra/trust", "trust", reg.fetch)
+	v, err := a.Verify(ctx, t0, &pub)
+	t.Logf("Verify: published %s (%s); %v", v.Published.LastOutcome, v.Published.LastError, err)
+
+	reg.put("infra/trust", "trust", a)
+	rerr := replica.Refresh(ctx)
+	if err == nil && rerr != nil {
+		t.Errorf("Verify passed an artifact of another root; every replica refuses it: %v", rerr)
+	}
+}
+
 // BuildArtifact takes every metadata/<name>.json whose name has the form
 // of a role's, whether or not any role has that name, and recognises a
 // private key by a PEM header alone: a JSON key file kept next to the
@@ -304,6 +395,74 @@ func TestAttackPublishPushesAJSONPrivateKeyKeptInMetadata(t *testing.T) {
 	a := buildArtifact(t, tr.repo.Dir())
 	if _, ok := a.Files["metadata/timestamp-key.json"]; ok {
 		t.Errorf("the artifact publishes metadata/timestamp-key.json, a private JWK (its \"d\")")
+	}
+}
+
+// TestArtifactVerifyOverAnExpiredPublication: the timestamp cron missed
+// a day. Publishing the directory again with a fresh timestamp passes,
+// checked against what the tag holds as of when it was last valid, its
+// deny entries loaded.
+func TestArtifactVerifyOverAnExpiredPublication(t *testing.T) {
+	ctx := context.Background()
+	tr := newTestRepo(t)
+	k := newRecipientKey(t)
+	tr.allow(metadata.TARGETS, "", k.entry("**"))
+	tr.revoke(metadata.TARGETS, "", k.revocation(ReasonKeyCompromise))
+	tr.publish(metadata.TARGETS)
+	reg := memRegistry{}
+	reg.put("infra/trust", "trust", buildArtifact(t, tr.repo.Dir()))
+	expired := tr.repo.Timestamp.Signed.Expires
+
+	later := t0.Add(2 * Expiry(metadata.TIMESTAMP))
+	if err := tr.repo.Bump(metadata.TIMESTAMP, later.Add(Expiry(metadata.TIMESTAMP))); err != nil {
+		t.Fatal(err)
+	}
+	tr.sign(metadata.TIMESTAMP)
+	tr.write()
+	pub := OCISource("infra/trust", "trust", reg.fetch)
+	v, err := buildArtifact(t, tr.repo.Dir()).Verify(ctx, later, &pub)
+	if err != nil {
+		t.Fatalf("a fresh timestamp over an expired one: %v", err)
+	}
+	if !v.PublishedAt.Equal(expired) || v.Published.LastOutcome != OutcomeOK || v.Published.Deny != 1 || v.Status.Deny != 1 {
+		t.Errorf("published checked at %v (want %v): %s, %d deny entries; now %d", v.PublishedAt, expired, v.Published.LastOutcome, v.Published.Deny, v.Status.Deny)
+	}
+}
+
+// TestArtifactVerifyRefusesOverWhatDoesNotVerify: what the tag holds is
+// not something replicas trust (not a trust artifact, a tampered one):
+// Verify says so with ErrPublishedUnverified, not "checked without it";
+// without it (--force), the new artifact verifies as a first
+// publication.
+func TestArtifactVerifyRefusesOverWhatDoesNotVerify(t *testing.T) {
+	ctx := context.Background()
+	tr := newTestRepo(t)
+	tr.publish(metadata.TARGETS)
+	a := buildArtifact(t, tr.repo.Dir())
+
+	image := memRegistry{"infra/trust/manifests/trust": []byte(`{"schemaVersion":2,"mediaType":"` + ocispec.MediaTypeImageManifest + `","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}`)}
+	noRoot := memRegistry{}
+	noRootArtifact := buildArtifact(t, tr.repo.Dir())
+	delete(noRootArtifact.Files, metadataDir+"/1.root.json")
+	noRootArtifact.manifest.Layers = slices.DeleteFunc(noRootArtifact.manifest.Layers, func(d ocispec.Descriptor) bool {
+		return d.Annotations[ocispec.AnnotationTitle] == metadataDir+"/1.root.json"
+	})
+	noRootArtifact.Manifest, _ = json.Marshal(noRootArtifact.manifest)
+	noRoot.put("infra/trust", "trust", noRootArtifact)
+	tampered := memRegistry{}
+	tr.repo.Timestamp.Signed.Version++
+	tr.repo.Timestamp.ClearSignatures()
+	tr.writeUnchecked(metadata.TIMESTAMP, "timestamp.json")
+	tampered.put("infra/trust", "trust", buildArtifact(t, tr.repo.Dir()))
+
+	for name, reg := range map[string]memRegistry{"an image": image, "no 1.root.json": noRoot, "an unsigned timestamp": tampered} {
+		pub := OCISource("infra/trust", "trust", reg.fetch)
+		if _, err := a.Verify(ctx, t0, &pub); !errors.Is(err, ErrPublishedUnverified) {
+			t.Errorf("over %s: %v; want ErrPublishedUnverified", name, err)
+		}
+	}
+	if _, err := a.Verify(ctx, t0, nil); err != nil {
+		t.Errorf("as a first publication: %v", err)
 	}
 }
 

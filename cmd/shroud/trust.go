@@ -43,6 +43,7 @@ commands:
   status    show versions, expiries and lists: --dir D | --url U --root FILE [--data-dir D]
   publish   push the directory, once it verifies, as the OCI artifact --trust-source oci: reads,
             straight to the registry: --dir D --to HOST/REPO[:TAG] [--plain-http] [--auth-file FILE]
+            [--force: over a published artifact that does not verify, another trust repository]
 `
 
 // trustCmd runs `shroud trust ...`.

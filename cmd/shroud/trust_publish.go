@@ -28,12 +28,15 @@ const defaultTrustTag = "trust"
 // trustPublish runs `shroud trust publish`: the repository directory
 // pushed as the OCI artifact trust.OCISource reads, straight to the
 // registry (through shroud an encrypt rule would encrypt it), once it
-// verifies as a replica would verify it.
+// verifies as a replica that trusted what the tag holds would verify it.
+// What the tag holds must verify too (as of when it was last valid, if
+// it expired since); --force publishes over one that does not, loudly.
 func trustPublish(ctx context.Context, fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	dir := fs.String("dir", "", "directory of the trust repository (required)")
 	to := fs.String("to", "", "HOST/REPO[:TAG] in the registry itself, not through shroud (required; tag default "+defaultTrustTag+")")
 	plainHTTP := fs.Bool("plain-http", false, "talk to the registry over plain HTTP")
 	authFile := fs.String("auth-file", "", "Docker config.json with the registry's credentials, as --upstream-auth-file (default: the docker keychain)")
+	force := fs.Bool("force", false, "push even when what the tag holds does not verify (another trust repository, a broken one): replicas given its root refuse the new one until given the new root")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -65,15 +68,29 @@ func trustPublish(ctx context.Context, fs *flag.FlagSet, args []string, stdout i
 	if err != nil {
 		return err
 	}
-	v, err := a.Verify(ctx, time.Now(), published)
+	now := time.Now()
+	v, err := a.Verify(ctx, now, published)
+	forced := false
+	if errors.Is(err, trust.ErrPublishedUnverified) {
+		if !*force {
+			return fmt.Errorf("%w; nothing pushed (replicas trust what %s holds: publishing over it would make them refuse; --force replaces it)", err, tag.Name())
+		}
+		fmt.Fprintf(fs.Output(), "WARNING: --force: %v.\nWARNING: publishing over it as a first publication: no version or deny entry of it is kept, and every replica given its root (--trust-root) refuses the new artifact until given %s/metadata/1.root.json and a fresh data dir.\n", err, *dir)
+		v, err = a.Verify(ctx, now, nil)
+		forced = true
+	}
 	if err != nil {
 		return fmt.Errorf("%s does not verify as the replicas would check it, nothing pushed: %w", *dir, err)
 	}
 	switch {
+	case forced:
 	case published == nil:
 		fmt.Fprintf(stdout, "nothing at %s yet: a first publication\n", tag.Name())
-	case v.Published.LastOutcome == trust.OutcomeFailed:
-		fmt.Fprintf(stdout, "what %s holds now does not verify (%s): checked without it\n", tag.Name(), v.Published.LastError)
+	case v.PublishedAt.Before(now):
+		fmt.Fprintf(stdout, "what %s holds expired at %s: checked against it as replicas trusted it then (its deny entries all kept)\n", tag.Name(), v.PublishedAt.UTC().Format(time.RFC3339))
+	}
+	if !forced && published != nil && len(v.Published.Refusals) > 0 {
+		fmt.Fprintf(stdout, "what %s holds has refused lists, replicas keep what they trusted before for them: %s\n", tag.Name(), strings.Join(v.Published.Refusals, "; "))
 	}
 
 	for _, b := range a.Blobs() {

@@ -245,3 +245,37 @@ func TestAttackPublishPushesABinaryOpenPGPSecretKeyGivenAsPublicKey(t *testing.T
 		t.Errorf("BuildArtifact of a list carrying an OpenPGP secret key: %v; want it refused", err)
 	}
 }
+
+// TestTrustPublishOverAnotherTrustRepository: a second `trust init` (or
+// another --dir) is a new root, which every replica given the published
+// root refuses: publish refuses it, and --force pushes it with a warning
+// that says what replicas need.
+func TestTrustPublishOverAnotherTrustRepository(t *testing.T) {
+	t.Setenv("DOCKER_CONFIG", t.TempDir())
+	reg := shroudtest.Distribution(t)
+	tmp := t.TempDir()
+	initRepo := func(name string) string {
+		dir := filepath.Join(tmp, name)
+		k := func(n string) string { return filepath.Join(dir, "keys", n+".pem") }
+		runTrust(t, 0, "init", "--dir", dir, "--root-key", k("root"), "--targets-key", k("targets"),
+			"--snapshot-key", k("snapshot"), "--timestamp-key", k("timestamp"), "--generate")
+		return dir
+	}
+	first, second := initRepo("first"), initRepo("second")
+	to := strings.TrimPrefix(reg.URL, "http://") + "/infra/trust"
+	runTrust(t, 0, "publish", "--dir", first, "--to", to, "--plain-http")
+	out := runTrust(t, 1, "publish", "--dir", second, "--to", to, "--plain-http")
+	if !strings.Contains(out, "another metadata/1.root.json") || !strings.Contains(out, "nothing pushed") || !strings.Contains(out, "--force") {
+		t.Errorf("publishing another trust repository over the first: %q", out)
+	}
+	var stdout, stderr strings.Builder
+	if code := run(context.Background(), []string{"trust", "publish", "--dir", second, "--to", to, "--plain-http", "--force"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("--force: exit %d: %s %s", code, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "WARNING: --force") || !strings.Contains(stderr.String(), filepath.Join(second, "metadata", "1.root.json")) || !strings.Contains(stdout.String(), "pushed ") {
+		t.Errorf("--force: stdout %q, stderr %q; want the push and a warning naming the new root", stdout.String(), stderr.String())
+	}
+	// The second is what is published now: publishing it again needs no
+	// --force.
+	runTrust(t, 0, "publish", "--dir", second, "--to", to, "--plain-http")
+}
