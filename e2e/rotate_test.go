@@ -146,7 +146,7 @@ func TestRotateReencryptWithSkopeo(t *testing.T) {
 	cmd.Process.Kill()
 	cmd.Wait()
 
-	out, err := exec.Command(bin, append([]string{"rotate", "reencrypt", "--key-id", "sha256:leaked", "--repository", "team/app", "--"}, serveArgs(recB)...)...).CombinedOutput()
+	out, err := exec.Command(bin, append([]string{"rotate", "reencrypt", "--key-id", "sha256:60cb0264f067b82086bf37362f4341ee232a83909f6afdbccea57e32323c16a0", "--repository", "team/app", "--"}, serveArgs(recB)...)...).CombinedOutput()
 	t.Logf("shroud rotate reencrypt:\n%s", out)
 	if err != nil {
 		t.Fatalf("shroud rotate reencrypt: %v", err)
@@ -178,7 +178,7 @@ func TestRotateReencryptWithSkopeo(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), "sha256:leaked") {
+	if resp.StatusCode != http.StatusGone || !strings.Contains(string(body), "sha256:60cb0264f067b82086bf37362f4341ee232a83909f6afdbccea57e32323c16a0") {
 		t.Fatalf("the old ciphertext through shroud: %d %s, want 410 naming the revocation", resp.StatusCode, body)
 	}
 	back := filepath.Join(t.TempDir(), "back")

@@ -49,7 +49,7 @@ func TestIdentityRotationLeavesEveryImagePullableWithTheNewIdentityAlone(t *test
 	// An earlier re-encryption left revocation markers (410 for the old
 	// ciphertext), sealed and named by the old identity.
 	reenc := shroudtest.StartWithIdentity(t, up, f.first.Keyring, f.first.DataDir, pol)
-	re := proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:compromised", Reason: "keyCompromise", At: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)})
+	re := proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:28bd9de4d356be55efc3e39b4b27e7b7e5d4208492506d97072f7ebd2bbdf905", Reason: "keyCompromise", At: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)})
 	if _, err := reenc.Handler.Rewrap(context.Background(), rewrapRepo, proxy.RewrapOptions{Reencrypt: re}); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestIdentityRotationLeavesEveryImagePullableWithTheNewIdentityAlone(t *test
 	after := shroudtest.StartWithIdentity(t, up, alone, t.TempDir(), pol)
 	checkPulls(t, f, after, "a server holding the new identity alone, after the job")
 	a := call{t, after.URL}.do("GET", "/v2/"+rewrapRepo+"/blobs/"+f.layers[0].String(), nil)
-	if a.status != http.StatusGone || !strings.Contains(string(a.body), "sha256:compromised") {
+	if a.status != http.StatusGone || !strings.Contains(string(a.body), "sha256:28bd9de4d356be55efc3e39b4b27e7b7e5d4208492506d97072f7ebd2bbdf905") {
 		t.Errorf("ciphertext revoked before the rotation, through the new identity alone: %d %s, want 410 naming the revocation", a.status, a.body)
 	}
 	// Upstream: every manifest any tag names is sealed by the new

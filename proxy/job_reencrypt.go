@@ -68,6 +68,12 @@ func NewReencryption(r Revocation) *Reencryption {
 // revokes it first; a job that went on would hand the new ciphertext's
 // keys to whoever holds the compromised one.
 func (h *Handler) reencryptsAway(repo string, rule *crypto.Rule, rs *crypto.Recipients, keyID string) error {
+	// A key id spelt otherwise than shroud spells it (no "sha256:", upper
+	// case hex) would match no recipient below and let the job wrap the
+	// new layer keys for the very key.
+	if err := crypto.ValidKeyID(keyID); err != nil {
+		return fmt.Errorf("re-encrypt %s: %w", repo, err)
+	}
 	if keyID == h.gate.identityID {
 		return fmt.Errorf("re-encrypt %s: %s is shroud's identity: every layer key is wrapped for it, and a re-encryption would wrap the new ones for it again; rotate the identity", repo, keyID)
 	}

@@ -298,7 +298,7 @@ func TestReencryptLeavesTheCompromisedKeyNothing(t *testing.T) {
 	recB := must[crypto.Recipient](t)(crypto.ParseRecipient("jwe:" + strings.TrimSuffix(f.keyB.Path, ".pem") + ".pub.pem"))
 	second := shroudtest.StartWithIdentity(t, up, f.first.Keyring, f.first.DataDir,
 		shroudtest.WithPolicy(shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}}))
-	re := proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:compromised", Reason: "keyCompromise", At: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)})
+	re := proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:28bd9de4d356be55efc3e39b4b27e7b7e5d4208492506d97072f7ebd2bbdf905", Reason: "keyCompromise", At: time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)})
 	for _, repo := range []string{rewrapRepo, "team/other"} {
 		rep, err := second.Handler.Rewrap(context.Background(), repo, proxy.RewrapOptions{Reencrypt: re})
 		if err != nil {
@@ -315,7 +315,7 @@ func TestReencryptLeavesTheCompromisedKeyNothing(t *testing.T) {
 	}
 	for _, s := range []shroudtest.Shroud{f.first, second} {
 		a := call{t, s.URL}.do("GET", "/v2/"+rewrapRepo+"/blobs/"+f.layers[0].String(), nil)
-		if a.status != http.StatusGone || !strings.Contains(string(a.body), "keyCompromise") || !strings.Contains(string(a.body), "sha256:compromised") {
+		if a.status != http.StatusGone || !strings.Contains(string(a.body), "keyCompromise") || !strings.Contains(string(a.body), "sha256:28bd9de4d356be55efc3e39b4b27e7b7e5d4208492506d97072f7ebd2bbdf905") {
 			t.Errorf("the old ciphertext through shroud: %d %s, want 410 naming the revocation", a.status, a.body)
 		}
 		a = call{t, s.URL}.do("GET", "/v2/"+rewrapRepo+"/manifests/"+f.before["1"].String(), nil, "Accept", ocispec.MediaTypeImageManifest)
@@ -407,7 +407,7 @@ func TestRewrapIsInvisibleToPullsDuringTheJob(t *testing.T) {
 			}
 			o := proxy.RewrapOptions{Pace: 150 * time.Millisecond}
 			if job == "reencrypt" {
-				o.Reencrypt = proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:k", Reason: "keyCompromise", At: time.Now()})
+				o.Reencrypt = proxy.NewReencryption(proxy.Revocation{KeyID: "sha256:8254c329a92850f6d539dd376f4816ee2764517da5e0235514af433164480d7a", Reason: "keyCompromise", At: time.Now()})
 			}
 			rep, err := second.Handler.Rewrap(context.Background(), rewrapRepo, o)
 			time.Sleep(300 * time.Millisecond) // pulls after the job, too
