@@ -28,7 +28,7 @@ import (
 
 // keyPair writes a key pair and returns the recipient and the decryption
 // key made of it.
-func keyPair(t *testing.T, kind string) (crypto.Recipient, crypto.DecryptionKey) {
+func keyPair(t testing.TB, kind string) (crypto.Recipient, crypto.DecryptionKey) {
 	t.Helper()
 	dir := t.TempDir()
 	priv, pub, err := crypto.GenerateKeyPair(kind)
