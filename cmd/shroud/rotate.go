@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/shroud-oci/shroud/audit"
@@ -84,13 +82,17 @@ func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "shroud rotate %s: name the repositories with --repository (unexpected: %v)\n", job, fs.Args())
 		return 2
 	}
-	var re *proxy.Reencryption
+	spec := jobs.Spec{Kind: jobs.Kind(job), Repositories: repos, Pace: *pace}
 	if job == "reencrypt" {
 		if *keyID == "" {
 			fmt.Fprintf(stderr, "shroud rotate reencrypt: --key-id names the compromised key (what the old digests' 410 says)\n")
 			return 2
 		}
-		re = proxy.NewReencryption(proxy.Revocation{KeyID: *keyID, Reason: *reason, At: time.Now().UTC()})
+		spec.KeyID, spec.Reason, spec.At = *keyID, *reason, time.Now().UTC()
+	}
+	if err := spec.Validate(); err != nil {
+		fmt.Fprintf(stderr, "shroud rotate %s: %v\n", job, err)
+		return 2
 	}
 	cfg, err := parseServe(serveArgs, stderr)
 	if err != nil {
@@ -106,7 +108,7 @@ func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "shroud rotate identity: name the identity --identity replaces with --previous-identity (after --)\n")
 		return 2
 	}
-	if err := runRewrap(ctx, cfg, repos, *checkpoint, *pace, re, stdout, log); err != nil {
+	if err := runRewrap(ctx, cfg, spec, *checkpoint, stdout, log); err != nil {
 		log.Error(job+" stopped", "err", err)
 		fmt.Fprintf(stderr, "shroud rotate %s: %v\n", job, err)
 		return 1
@@ -114,7 +116,10 @@ func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoint string, pace time.Duration, re *proxy.Reencryption, out io.Writer, log *slog.Logger) error {
+// runRewrap builds what the server would run with (keys, policy,
+// upstream with shroud's own credentials, shared tier, trust documents,
+// audit log) and runs the job spec describes on it (jobs.Run).
+func runRewrap(ctx context.Context, cfg config.Config, spec jobs.Spec, checkpoint string, out io.Writer, log *slog.Logger) error {
 	keys, err := keyring(cfg, log)
 	if err != nil {
 		return err
@@ -167,46 +172,40 @@ func runRewrap(ctx context.Context, cfg config.Config, repos []string, checkpoin
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(filepath.Dir(checkpoint), 0o700); err != nil {
-		return err
-	}
-	jobID, err := h.JobID(ctx, repos, re)
-	if err != nil {
-		return err
-	}
-	cp, err := jobs.OpenCheckpoint(checkpoint, jobID)
-	if err != nil {
-		return err
-	}
-	defer cp.Close()
-	if n := cp.Resumed(); n > 0 {
-		log.Warn("resuming a killed run of the job from its checkpoint", "job", jobID, "checkpoint", checkpoint, "steps", n)
-		fmt.Fprintf(out, "resuming %s from %s: %d steps done by the killed run\n", jobID, checkpoint, n)
-	}
-	for _, repo := range repos {
-		label := "rewrap "
-		if re != nil {
-			label = "reencrypt "
-		}
-		progress := jobs.NewProgress(out, label+repo)
-		rep, err := h.Rewrap(ctx, repo, proxy.RewrapOptions{Checkpoint: cp, Pace: pace, Reencrypt: re, Progress: func(p proxy.JobProgress) {
-			progress.Step(p.Done, p.Total, p.Note)
-			log.Info("job step", "job", strings.TrimSpace(label), "repository", p.Repository, "done", p.Done, "total", p.Total, "old", p.Old, "new", p.New, "tags", p.Tags, "note", p.Note)
-		}})
-		progress.Finish()
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "%s: %d manifests, %d rewritten, %d blob pointers rewritten, %d re-sealed from a previous identity, %d done by an earlier run, %d not shroud's (left alone)\n", repo, rep.Manifests, rep.Rewritten, rep.Pointers, rep.Resealed, rep.Resumed, rep.Foreign)
-		for _, k := range rep.KeptOld {
-			fmt.Fprintf(out, "%s: the upstream refused to delete %s, which the key taken away still opens: delete it there\n", repo, k)
-		}
-	}
-	if err := cp.Finish(); err != nil {
+	if _, err := jobs.Run(ctx, h, spec, jobs.RunOptions{Checkpoint: checkpoint, Previous: keys.Previous(), Logger: log,
+		Observer: &cliReport{out: out, checkpoint: checkpoint, label: spec.Kind.Label() + " "}}); err != nil {
 		return err
 	}
 	for _, p := range keys.Previous() {
 		fmt.Fprintf(out, "previous identity %s: nothing in these repositories needs it now; once every repository is done, drop it from the servers and retire it (shroud trust revoke --key-id %s --reason superseded)\n", p.Fingerprint(), p.KeyID())
 	}
 	return nil
+}
+
+// cliReport prints a job's progress and reports as `shroud rotate` has
+// them: the resume, a progress bar (or lines) per repository, its report.
+type cliReport struct {
+	out        io.Writer
+	checkpoint string
+	label      string
+	progress   *jobs.Progress
+}
+
+func (c *cliReport) Resumed(job string, steps int) {
+	fmt.Fprintf(c.out, "resuming %s from %s: %d steps done by the killed run\n", job, c.checkpoint, steps)
+}
+
+func (c *cliReport) Repository(repo string) { c.progress = jobs.NewProgress(c.out, c.label+repo) }
+
+func (c *cliReport) Step(p proxy.JobProgress) { c.progress.Step(p.Done, p.Total, p.Note) }
+
+func (c *cliReport) Reported(repo string, rep proxy.JobReport, err error) {
+	c.progress.Finish()
+	if err != nil {
+		return
+	}
+	fmt.Fprintf(c.out, "%s: %d manifests, %d rewritten, %d blob pointers rewritten, %d re-sealed from a previous identity, %d done by an earlier run, %d not shroud's (left alone)\n", repo, rep.Manifests, rep.Rewritten, rep.Pointers, rep.Resealed, rep.Resumed, rep.Foreign)
+	for _, k := range rep.KeptOld {
+		fmt.Fprintf(c.out, "%s: the upstream refused to delete %s, which the key taken away still opens: delete it there\n", repo, k)
+	}
 }
