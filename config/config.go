@@ -124,6 +124,20 @@ type Config struct {
 	// then asked with shroud's credentials (UpstreamAuthFile, for writes
 	// too) or none; the client's never leave shroud.
 	Auth Auth `yaml:"auth"`
+	// Admin is the admin API: the key-rotation jobs started, watched and
+	// cancelled over HTTP, on a listener of its own.
+	Admin Admin `yaml:"admin"`
+}
+
+// Admin is the admin API (package admin).
+type Admin struct {
+	// Listen is the address the admin API is served on, apart from the
+	// registry API (with tls-cert, over TLS too). Empty: none.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the bearer token every admin request must carry;
+	// required with Listen. A file that is missing, empty or readable by
+	// every user is refused at start.
+	TokenFile string `yaml:"token-file"`
 }
 
 // Auth is shroud's own authentication: any of htpasswd, jwt and
@@ -407,6 +421,19 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			errs = append(errs, fmt.Errorf("metrics-listen %q: %w", c.MetricsListen, err))
 		}
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			errs = append(errs, fmt.Errorf("admin.listen %q: %w", c.Admin.Listen, err))
+		}
+		if c.Admin.Listen == c.Listen || c.Admin.Listen == c.MetricsListen {
+			errs = append(errs, fmt.Errorf("admin.listen %q: the admin API needs a listener of its own", c.Admin.Listen))
+		}
+		if c.Admin.TokenFile == "" {
+			errs = append(errs, errors.New("admin.listen needs admin.token-file, the bearer token's file"))
+		}
+	} else if c.Admin.TokenFile != "" {
+		errs = append(errs, errors.New("admin.token-file without admin.listen"))
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together: give both or neither"))

@@ -67,6 +67,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		authHtpasswd              = fs.String("auth-htpasswd", "", "htpasswd file (bcrypt): shroud authenticates clients itself (config auth.htpasswd)")
 		authClientCA              = fs.String("auth-client-ca", "", "PEM CAs whose client certificates authenticate (mTLS; config auth.client-ca)")
 		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
+		adminListen               = fs.String("admin-listen", "", "address to serve the admin API (the key-rotation jobs) on, apart from the registry API (empty: none; config admin.listen)")
+		adminTokenFile            = fs.String("admin-token-file", "", "file holding the admin API's bearer token, not readable by every user (config admin.token-file)")
 		recipients, decryptionKey listFlag
 		mirrors, previousIdentity listFlag
 	)
@@ -143,6 +145,10 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.DecryptionKeys = decryptionKey
 		case "previous-identity":
 			c.PreviousIdentities = previousIdentity
+		case "admin-listen":
+			c.Admin.Listen = *adminListen
+		case "admin-token-file":
+			c.Admin.TokenFile = *adminTokenFile
 		}
 	})
 	for _, m := range mirrors {
@@ -403,6 +409,17 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		servers = append(servers, m)
 		log.Info("serving metrics", "listen", m.ln.Addr().String(), "path", "/metrics")
+	}
+	if cfg.Admin.Listen != "" {
+		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg}, log)
+		if err != nil {
+			for _, l := range servers {
+				l.ln.Close()
+			}
+			return err
+		}
+		defer stopJobs()
+		servers = append(servers, a)
 	}
 	log.Info("shroud is serving", "listen", api.ln.Addr().String(), "tls", tlsCfg != nil, "upstream", upURL, "mirrors", len(mirrors), "policy_rules", len(pol.Rules()))
 	return serveAll(ctx, log, servers, h, cfg.DrainDelay, cfg.DrainTimeout)

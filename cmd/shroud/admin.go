@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/shroud-oci/shroud/admin"
+	"github.com/shroud-oci/shroud/audit"
+	"github.com/shroud-oci/shroud/config"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy"
+)
+
+// serverParts are what the server runs with that the admin API's jobs
+// share: the keys, the policy, the key checks, the audit log, the meter
+// and the shared tier (nil: none).
+type serverParts struct {
+	upURL    string
+	keys     *crypto.Keyring
+	policy   *crypto.Policy
+	keyCheck proxy.KeyChecker
+	audit    *audit.Logger
+	meter    metric.Meter
+	tier     *sharedTier
+	tls      *tls.Config
+}
+
+// adminAPI opens the admin API's listener (cfg.Admin) and starts its jobs'
+// runner, which resumes a job a stopped server left; stop stops the job
+// running (it resumes at the next start) and waits for it.
+//
+// The jobs run on a proxy.Handler of their own over the default upstream,
+// with the server's keys, policy, key checks, audit log and meter: it
+// asks the upstream with shroud's own credentials (--upstream-auth-file)
+// for every request, writes included, since a job has no client, as
+// `shroud rotate` does. With a shared tier it reads and writes the
+// mappings the replicas share.
+func adminAPI(ctx context.Context, cfg config.Config, p serverParts, log *slog.Logger) (l listener, stop func(), err error) {
+	token, err := admin.LoadToken(cfg.Admin.TokenFile)
+	if err != nil {
+		return listener{}, nil, err
+	}
+	def, _, err := backends(cfg, p.upURL, true, log)
+	if err != nil {
+		return listener{}, nil, err
+	}
+	if p.tier != nil {
+		if _, _, err := p.tier.store("", &def, log); err != nil {
+			return listener{}, nil, err
+		}
+	}
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: p.keys, Policy: p.policy, Logger: log,
+		Audit: p.audit, KeyCheck: p.keyCheck, Meter: p.meter})
+	if err != nil {
+		return listener{}, nil, err
+	}
+	srv, err := admin.New(admin.Options{Handler: h, Previous: p.keys.Previous(), Dir: filepath.Join(cfg.DataDir, "jobs"), Token: token,
+		Logger: log, Audit: p.audit, Meter: p.meter})
+	if err != nil {
+		return listener{}, nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Admin.Listen)
+	if err != nil {
+		return listener{}, nil, fmt.Errorf("admin.listen: %w", err)
+	}
+	if ip, ok := ln.Addr().(*net.TCPAddr); p.tls == nil && (!ok || !ip.IP.IsLoopback()) {
+		log.Warn("the admin API is served over plain HTTP beyond loopback: its bearer token crosses the network in the clear; serve it with tls-cert, or listen on 127.0.0.1",
+			"listen", ln.Addr().String())
+	}
+	jobsCtx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Run(jobsCtx)
+	}()
+	log.Info("serving the admin API", "listen", ln.Addr().String(), "path", "/admin/v1/jobs", "tls", p.tls != nil)
+	hs := &http.Server{Handler: srv, TLSConfig: p.tls, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	return listener{srv: hs, ln: ln}, func() { cancel(); <-done }, nil
+}
