@@ -208,4 +208,7 @@ func (c *cliReport) Reported(repo string, rep proxy.JobReport, err error) {
 	for _, k := range rep.KeptOld {
 		fmt.Fprintf(c.out, "%s: the upstream refused to delete %s, which the key taken away still opens: delete it there\n", repo, k)
 	}
+	for _, tag := range rep.Moved {
+		fmt.Fprintf(c.out, "%s: tag %s moved while the job ran: left where the client pushed it\n", repo, tag)
+	}
 }
