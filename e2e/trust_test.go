@@ -23,14 +23,7 @@ func TestTrustRevocationWithSkopeo(t *testing.T) {
 	bin := buildShroud(t)
 	up := distributionV3(t)
 	dir := t.TempDir()
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(bin, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("shroud %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := shroudCommand(t, bin)
 	keys := filepath.Join(dir, "keys")
 	for _, n := range []string{"identity", "a", "b", "c"} {
 		run("keygen", "--out", keys, "--name", n)
@@ -124,14 +117,7 @@ func TestTrustTimestampReplayedToANewReplicaSharingRedis(t *testing.T) {
 	up := distributionV3(t)
 	rs := startRedis(t)
 	dir := t.TempDir()
-	run := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command(bin, args...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("shroud %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := shroudCommand(t, bin)
 	keys := filepath.Join(dir, "keys")
 	for _, n := range []string{"identity", "a", "b"} {
 		run("keygen", "--out", keys, "--name", n)
@@ -201,5 +187,18 @@ func TestTrustTimestampReplayedToANewReplicaSharingRedis(t *testing.T) {
 	time.Sleep(time.Second)
 	if out, err := skopeoErr(t, "copy", "--dest-tls-verify=false", src, "docker://"+fresh+"/team/fresh:5"); err == nil || !strings.Contains(out, "no recipient") {
 		t.Fatalf("the new replica on the current documents: a push %v\n%s", err, out)
+	}
+}
+
+// shroudCommand runs the built binary with args, failing the test with
+// its output if it fails, and returns the output.
+func shroudCommand(t *testing.T, bin string) func(args ...string) string {
+	return func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("shroud %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
 	}
 }

@@ -12,7 +12,6 @@ import (
 
 	"context"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,14 +29,8 @@ import (
 // key's path.
 func reviewIdentity(t *testing.T) (*crypto.Identity, string) {
 	t.Helper()
-	priv, pub, err := crypto.GenerateKeyPair("ec")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, crypto.IdentityFile), priv, 0o600)
-	os.WriteFile(filepath.Join(dir, crypto.IdentityPublicFile), pub, 0o644)
-	return must[*crypto.Identity](t)(crypto.LoadIdentity(filepath.Join(dir, crypto.IdentityFile))), filepath.Join(dir, crypto.IdentityPublicFile)
+	id := newIdentity(t)
+	return id, filepath.Join(filepath.Dir(id.Path()), crypto.IdentityPublicFile)
 }
 
 // pullAll pulls repo:tag through s and reads every layer (ggcr checks
