@@ -79,6 +79,23 @@ func TestLoadRejectsUnknownKeys(t *testing.T) {
 	}
 }
 
+// The admin section, read from a file, with the previous identities of a
+// rotation.
+func TestLoadAdminAndPreviousIdentities(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "shroud.yaml")
+	os.WriteFile(p, []byte("admin:\n  listen: 127.0.0.1:5002\n  token-file: /etc/shroud/admin.token\nprevious-identities: [/etc/shroud/old.pem]\n"), 0o600)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Admin.Listen != "127.0.0.1:5002" || c.Admin.TokenFile != "/etc/shroud/admin.token" || len(c.PreviousIdentities) != 1 {
+		t.Fatalf("Load = %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	for _, bad := range []func(*Config){
 		func(c *Config) { c.Listen = "nope" },
@@ -92,6 +109,9 @@ func TestValidate(t *testing.T) {
 		func(c *Config) { c.DrainDelay = -time.Second },
 		func(c *Config) { c.Shared = Shared{PasswordFile: "pw"} }, // no addrs
 		func(c *Config) { c.Shared = Shared{Addrs: []string{"r:6379"}, Timeout: -time.Second} },
+		func(c *Config) { c.Admin = Admin{Listen: "127.0.0.1:5002"} },             // no token file
+		func(c *Config) { c.Admin = Admin{Listen: c.Listen, TokenFile: "token"} }, // the registry's listener
+		func(c *Config) { c.Admin = Admin{Listen: "nope", TokenFile: "token"} },   // no port
 	} {
 		c := Default()
 		bad(&c)

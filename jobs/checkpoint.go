@@ -1,6 +1,8 @@
-// Package jobs holds what shroud's jobs (rewrap, re-encrypt, rotation)
-// need beyond the proxy's own code: the checkpoint file that makes a job
-// killed halfway resume where it stopped, and its progress report.
+// Package jobs holds what shroud's jobs (rewrap, re-encrypt, identity
+// rotation) need beyond the proxy's own code: one run of a job over its
+// repositories (Run, which `shroud rotate` and the admin API share), the
+// checkpoint file that makes a job killed halfway resume where it
+// stopped, and its progress report.
 package jobs
 
 import (

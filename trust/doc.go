@@ -32,7 +32,7 @@
 // are reported, not looked up.
 //
 // Key ids are "sha256:<hex>" of the SPKI DER (jwe; pkcs7: of the
-// certificate's public key), "pgp:<UPPER HEX v4 fingerprint>",
+// certificate's public key), "pgp:<UPPER HEX fingerprint>" (40 digits for v4 keys, 64 for v6),
 // "pkcs11:<path attributes>", "provider:<name>", as package crypto names
 // the keys it holds.
 //
