@@ -199,18 +199,20 @@ func (s *Server) run(ctx context.Context, j *job) {
 			r.state = j.state
 		}
 	}
-	if s.current == j {
-		s.current = nil
-	}
-	state, msg := j.state, j.err
-	s.mu.Unlock()
 	// Stopped with the server, the job keeps its spec for the next start;
-	// ended any other way, it has nothing to resume.
+	// ended any other way, it has nothing to resume. Removed under s.mu,
+	// before the job stops being current: a start that follows writes
+	// its own spec, which this must not remove.
 	if !stopping {
 		if rerr := removeSpecFile(s.o.Dir); rerr != nil {
 			log.Error("admin: the ended job's spec file stays: the next start resumes it", "err", rerr)
 		}
 	}
+	if s.current == j {
+		s.current = nil
+	}
+	state, msg := j.state, j.err
+	s.mu.Unlock()
 	log.Info("admin: job ended", "state", string(state), "err", msg)
 	s.audit(audit.Event{Step: "end", Job: string(kind), JobID: j.ID, Outcome: string(state), Actor: "shroud", Detail: msg})
 }

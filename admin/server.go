@@ -61,6 +61,38 @@ type Server struct {
 	resume   *persisted
 	stopping bool
 	wg       sync.WaitGroup
+	// refusals bounds the audit lines of unauthenticated requests, which
+	// anyone who reaches the port can send.
+	refusals refusalWindow
+}
+
+// refusalWindow admits refusalsPerMinute audit lines a minute; past
+// them, the next line admitted says how many it held back.
+type refusalWindow struct {
+	mu      sync.Mutex
+	start   time.Time
+	n, held int
+}
+
+// refusalsPerMinute is how many unauthenticated requests a minute get an
+// audit line each.
+const refusalsPerMinute = 60
+
+// admit says whether a refusal at now gets its own line, and how many
+// were held back before it.
+func (w *refusalWindow) admit(now time.Time) (held int, ok bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if now.Sub(w.start) >= time.Minute {
+		w.start, w.n = now, 0
+	}
+	if w.n >= refusalsPerMinute {
+		w.held++
+		return 0, false
+	}
+	w.n++
+	held, w.held = w.held, 0
+	return held, true
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -117,8 +149,13 @@ func (s *Server) routes() *mux.Router {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	if !s.token.allows(r) {
-		s.audit(audit.Event{Step: "request", Outcome: "unauthenticated",
-			Detail: fmt.Sprintf("%s %.200q from %s", r.Method, r.URL.Path, r.RemoteAddr)})
+		if n, ok := s.refusals.admit(time.Now()); ok {
+			detail := fmt.Sprintf("%s %.200q from %s", r.Method, r.URL.Path, r.RemoteAddr)
+			if n > 0 {
+				detail += fmt.Sprintf(" (and %d more refused requests in the minute before, not logged one by one)", n)
+			}
+			s.audit(audit.Event{Step: "request", Outcome: "unauthenticated", Detail: detail})
+		}
 		w.Header().Set("WWW-Authenticate", `Bearer realm="shroud admin"`)
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
 		return

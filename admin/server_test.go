@@ -156,6 +156,8 @@ func TestLoadToken(t *testing.T) {
 		"empty":           write("empty", "\n", 0o600),
 		"short":           write("short", "abc\n", 0o600),
 		"world-readable":  write("world", token+"\n", 0o644),
+		"group-writable":  write("gw", token+"\n", 0o620),
+		"world-writable":  write("ww", token+"\n", 0o602),
 		"a space in it":   write("space", "test admin token 0123456789abcdef", 0o600),
 		"a directory":     dir,
 		"world, too long": write("long", strings.Repeat("a", 5000), 0o604),

@@ -39,6 +39,10 @@ func LoadToken(path string) ([]byte, error) {
 	if st.Mode().Perm()&0o004 != 0 {
 		return nil, fmt.Errorf("admin token file %s: readable by every user (mode %04o): chmod o-r it", path, st.Mode().Perm())
 	}
+	if st.Mode().Perm()&0o022 != 0 {
+		// Whoever may write it chooses the token of the next start.
+		return nil, fmt.Errorf("admin token file %s: writable by its group or every user (mode %04o): chmod go-w it", path, st.Mode().Perm())
+	}
 	b, err := io.ReadAll(io.LimitReader(f, maxTokenLen+2))
 	if err != nil {
 		return nil, fmt.Errorf("admin token file: %w", err)
