@@ -2,6 +2,7 @@ package auth
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -215,6 +217,12 @@ func (v *JWTVerifier) Verify(ctx context.Context, token string) (c Claims, refre
 	if err != nil {
 		return c, nil, errors.New("the token is not a signed JWT with an allowed algorithm")
 	}
+	if !canonicalCompact(token) {
+		// go-jose decodes base64url leniently (unused trailing bits) and
+		// verifies the signature over the parts re-encoded: a token
+		// whose text differs from what was signed would pass.
+		return c, nil, errors.New("the token is not a signed JWT in canonical base64url (its text is not what was signed)")
+	}
 	if len(tok.Headers) != 1 {
 		return c, nil, errors.New("the token has more than one signature")
 	}
@@ -337,4 +345,20 @@ func (u urlSource) load(ctx context.Context, _ string) (jose.JSONWebKeySet, stri
 	}
 	set, err := ParseJWKS(b)
 	return set, "", err
+}
+
+// canonicalCompact says whether token is three parts of canonical
+// base64url (no padding, no unused bits set): the exact text a signer
+// produces.
+func canonicalCompact(token string) bool {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return false
+	}
+	for _, p := range parts {
+		if _, err := base64.RawURLEncoding.Strict().DecodeString(p); err != nil {
+			return false
+		}
+	}
+	return true
 }

@@ -290,6 +290,9 @@ func TestJWTAttacks(t *testing.T) {
 		{"no username", with(func(c map[string]any) { delete(c, "sub") }), `no "sub" claim`},
 		{"empty username", with(func(c map[string]any) { c["sub"] = "" }), `no "sub" claim`},
 		{"username not a string", with(func(c map[string]any) { c["sub"] = 42 }), ""},
+		{"a part with unused base64 bits set (the text is not what was signed)", nonCanonical(t, func(pad string) string {
+			return with(func(c map[string]any) { c["pad"] = pad })
+		}), "canonical base64url"},
 		{"two signatures", twoSigs, "allowed algorithm"},
 		{"not a JWT", "hello", "allowed algorithm"},
 		{"empty", "", "allowed algorithm"},
@@ -673,4 +676,24 @@ func TestJWTConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// nonCanonical signs tokens made by token with pads of 0, 1, 2... bytes
+// until its payload's base64url has unused trailing bits, and sets one:
+// the payload decodes to the same bytes (go-jose decodes leniently and
+// verified such a token), its text is not the one signed.
+func nonCanonical(t *testing.T, token func(pad string) string) string {
+	t.Helper()
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	for pad := ""; len(pad) < 3; pad += "x" {
+		p := strings.Split(token(pad), ".")
+		if len(p[1])%4 == 0 {
+			continue
+		}
+		last := strings.IndexByte(alphabet, p[1][len(p[1])-1])
+		p[1] = p[1][:len(p[1])-1] + string(alphabet[last|1])
+		return strings.Join(p, ".")
+	}
+	t.Fatal("no payload length with unused bits")
+	return ""
 }
