@@ -92,7 +92,9 @@ func FuzzParseHtpasswd(f *testing.F) {
 			t.Fatalf("error %q names a line the input does not have", err)
 		}
 		user, hash, ok := strings.Cut(strings.TrimSpace(lines[n-1]), ":")
-		if ok && len(hash) >= 8 && !strings.Contains(user, hash) && strings.Contains(err.Error(), hash) {
+		// (The user name is shown, quoted: a hash within it, or within its
+		// escapes, is the name's.)
+		if ok && len(hash) >= 8 && !strings.Contains(strconv.Quote(user), hash) && strings.Contains(err.Error(), hash) {
 			t.Fatalf("error %q holds the hash %q", err, hash)
 		}
 	})
