@@ -381,7 +381,7 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 	// what a thief sealed with it, and re-sealing would vouch for both.
 	rotated := sealer != j.h.keys.Identity()
 	if rotated {
-		if _, _, err := j.h.openSeal(ctx, j.repo, sealed); err != nil {
+		if err := j.h.previousRefused(ctx, j.repo, sealer); err != nil {
 			return fmt.Errorf("rewrap %s: manifest %s: %w; re-sealing it would vouch for whatever was sealed with that key: rotate the identity before revoking it, and re-push from a trusted source what the job cannot vouch for", j.repo, d, err)
 		}
 	}

@@ -278,9 +278,20 @@ func (h *Handler) openSeal(ctx context.Context, repo, sealed string) (crypto.Sea
 	if err != nil || by == h.keys.Identity() {
 		return seal, by, err
 	}
-	if err := h.gate.checkKey(ctx, OpUnwrap, repo, by.KeyID(), time.Time{}, time.Time{}, h.gate.now()); err != nil {
-		h.refused(ctx, OpUnwrap, repo, h.policy.Match(repo), by.KeyID(), "previous shroud identity", err)
-		return crypto.Seal{}, nil, fmt.Errorf("%w: sealed by the previous identity %s, which the key checks refuse: %s", crypto.ErrForeignSeal, by.Fingerprint(), why(by.KeyID(), err))
+	if err := h.previousRefused(ctx, repo, by); err != nil {
+		return crypto.Seal{}, nil, err
 	}
 	return seal, by, nil
+}
+
+// previousRefused is why the previous identity by may not vouch for a
+// seal in repo (the key checks refuse it: audited, counted), nil if it
+// may; the error is crypto.ErrForeignSeal.
+func (h *Handler) previousRefused(ctx context.Context, repo string, by *crypto.Identity) error {
+	err := h.gate.checkKey(ctx, OpUnwrap, repo, by.KeyID(), time.Time{}, time.Time{}, h.gate.now())
+	if err == nil {
+		return nil
+	}
+	h.refused(ctx, OpUnwrap, repo, h.policy.Match(repo), by.KeyID(), "previous shroud identity", err)
+	return fmt.Errorf("%w: sealed by the previous identity %s, which the key checks refuse: %s", crypto.ErrForeignSeal, by.Fingerprint(), why(by.KeyID(), err))
 }
