@@ -73,13 +73,11 @@ func (h *Handler) forIdentity(b cache.Blob) (cache.Blob, error) {
 	return b, nil
 }
 
-// writeBlobPointer records b's pairing upstream, its layer key wrapped
-// for the identity alone.
+// writeBlobPointer records b's pairing upstream. b's layer key is
+// wrapped for the identity alone: as an upload commits it, or as
+// forIdentity makes a mapping a mount copies (the callers' part, so that
+// a commit does not unwrap and wrap its key a second time).
 func (h *Handler) writeBlobPointer(ctx context.Context, be *backend, b cache.Blob) error {
-	b, err := h.forIdentity(b)
-	if err != nil {
-		return err
-	}
 	pub, err := crypto.ParsePublicOptions(b.Annotations)
 	if err != nil {
 		return err
