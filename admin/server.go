@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/shroud-oci/shroud/access"
 	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/jobs"
@@ -41,6 +42,10 @@ type Options struct {
 	Audit *audit.Logger
 	// Meter records the jobs' metrics; nil records none.
 	Meter metric.Meter
+	// Access, when set, is the access requests owners list and decide
+	// under /admin/v1/access/requests; an approval or a denial starts a
+	// rewrap of the request's repositories.
+	Access *access.Store
 	// History is how many jobs GET /admin/v1/jobs lists, the one
 	// running among them; zero means 20.
 	History int
@@ -135,6 +140,12 @@ func (s *Server) routes() *mux.Router {
 	r.HandleFunc("/admin/v1/jobs", s.startJob).Methods(http.MethodPost)
 	r.HandleFunc("/admin/v1/jobs/{id:[0-9a-f]{16}}", s.getJob).Methods(http.MethodGet)
 	r.HandleFunc("/admin/v1/jobs/{id:[0-9a-f]{16}}/cancel", s.cancelJob).Methods(http.MethodPost)
+	if s.o.Access != nil {
+		r.HandleFunc("/admin/v1/access/requests", s.listAccess).Methods(http.MethodGet)
+		r.HandleFunc("/admin/v1/access/requests/{id:[0-9a-f]{32}}", s.getAccess).Methods(http.MethodGet)
+		r.HandleFunc("/admin/v1/access/requests/{id:[0-9a-f]{32}}/approve", s.approveAccess).Methods(http.MethodPost)
+		r.HandleFunc("/admin/v1/access/requests/{id:[0-9a-f]{32}}/deny", s.denyAccess).Methods(http.MethodPost)
+	}
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such admin resource")
 	})
@@ -221,38 +232,44 @@ func (s *Server) startJob(w http.ResponseWriter, r *http.Request) {
 		// Stamped now, so that a resumed run names the same revocation.
 		spec.At = time.Now().UTC()
 	}
+	j, status, code, msg := s.start(r, spec, "token")
+	if j == nil {
+		refuse(status, code, msg, spec)
+		return
+	}
+	w.Header().Set("Location", "/admin/v1/jobs/"+j.ID)
+	writeJSON(w, http.StatusAccepted, s.view(j))
+}
+
+// start checks spec and launches its job for actor: the job, or the
+// refusal's status, code and message (audited by the caller).
+func (s *Server) start(r *http.Request, spec jobs.Spec, actor string) (_ *job, status int, code, msg string) {
 	// What the job would refuse before it writes anything is refused
 	// here, with the reason.
 	if _, err := jobs.Check(r.Context(), s.o.Handler, spec, jobs.RunOptions{Previous: s.o.Previous}); err != nil {
-		refuse(http.StatusBadRequest, "INVALID", truncate(err.Error(), 1000), spec)
-		return
+		return nil, http.StatusBadRequest, "INVALID", truncate(err.Error(), 1000)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
 	case s.stopping:
-		refuse(http.StatusServiceUnavailable, "UNAVAILABLE", "the server is stopping", spec)
-		return
+		return nil, http.StatusServiceUnavailable, "UNAVAILABLE", "the server is stopping"
 	case s.current != nil:
-		refuse(http.StatusConflict, "CONFLICT", fmt.Sprintf("job %s is %s: one job at a time", s.current.ID, s.current.state), spec)
-		return
+		return nil, http.StatusConflict, "CONFLICT", fmt.Sprintf("job %s is %s: one job at a time", s.current.ID, s.current.state)
 	case s.resume != nil:
-		refuse(http.StatusConflict, "CONFLICT", fmt.Sprintf("job %s, which a stopped server left, resumes first", s.resume.ID), spec)
-		return
+		return nil, http.StatusConflict, "CONFLICT", fmt.Sprintf("job %s, which a stopped server left, resumes first", s.resume.ID)
 	}
-	p := persisted{ID: newJobID(), Spec: spec, Actor: "token", Created: time.Now().UTC()}
+	p := persisted{ID: newJobID(), Spec: spec, Actor: actor, Created: time.Now().UTC()}
 	if err := writeSpecFile(s.o.Dir, p); err != nil {
 		s.log.Error("admin: the job's spec file could not be written; the job is not started", "err", err)
-		refuse(http.StatusInternalServerError, "INTERNAL", "the job's spec could not be kept on disk; see the server's log", spec)
-		return
+		return nil, http.StatusInternalServerError, "INTERNAL", "the job's spec could not be kept on disk; see the server's log"
 	}
 	j := newJob(p)
 	s.launch(j)
-	s.audit(audit.Event{Step: "start", Job: string(spec.Kind), JobID: p.ID, Outcome: "accepted", Actor: "token", KeyID: spec.KeyID,
+	s.audit(audit.Event{Step: "start", Job: string(spec.Kind), JobID: p.ID, Outcome: "accepted", Actor: actor, KeyID: spec.KeyID,
 		Detail: truncate("repositories: "+strings.Join(spec.Repositories, ", "), 2000)})
 	s.log.Info("admin: job started", "admin_job", p.ID, "job", string(spec.Kind), "repositories", len(spec.Repositories))
-	w.Header().Set("Location", "/admin/v1/jobs/"+p.ID)
-	writeJSON(w, http.StatusAccepted, s.view(j))
+	return j, 0, "", ""
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, _ *http.Request) {
@@ -331,7 +348,9 @@ func (s *Server) cancelJob(w http.ResponseWriter, r *http.Request) {
 
 // audit writes an admin event.
 func (s *Server) audit(e audit.Event) {
-	e.Kind = audit.Admin
+	if e.Kind == "" {
+		e.Kind = audit.Admin
+	}
 	if err := s.o.Audit.Log(e); err != nil {
 		s.log.Warn("audit log", "err", err)
 	}

@@ -26,6 +26,8 @@ const (
 	JobStep Kind = "job-step"
 	// Admin: an action through the admin API or command line.
 	Admin Kind = "admin"
+	// Access: an access request submitted, approved, denied.
+	Access Kind = "access"
 )
 
 // Event is one line of the audit log. Zero fields are left out.

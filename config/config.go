@@ -138,6 +138,11 @@ type Admin struct {
 	// required with Listen. A file that is missing, empty or readable by
 	// every user is refused at start.
 	TokenFile string `yaml:"token-file"`
+	// AccessRequests serves the access-request API (package access):
+	// anyone may submit a signed request for a key to become a recipient
+	// under /shroud/v1/access on the registry listener; owners list and
+	// decide them through the admin API, which it needs. Off by default.
+	AccessRequests bool `yaml:"access-requests"`
 }
 
 // Auth is shroud's own authentication: any of htpasswd, jwt and
@@ -421,6 +426,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			errs = append(errs, fmt.Errorf("metrics-listen %q: %w", c.MetricsListen, err))
 		}
+	}
+	if c.Admin.AccessRequests && c.Admin.Listen == "" {
+		errs = append(errs, errors.New("admin.access-requests: owners decide requests through the admin API: set admin.listen and admin.token-file"))
 	}
 	if c.Admin.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {

@@ -56,6 +56,29 @@ func ParseRecipient(spec string) (Recipient, error) {
 	if err != nil {
 		return fail("%w", err)
 	}
+	return parseRecipientData(spec, scheme, arg, b)
+}
+
+// ParseRecipientData reads a recipient's key from data, as ParseRecipient
+// reads it from a file: scheme is jwe (a public key: PEM, DER or JWK),
+// pkcs7 (an X.509 certificate) or pgp (OpenPGP public keys). spec names
+// it in messages and in Specs (an access request's "access:<id>").
+func ParseRecipientData(spec, scheme string, data []byte) (Recipient, error) {
+	switch scheme {
+	case "jwe", "pkcs7", "pgp":
+	default:
+		return Recipient{}, fmt.Errorf("recipient %q: scheme %q: want jwe, pkcs7 or pgp", spec, scheme)
+	}
+	return parseRecipientData(spec, scheme, "the key", data)
+}
+
+// parseRecipientData checks and describes a recipient's key b, read from
+// arg (a file's path, for messages).
+func parseRecipientData(spec, scheme, arg string, b []byte) (Recipient, error) {
+	fail := func(format string, args ...any) (Recipient, error) {
+		return Recipient{}, fmt.Errorf("recipient %q: "+format, append([]any{spec}, args...)...)
+	}
+	var err error
 	r := Recipient{Spec: spec, scheme: scheme, data: b}
 	switch scheme {
 	case "jwe":

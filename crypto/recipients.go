@@ -120,37 +120,11 @@ func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
 	}
 	set := &Recipients{idJWK: idJWK, decrypt: config.DecryptConfig{Parameters: map[string][][]byte{"pkcs11-config": {k.p11}}}}
 	for _, r := range rs {
+		parts, err := k.recipientParts(r)
+		if err != nil {
+			return nil, err
+		}
 		set.specs = append(set.specs, r.Spec)
-		if len(r.keys) == 0 {
-			return nil, fmt.Errorf("recipient %q: not parsed by ParseRecipient", r.Spec)
-		}
-		var parts []recipientPart
-		switch r.scheme {
-		case "jwe":
-			jwk, err := withKeyID(r.data)
-			if err != nil {
-				return nil, fmt.Errorf("recipient %q: %w", r.Spec, err)
-			}
-			parts = []recipientPart{{param: "pubkeys", value: jwk}}
-		case "pkcs7":
-			parts = []recipientPart{{param: "x509s", value: r.data}}
-		case "pgp":
-			for _, ki := range r.keys {
-				parts = append(parts, recipientPart{ring: ki.ring, addr: ki.addr})
-			}
-		case "pkcs11":
-			parts = []recipientPart{{param: "pkcs11-pubkeys", value: r.data}}
-		case "provider":
-			if _, ok := k.providers[r.provider]; !ok {
-				return nil, fmt.Errorf("recipient %q: no key provider %q is configured", r.Spec, r.provider)
-			}
-			parts = []recipientPart{{param: r.provider, value: r.data}}
-		default:
-			return nil, fmt.Errorf("recipient %q: scheme %q cannot wrap keys", r.Spec, r.scheme)
-		}
-		if len(parts) != len(r.keys) {
-			return nil, fmt.Errorf("recipient %q: %d keys but %d parts", r.Spec, len(r.keys), len(parts))
-		}
 		set.keys = append(set.keys, r.Keys()...)
 		set.parts = append(set.parts, parts...)
 	}
@@ -173,5 +147,69 @@ func (k *Keyring) Recipients(rs []Recipient) (*Recipients, error) {
 			return nil, fmt.Errorf("recipient %q: the trial wrap failed: %w", r.Spec, errors.Join(err, errors.New("no wrapped key")))
 		}
 	}
+	return set, nil
+}
+
+// recipientParts are what r's keys add to an EncryptConfig, one per key.
+func (k *Keyring) recipientParts(r Recipient) ([]recipientPart, error) {
+	if len(r.keys) == 0 {
+		return nil, fmt.Errorf("recipient %q: not parsed by ParseRecipient", r.Spec)
+	}
+	var parts []recipientPart
+	switch r.scheme {
+	case "jwe":
+		jwk, err := withKeyID(r.data)
+		if err != nil {
+			return nil, fmt.Errorf("recipient %q: %w", r.Spec, err)
+		}
+		parts = []recipientPart{{param: "pubkeys", value: jwk}}
+	case "pkcs7":
+		parts = []recipientPart{{param: "x509s", value: r.data}}
+	case "pgp":
+		for _, ki := range r.keys {
+			parts = append(parts, recipientPart{ring: ki.ring, addr: ki.addr})
+		}
+	case "pkcs11":
+		parts = []recipientPart{{param: "pkcs11-pubkeys", value: r.data}}
+	case "provider":
+		if _, ok := k.providers[r.provider]; !ok {
+			return nil, fmt.Errorf("recipient %q: no key provider %q is configured", r.Spec, r.provider)
+		}
+		parts = []recipientPart{{param: r.provider, value: r.data}}
+	default:
+		return nil, fmt.Errorf("recipient %q: scheme %q cannot wrap keys", r.Spec, r.scheme)
+	}
+	if len(parts) != len(r.keys) {
+		return nil, fmt.Errorf("recipient %q: %d keys but %d parts", r.Spec, len(r.keys), len(parts))
+	}
+	if len(parts) != len(r.keys) {
+		return nil, fmt.Errorf("recipient %q: %d keys but %d parts", r.Spec, len(r.keys), len(parts))
+	}
+	return parts, nil
+}
+
+// Extend is base with the recipients extra added after its own (an access
+// request's approved keys added to a rule's): base is not changed. extra
+// may hold only recipients no trial wrap is needed for (jwe, pkcs7, pgp,
+// as ParseRecipientData gives them).
+func (k *Keyring) Extend(base *Recipients, extra []Recipient) (*Recipients, error) {
+	if len(extra) == 0 {
+		return base, nil
+	}
+	set := &Recipients{idJWK: base.idJWK, decrypt: base.decrypt,
+		specs: slices.Clone(base.specs), keys: slices.Clone(base.keys), parts: slices.Clone(base.parts)}
+	for _, r := range extra {
+		if r.scheme == "pkcs11" || r.scheme == "provider" {
+			return nil, fmt.Errorf("recipient %q: a %s recipient cannot be added to a compiled set", r.Spec, r.scheme)
+		}
+		parts, err := k.recipientParts(r)
+		if err != nil {
+			return nil, err
+		}
+		set.specs = append(set.specs, r.Spec)
+		set.keys = append(set.keys, r.Keys()...)
+		set.parts = append(set.parts, parts...)
+	}
+	set.compile()
 	return set, nil
 }

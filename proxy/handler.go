@@ -92,6 +92,9 @@ type Options struct {
 	// documents: keycheck.go); nil: only the validity of the key
 	// material itself (X.509, OpenPGP expiry) is checked.
 	KeyCheck KeyChecker
+	// Grants adds the keys of approved access requests to the recipients
+	// of a repository's rule (keycheck.go); nil adds none.
+	Grants Grants
 	// Now is the clock key validity is checked at; nil is time.Now.
 	Now func() time.Time
 	// Audit receives a line per refused wrap and unwrap; nil writes none.
@@ -135,6 +138,8 @@ type Handler struct {
 	emptyJSON emptyJSONRepos
 	// gate decides which keys may wrap and unwrap (keycheck.go).
 	gate keyGate
+	// grants is Options.Grants.
+	grants Grants
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -162,6 +167,7 @@ func New(o Options) (*Handler, error) {
 
 		sharedHealth: o.SharedHealth,
 		gate:         newKeyGate(o),
+		grants:       o.Grants,
 	}
 	if h.authn != nil && h.access == nil {
 		if h.access, err = auth.NewAccess(make([]auth.RuleGrants, len(o.Policy.Rules()))); err != nil {

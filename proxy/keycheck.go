@@ -180,9 +180,16 @@ func (h *Handler) wrapRecipients(ctx context.Context, repo string, rule *crypto.
 		return nil, &apiError{status: http.StatusForbidden, code: codeDenied, cause: err,
 			message: fmt.Sprintf("push to %s refused: shroud's identity may not be wrapped for (%s); an image it cannot open could not be pulled back", repo, why(id, err))}
 	}
-	keys := rule.Recipients.Keys()
+	base := rule.Recipients
+	if h.grants != nil {
+		var err error
+		if base, err = h.grants.Extend(repo, rule); err != nil {
+			return nil, fmt.Errorf("the recipients access requests added to %s: %w", rule, err)
+		}
+	}
+	keys := base.Keys()
 	if len(keys) == 0 {
-		return rule.Recipients, nil
+		return base, nil
 	}
 	keep := make([]bool, len(keys))
 	var refused []string
@@ -204,7 +211,15 @@ func (h *Handler) wrapRecipients(ctx context.Context, repo string, rule *crypto.
 	if len(refused) > 0 {
 		logger(ctx).Warn("layer keys not wrapped for refused recipients", "repository", repo, "rule", rule.String(), "refused", len(refused), "recipients", len(keys))
 	}
-	return rule.Recipients.Subset(keep), nil
+	return base.Subset(keep), nil
+}
+
+// Grants adds recipients to a rule's for one repository: the keys access
+// requests an owner approved for it (access.Store). Extend returns the
+// rule's own set when nothing is added; it must be safe for concurrent
+// use and quick (it is asked at every manifest push).
+type Grants interface {
+	Extend(repo string, rule *crypto.Rule) (*crypto.Recipients, error)
 }
 
 // unwrapGate is the allow of the unwraps of one pull (a manifest, a

@@ -12,6 +12,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 
+	"github.com/shroud-oci/shroud/access"
 	"github.com/shroud-oci/shroud/admin"
 	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/config"
@@ -31,6 +32,9 @@ type serverParts struct {
 	meter    metric.Meter
 	tier     *sharedTier
 	tls      *tls.Config
+	// requests are the access requests (nil: not served); their grants
+	// add recipients to the jobs' rules as to the server's.
+	requests *access.Store
 }
 
 // adminAPI opens the admin API's listener (cfg.Admin) and starts its jobs'
@@ -58,12 +62,12 @@ func adminAPI(ctx context.Context, cfg config.Config, p serverParts, log *slog.L
 		}
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: p.keys, Policy: p.policy, Logger: log,
-		Audit: p.audit, KeyCheck: p.keyCheck, Meter: p.meter})
+		Audit: p.audit, KeyCheck: p.keyCheck, Meter: p.meter, Grants: grantsOf(p.requests)})
 	if err != nil {
 		return listener{}, nil, err
 	}
 	srv, err := admin.New(admin.Options{Handler: h, Previous: p.keys.Previous(), Dir: filepath.Join(cfg.DataDir, "jobs"), Token: token,
-		Logger: log, Audit: p.audit, Meter: p.meter})
+		Logger: log, Audit: p.audit, Meter: p.meter, Access: p.requests})
 	if err != nil {
 		return listener{}, nil, err
 	}
@@ -85,4 +89,13 @@ func adminAPI(ctx context.Context, cfg config.Config, p serverParts, log *slog.L
 	hs := &http.Server{Handler: srv, TLSConfig: p.tls, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	return listener{srv: hs, ln: ln}, func() { cancel(); <-done }, nil
+}
+
+// grantsOf is s as the proxy's Grants: nil (no interface holding a nil
+// pointer) when s is.
+func grantsOf(s *access.Store) proxy.Grants {
+	if s == nil {
+		return nil
+	}
+	return s
 }

@@ -36,6 +36,8 @@ commands:
            re-encrypt them when a key is compromised (shroud rotate --help):
            shroud rotate rewrap --repository NAME... [--checkpoint FILE] [-- SERVE FLAGS]
            shroud rotate reencrypt --key-id ID --repository NAME... [-- SERVE FLAGS]
+  access   ask for a key to become a recipient, and decide such requests
+           (shroud access help)
 `
 
 // run is main without the process: it returns the exit code.
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return rotate(ctx, args[1:], stdout, stderr)
 	case "trust":
 		return trustCmd(ctx, args[1:], stdout, stderr)
+	case "access":
+		return accessCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

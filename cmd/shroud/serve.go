@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	accessreq "github.com/shroud-oci/shroud/access"
 	"io"
 	"log/slog"
 	"maps"
@@ -68,6 +69,7 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		authClientCA              = fs.String("auth-client-ca", "", "PEM CAs whose client certificates authenticate (mTLS; config auth.client-ca)")
 		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
 		adminListen               = fs.String("admin-listen", "", "address to serve the admin API (the key-rotation jobs) on, apart from the registry API (empty: none; config admin.listen)")
+		accessRequests            = fs.Bool("access-requests", false, "serve the access-request API under /shroud/v1/access (owners decide through the admin API; config admin.access-requests)")
 		adminTokenFile            = fs.String("admin-token-file", "", "file holding the admin API's bearer token, not readable by every user (config admin.token-file)")
 		recipients, decryptionKey listFlag
 		mirrors, previousIdentity listFlag
@@ -149,6 +151,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.Admin.Listen = *adminListen
 		case "admin-token-file":
 			c.Admin.TokenFile = *adminTokenFile
+		case "access-requests":
+			c.Admin.AccessRequests = *accessRequests
 		}
 	})
 	for _, m := range mirrors {
@@ -384,9 +388,17 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		keyCheck = tc
 		log.Info("checking keys against the trust documents", "source", cfg.Trust.Source)
 	}
+	var requests *accessreq.Store // nil unless access requests are served
+	var grants proxy.Grants
+	if cfg.Admin.AccessRequests {
+		if requests, err = accessreq.Open(accessreq.Options{Dir: filepath.Join(cfg.DataDir, "access"), Keyring: keys}); err != nil {
+			return err
+		}
+		grants = requests
+	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter,
 		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams), Auth: authn, Access: access,
-		Ledger: ledger, SharedHealth: sharedHealth, Audit: auditLog, KeyCheck: keyCheck})
+		Ledger: ledger, SharedHealth: sharedHealth, Audit: auditLog, KeyCheck: keyCheck, Grants: grants})
 	if err != nil {
 		return err
 	}
@@ -396,7 +408,12 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// No ReadTimeout or WriteTimeout: they bound a whole request, and a
 	// multi-GiB blob takes as long as it takes. The handler cuts a stream
 	// that stops moving (--stall-timeout) instead.
-	api := listener{srv: &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
+	var apiHandler http.Handler = h
+	if requests != nil {
+		apiHandler = withAccessAPI(h, &accessreq.Handler{Store: requests, Logger: log, Audit: auditLog})
+		log.Info("serving access requests", "path", accessreq.PathPrefix)
+	}
+	api := listener{srv: &http.Server{Handler: apiHandler, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
 	if api.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
 		return err
 	}
@@ -411,7 +428,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("serving metrics", "listen", m.ln.Addr().String(), "path", "/metrics")
 	}
 	if cfg.Admin.Listen != "" {
-		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg}, log)
+		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests}, log)
 		if err != nil {
 			for _, l := range servers {
 				l.ln.Close()
@@ -570,4 +587,17 @@ func upstreamURL(ctx context.Context, cfg config.Config, log *slog.Logger) (url 
 	}
 	log.Info("no upstream configured: running an embedded registry", "url", reg.URL, "storage", reg.Dir)
 	return reg.URL, func() { reg.Close(context.WithoutCancel(ctx)) }, nil
+}
+
+// withAccessAPI serves the access-request API's paths (access.PathPrefix)
+// with a, everything else with h. The paths are matched as sent, not
+// cleaned: the distribution API's are h's to judge.
+func withAccessAPI(h, a http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p == accessreq.PathPrefix || strings.HasPrefix(p, accessreq.PathPrefix+"/") {
+			a.ServeHTTP(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
