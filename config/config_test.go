@@ -112,6 +112,7 @@ func TestValidate(t *testing.T) {
 		func(c *Config) { c.Admin = Admin{Listen: "127.0.0.1:5002"} },             // no token file
 		func(c *Config) { c.Admin = Admin{Listen: c.Listen, TokenFile: "token"} }, // the registry's listener
 		func(c *Config) { c.Admin = Admin{Listen: "nope", TokenFile: "token"} },   // no port
+		func(c *Config) { c.Admin = Admin{AccessRequests: true} },                 // access requests no owner can decide
 	} {
 		c := Default()
 		bad(&c)
