@@ -83,10 +83,9 @@ func (s *Server) decided(w http.ResponseWriter, r *http.Request, step, id string
 		Repository: strings.Join(req.Repositories, ","), Detail: "access request " + id + " (" + req.Name + ")"})
 	s.log.Info("admin: access request decided", "request", id, "state", string(req.State), "key_id", req.KeyID)
 	out := accessDecision{Request: req}
-	j, _, _, msg := s.start(r, jobs.Spec{Kind: jobs.Rewrap, Repositories: req.Repositories}, "token")
-	if j != nil {
-		v := s.view(j)
-		out.Job = &v
+	v, _, _, msg := s.start(r, jobs.Spec{Kind: jobs.Rewrap, Repositories: req.Repositories}, "token")
+	if v != nil {
+		out.Job = v
 	} else {
 		out.RewrapLater = "the stored images are not rewrapped yet (" + msg + "): start a rewrap job of " + strings.Join(req.Repositories, ", ")
 	}

@@ -232,18 +232,19 @@ func (s *Server) startJob(w http.ResponseWriter, r *http.Request) {
 		// Stamped now, so that a resumed run names the same revocation.
 		spec.At = time.Now().UTC()
 	}
-	j, status, code, msg := s.start(r, spec, "token")
-	if j == nil {
+	v, status, code, msg := s.start(r, spec, "token")
+	if v == nil {
 		refuse(status, code, msg, spec)
 		return
 	}
-	w.Header().Set("Location", "/admin/v1/jobs/"+j.ID)
-	writeJSON(w, http.StatusAccepted, s.view(j))
+	w.Header().Set("Location", "/admin/v1/jobs/"+v.ID)
+	writeJSON(w, http.StatusAccepted, v)
 }
 
-// start checks spec and launches its job for actor: the job, or the
-// refusal's status, code and message (audited by the caller).
-func (s *Server) start(r *http.Request, spec jobs.Spec, actor string) (_ *job, status int, code, msg string) {
+// start checks spec and launches its job for actor: the job's view as
+// launched, or the refusal's status, code and message (audited by the
+// caller).
+func (s *Server) start(r *http.Request, spec jobs.Spec, actor string) (_ *jobView, status int, code, msg string) {
 	// What the job would refuse before it writes anything is refused
 	// here, with the reason.
 	if _, err := jobs.Check(r.Context(), s.o.Handler, spec, jobs.RunOptions{Previous: s.o.Previous}); err != nil {
@@ -269,7 +270,8 @@ func (s *Server) start(r *http.Request, spec jobs.Spec, actor string) (_ *job, s
 	s.audit(audit.Event{Step: "start", Job: string(spec.Kind), JobID: p.ID, Outcome: "accepted", Actor: actor, KeyID: spec.KeyID,
 		Detail: truncate("repositories: "+strings.Join(spec.Repositories, ", "), 2000)})
 	s.log.Info("admin: job started", "admin_job", p.ID, "job", string(spec.Kind), "repositories", len(spec.Repositories))
-	return j, 0, "", ""
+	v := s.view(j) // under s.mu: the job's runner writes its state
+	return &v, 0, "", ""
 }
 
 func (s *Server) listJobs(w http.ResponseWriter, _ *http.Request) {
