@@ -8,12 +8,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"regexp"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
 
 	scrypto "github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/internal/names"
 )
 
 // State is where a request stands.
@@ -100,9 +100,6 @@ func invalid(format string, args ...any) error {
 // signatureAlgorithms are the JWS algorithms a request may be signed with.
 var signatureAlgorithms = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.ES256, jose.ES384, jose.ES512}
 
-// repoName is the distribution spec's grammar of a repository name.
-var repoName = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
-
 // verify checks a signed request (a compact JWS) for audience at now and
 // returns what it asks for, its key parsed as a recipient.
 func verify(body []byte, audience string, now time.Time) (Payload, scrypto.Recipient, error) {
@@ -149,7 +146,7 @@ func verify(body []byte, audience string, now time.Time) (Payload, scrypto.Recip
 	}
 	seen := map[string]bool{}
 	for _, r := range p.Repositories {
-		if len(r) > 255 || !repoName.MatchString(r) {
+		if !names.Repository(r) {
 			return p, scrypto.Recipient{}, invalid("repository %.80q: not a repository name", r)
 		}
 		if seen[r] {
@@ -192,14 +189,4 @@ func publicKey(scheme string, b []byte) (crypto.PublicKey, error) {
 	}
 }
 
-func printable(s string, max int) bool {
-	if len(s) > max {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r > 0x7e {
-			return false
-		}
-	}
-	return true
-}
+func printable(s string, max int) bool { return names.Printable(s, max) }

@@ -9,10 +9,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/internal/names"
 	"github.com/shroud-oci/shroud/proxy"
 )
 
@@ -94,13 +94,9 @@ func (s *Spec) UnmarshalJSON(b []byte) error {
 const (
 	MaxRepositories = 1000
 	MaxPace         = time.Hour
-	maxNameLen      = 255
 	maxKeyIDLen     = 512
 	maxReasonLen    = 128
 )
-
-// repoName is the distribution spec's grammar of a repository name.
-var repoName = regexp.MustCompile(`^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$`)
 
 // ErrNoPreviousIdentity refuses an identity job on a keyring without a
 // previous identity: there is nothing to move images away from.
@@ -130,7 +126,7 @@ func (s Spec) Validate() error {
 	if len(s.KeyID) > maxKeyIDLen {
 		errs = append(errs, fmt.Errorf("key_id: longer than %d characters", maxKeyIDLen))
 	}
-	if !printable(s.Reason, maxReasonLen) {
+	if !names.Printable(s.Reason, maxReasonLen) {
 		errs = append(errs, fmt.Errorf("reason: want at most %d printable characters", maxReasonLen))
 	}
 	if len(s.Repositories) == 0 || len(s.Repositories) > MaxRepositories {
@@ -139,7 +135,7 @@ func (s Spec) Validate() error {
 	seen := map[string]bool{}
 	for _, r := range s.Repositories {
 		switch {
-		case len(r) > maxNameLen || !repoName.MatchString(r):
+		case !names.Repository(r):
 			errs = append(errs, fmt.Errorf("repository %.80q: not a repository name", r))
 		case seen[r]:
 			errs = append(errs, fmt.Errorf("repository %q: named twice", r))
@@ -150,18 +146,6 @@ func (s Spec) Validate() error {
 		errs = append(errs, fmt.Errorf("pace %s: want 0 to %s", s.Pace, MaxPace))
 	}
 	return errors.Join(errs...)
-}
-
-func printable(s string, max int) bool {
-	if len(s) > max {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 // Observer hears of a run's events, in order, on the goroutine that runs
