@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,9 +11,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
+	ocicryptconfig "github.com/containers/ocicrypt/config"
+	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
+	ockp "github.com/containers/ocicrypt/keywrap/keyprovider"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/testkeys"
 )
 
@@ -149,5 +155,55 @@ func writeFile(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// `shroud keyprovider --config` with trust documents: a key it wrapped
+// opens through ocicrypt's key-provider client until the identity is
+// revoked in the deny list, then the unwrap is refused as revoked.
+func TestKeyproviderRevokedIdentity(t *testing.T) {
+	bin := replicaBinary(t)
+	dir := t.TempDir()
+	run := shroudCommand(t, bin)
+	keys := filepath.Join(dir, "keys")
+	run("keygen", "--out", keys, "--name", "identity")
+	repo := filepath.Join(dir, "trust")
+	tk := func(n string) string { return filepath.Join(dir, "tuf", n+".pem") }
+	run("trust", "init", "--dir", repo, "--root-key", tk("root"), "--targets-key", tk("targets"), "--snapshot-key", tk("snapshot"), "--timestamp-key", tk("timestamp"), "--generate")
+	publish := []string{"--targets-key", tk("targets"), "--snapshot-key", tk("snapshot"), "--timestamp-key", tk("timestamp")}
+	pub := filepath.Join(keys, "identity.pub.pem")
+	run(append([]string{"trust", "add-key", "--dir", repo, "--public-key", pub, "--scheme", "jwe", "--scope", "**"}, publish...)...)
+	cfg := filepath.Join(dir, "kp.yaml")
+	writeFile(t, cfg, fmt.Sprintf("trust:\n  source: %s\n  root: %s\n  refresh: 200ms\n", repo, filepath.Join(repo, "metadata", "1.root.json")))
+	addr := freeAddr(t)
+	kp := startProcess(t, "shroud keyprovider", bin, "keyprovider", "--listen", addr, "--data-dir", filepath.Join(dir, "data"),
+		"--identity", filepath.Join(keys, "identity.pem"), "--config", cfg)
+	t.Cleanup(func() { kp.stop(syscall.SIGTERM) })
+	waitTCP(t, kp, addr)
+
+	w := ockp.NewKeyWrapper("shroud", keyproviderconfig.KeyProviderAttrs{Grpc: addr})
+	opts := []byte(`{"symkey":"a2V5"}`)
+	ann, err := w.WrapKeys(&ocicryptconfig.EncryptConfig{Parameters: map[string][][]byte{"shroud": {[]byte("team/app")}}}, opts)
+	if err != nil {
+		t.Fatalf("wrap: %v\n%s", err, kp.logs)
+	}
+	if got, err := w.UnwrapKey(&ocicryptconfig.DecryptConfig{}, ann); err != nil || !bytes.Equal(got, opts) {
+		t.Fatalf("before the revocation: %q %v\n%s", got, err, kp.logs)
+	}
+	r, err := crypto.ParseRecipient("jwe:" + pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(append([]string{"trust", "revoke", "--dir", repo, "--key-id", r.KeyID(), "--reason", "keyCompromise"}, publish...)...)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := w.UnwrapKey(&ocicryptconfig.DecryptConfig{}, ann)
+		if err != nil && strings.Contains(err.Error(), "revoked") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the revocation: %v\n%s", err, kp.logs)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
