@@ -19,6 +19,8 @@
 //     expiry), which the proxy checks before it wraps or unwraps;
 //   - the sealing of a client's original manifest bytes to shroud's identity
 //     (seal.go), so that a pull can return them byte for byte;
+//   - the layer options shroud keyprovider wraps to the identity, bound
+//     to a repository scope (provider_wrap.go);
 //   - the media-type mapping between plain and encrypted layers
 //     (mediatype.go).
 //

@@ -6,6 +6,8 @@
 //	shroud keygen --out DIR [--type ec|rsa] [--name NAME]
 //	shroud inspect [--output text|json] [--insecure] [--decryption-key FILE]... REF
 //	shroud trust init|add-key|revoke|delegate|sign|status [flags]
+//	shroud keyprovider [--listen ADDR] [--data-dir DIR] [--identity FILE] [--config FILE]
+//	                   [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
 package main
 
 import (
@@ -32,6 +34,9 @@ commands:
   trust    write and inspect the signed allow and deny lists (shroud trust help)
   inspect  show how an image is encrypted and who can open it:
            shroud inspect [--output json] [--insecure] [--decryption-key FILE]... REF
+  keyprovider
+           serve the ocicrypt key-provider gRPC protocol, so nodes open layer
+           keys through shroud's policy without a private key (--help)
   rotate   rewrap stored images for the recipients the policy names now, or
            re-encrypt them when a key is compromised (shroud rotate --help):
            shroud rotate rewrap --repository NAME... [--checkpoint FILE] [-- SERVE FLAGS]
@@ -59,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return trustCmd(ctx, args[1:], stdout, stderr)
 	case "access":
 		return accessCmd(ctx, args[1:], stdout, stderr)
+	case "keyprovider":
+		return keyproviderCmd(ctx, args[1:], stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

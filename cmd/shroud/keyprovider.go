@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+
+	"github.com/shroud-oci/shroud/audit"
+	"github.com/shroud-oci/shroud/config"
+	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/keyprovider"
+)
+
+// keyproviderFlags are what shroud keyprovider is run with.
+type keyproviderFlags struct {
+	listen, dataDir, identity, configPath  string
+	tlsCert, tlsKey, clientCA, name, level string
+	auditLog                               string
+}
+
+func parseKeyprovider(args []string, stderr io.Writer) (keyproviderFlags, error) {
+	fs := flag.NewFlagSet("shroud keyprovider", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f keyproviderFlags
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:50051", "address to serve the ocicrypt key-provider gRPC protocol on")
+	fs.StringVar(&f.dataDir, "data-dir", config.Default().DataDir, "directory of the identity (and of the trust documents' state)")
+	fs.StringVar(&f.identity, "identity", "", "shroud's private key file (default <data-dir>/identity.pem, generated on first start)")
+	fs.StringVar(&f.configPath, "config", "", "shroud's YAML config: its policy's deny rules, trust and audit-log settings apply")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) to serve gRPC over TLS with; needs --tls-key")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&f.clientCA, "client-ca", "", "PEM CA certificates: every caller must present a client certificate they signed (needs --tls-cert)")
+	fs.StringVar(&f.name, "name", keyprovider.DefaultName, "the provider name recipients use (provider:NAME[:REPOSITORY])")
+	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.auditLog, "audit-log", "", "file to append audit events (refusals) to (config audit-log)")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return f, errors.New("--tls-cert and --tls-key go together")
+	}
+	if f.clientCA != "" && f.tlsCert == "" {
+		return f, errors.New("--client-ca needs --tls-cert and --tls-key")
+	}
+	if f.name == "" || strings.ContainsAny(f.name, ": \t\n") {
+		return f, fmt.Errorf("--name %q: want a name without ':' or white space", f.name)
+	}
+	return f, nil
+}
+
+func keyproviderCmd(ctx context.Context, args []string, stderr io.Writer) int {
+	f, err := parseKeyprovider(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "shroud keyprovider: %v\n", err)
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.level)); err != nil {
+		fmt.Fprintf(stderr, "shroud keyprovider: --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if err := runKeyprovider(ctx, f, log); err != nil {
+		log.Error("shroud keyprovider stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func runKeyprovider(ctx context.Context, f keyproviderFlags, log *slog.Logger) error {
+	cfg := config.Default()
+	if f.configPath != "" {
+		var err error
+		if cfg, err = config.Load(f.configPath); err != nil {
+			return err
+		}
+	}
+	cfg.DataDir = f.dataDir
+	if f.identity != "" {
+		cfg.Identity = f.identity
+	}
+	if f.auditLog != "" {
+		cfg.AuditLog = f.auditLog
+	}
+	var id *crypto.Identity
+	var err error
+	if cfg.Identity != "" {
+		id, err = crypto.LoadIdentity(cfg.Identity)
+	} else {
+		var created bool
+		id, created, err = crypto.LoadOrCreateIdentity(cfg.DataDir)
+		if created {
+			log.Info("generated a new identity key pair: shroud serve must encrypt for this identity's provider (or share the identity)",
+				"private", id.Path(), "public", filepath.Join(cfg.DataDir, crypto.IdentityPublicFile))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	var pol *keyprovider.Policy
+	if len(cfg.Policy) > 0 {
+		rules := make([]keyprovider.Rule, 0, len(cfg.Policy))
+		for _, r := range cfg.Policy {
+			rules = append(rules, keyprovider.Rule{Pattern: r.Repositories, Deny: r.Action == string(crypto.Deny)})
+		}
+		if pol, err = keyprovider.NewPolicy(rules); err != nil {
+			return err
+		}
+	}
+	var auditLog *audit.Logger
+	if cfg.AuditLog != "" {
+		var closer io.Closer
+		if auditLog, closer, err = audit.Open(cfg.AuditLog); err != nil {
+			return err
+		}
+		defer closer.Close()
+	}
+	var check keyprovider.KeyChecker
+	if cfg.Trust.Source != "" {
+		tc, err := keyproviderTrust(ctx, cfg, id, auditLog, log)
+		if err != nil {
+			return err
+		}
+		check = tc
+	}
+	var tlsCfg *tls.Config
+	if f.tlsCert != "" {
+		cas, err := clientCAs(f.clientCA)
+		if err != nil {
+			return err
+		}
+		if tlsCfg, err = serverTLS(f.tlsCert, f.tlsKey, cas, log); err != nil {
+			return err
+		}
+		if cas != nil {
+			tlsCfg.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	} else {
+		log.Warn("serving the key provider without TLS: layer keys cross the network in the clear; use --tls-cert/--tls-key (and --client-ca)")
+	}
+	srv, err := keyprovider.New(keyprovider.Options{Identity: id, Name: f.name, Policy: pol, KeyCheck: check,
+		RequireClientCert: f.clientCA != "", Audit: auditLog, Logger: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", f.listen)
+	if err != nil {
+		return err
+	}
+	g := keyprovider.GRPCServer(srv, tlsCfg)
+	context.AfterFunc(ctx, g.GracefulStop)
+	log.Info("shroud keyprovider is serving", "listen", ln.Addr().String(), "name", f.name, "identity", id.Fingerprint(),
+		"tls", tlsCfg != nil, "client_certs", f.clientCA != "", "policy_rules", len(cfg.Policy), "trust", cfg.Trust.Source != "")
+	if err := g.Serve(ln); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// keyproviderTrust is serve's trust checker for the key provider: the
+// same documents, refreshed the same way, the identity the key checked.
+// An oci: source would need an upstream the key provider has not.
+func keyproviderTrust(ctx context.Context, cfg config.Config, id *crypto.Identity, auditLog *audit.Logger, log *slog.Logger) (keyprovider.KeyChecker, error) {
+	if strings.HasPrefix(cfg.Trust.Source, "oci:") {
+		return nil, errors.New("trust.source: shroud keyprovider reads a directory or an https:// URL, not oci:")
+	}
+	keys, err := crypto.NewKeyring(id, nil)
+	if err != nil {
+		return nil, err
+	}
+	// Only the grace periods are read from this policy.
+	var rules []crypto.Rule
+	for _, r := range policyRules(cfg) {
+		c := crypto.Rule{Pattern: r.Repositories, Action: crypto.Action(r.Action)}
+		if c.Action == crypto.Encrypt {
+			c.Recipients = &crypto.Recipients{}
+		}
+		rules = append(rules, c)
+	}
+	pol, err := crypto.NewPolicy(rules)
+	if err != nil {
+		return nil, err
+	}
+	return trustChecker(ctx, cfg, nil, pol, keys, nil, auditLog, log)
+}

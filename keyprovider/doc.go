@@ -1,0 +1,21 @@
+// Package keyprovider is shroud serving ocicrypt's key-provider gRPC
+// protocol (KeyProviderService: WrapKey, UnWrapKey, carrying the JSON
+// KeyProviderKeyWrapProtocolInput and Output), so that a node's
+// containerd (imgcrypt's ctd-decoder, or anything using ocicrypt with
+// OCICRYPT_KEYPROVIDER_CONFIG) opens the layers shroud encrypted for the
+// recipient provider:<name> without holding any private key.
+//
+// WrapKey encrypts the layer's private options to shroud's identity
+// (crypto.Identity.WrapOptions), binding the repository scope the
+// recipient's argument names (provider:shroud:<repository or glob>).
+// UnWrapKey opens them only when, in order: the caller presented a
+// client certificate the server's CA verifies (when the server requires
+// one), the wrap opens with the identity, the bound scope falls under no
+// deny rule of the policy (fail closed: an unbound wrap is refused when
+// the policy has a deny rule, a scope no rule matches is refused), and
+// the trust documents do not revoke the key that wrapped it for that
+// scope. Every refusal is a gRPC PermissionDenied (or InvalidArgument
+// for a malformed request), logged without key material and audited.
+// Every input is bounded (MaxRequest, crypto.MaxProviderWrapped,
+// crypto.MaxProviderOptions, MaxScope).
+package keyprovider
