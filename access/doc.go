@@ -13,12 +13,17 @@
 // is a grant: its key is added to the recipients of the rule of each
 // repository it names (Store.Extend, proxy.Grants), so every later push
 // wraps layer keys for it, and a rewrap job adds it to the images stored
-// before (blobs unchanged). A denial, or the grant's expiry, removes it
-// from the recipients again (a rewrap then drops it from stored images).
+// before (blobs unchanged). A denial removes it from the recipients
+// again, and its rewrap drops it from the stored images. A grant's expiry
+// ends the wraps of later pushes only: the images stored while it held
+// keep the key until the owner denies the expired grant (whose rewrap
+// takes it back). A granted key the key checks refuse (an expired
+// certificate, trust documents) is left out of a push, never a reason to
+// refuse it.
 //
 // Where trust documents are configured, their allow list still decides:
-// a granted key the allow list does not name is refused at wrap time like
-// any recipient ("not-allowed"). The owner adds it to the signed allow
+// a granted key the allow list does not name is left out at wrap time
+// ("not-allowed", audited). The owner adds it to the signed allow
 // list with the offline keys; shroud cannot sign trust documents.
 //
 // The store keeps one JSON file per request under its directory (mode

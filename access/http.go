@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -29,6 +30,9 @@ type Handler struct {
 	Store  *Store
 	Logger *slog.Logger
 	Audit  *audit.Logger
+	// ReadTimeout bounds the time a request's body takes to arrive
+	// (anyone may send one); zero or less means 10 s.
+	ReadTimeout time.Duration
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -80,12 +84,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) submit(w http.ResponseWriter, r *http.Request) {
+	d := h.ReadTimeout
+	if d <= 0 {
+		d = 10 * time.Second
+	}
+	// A body that does not arrive in time is cut: a request is small.
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
-	if err != nil {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
 		WriteError(w, http.StatusRequestEntityTooLarge, "SIZE_INVALID", "a request is at most 64 KiB")
 		return
+	case err != nil:
+		WriteError(w, http.StatusBadRequest, "INVALID", "the request's body did not arrive")
+		return
 	}
-	req, created, err := h.Store.Submit(body)
+	remote, _, _ := net.SplitHostPort(r.RemoteAddr)
+	req, created, err := h.Store.Submit(body, remote)
 	var inv *InvalidError
 	switch {
 	case errors.As(err, &inv):

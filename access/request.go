@@ -3,6 +3,7 @@ package access
 import (
 	"bytes"
 	"crypto"
+	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -73,6 +74,12 @@ type Request struct {
 	Reason       string    `json:"reason,omitempty"`
 	// Expires ends an approved request's grant; zero: it does not end.
 	Expires time.Time `json:"expires,omitzero"`
+	// Remote is the address the request came from, for the owners (a
+	// requester's poll does not show it).
+	Remote string `json:"remote,omitempty"`
+	// WasGranted: the request was approved before it was denied (its
+	// denial takes a key back).
+	WasGranted bool `json:"was_granted,omitempty"`
 }
 
 // StateAt is the request's state at now: a pending request past
@@ -158,7 +165,17 @@ func verify(body []byte, audience string, now time.Time) (Payload, scrypto.Recip
 	if err != nil {
 		return p, scrypto.Recipient{}, invalid("key: %v", err)
 	}
+	if err := validNow(rec, now); err != nil {
+		return p, scrypto.Recipient{}, invalid("key: %v", err)
+	}
 	return p, rec, nil
+}
+
+// validNow checks the validity r's own material gives it (an X.509
+// certificate's NotBefore and NotAfter) at now.
+func validNow(r scrypto.Recipient, now time.Time) error {
+	nb, na := r.Validity()
+	return scrypto.CheckValidity(r.KeyID(), nb, na, now)
 }
 
 // publicKey is the key a request of scheme must be signed with.
@@ -180,6 +197,11 @@ func publicKey(scheme string, b []byte) (crypto.PublicKey, error) {
 		c, err := x509.ParseCertificate(blk.Bytes)
 		if err != nil {
 			return nil, err
+		}
+		// ocicrypt's pkcs7 wrapper wraps for RSA keys alone: another
+		// key, once granted, would fail every push's wrap.
+		if _, ok := c.PublicKey.(*rsa.PublicKey); !ok {
+			return nil, fmt.Errorf("pkcs7: the certificate holds a %T; pkcs7 wraps for RSA keys only (submit an EC key as jwe)", c.PublicKey)
 		}
 		return c.PublicKey, nil
 	case "pgp":

@@ -17,14 +17,23 @@ import (
 	scrypto "github.com/shroud-oci/shroud/crypto"
 )
 
-// MaxPending bounds the requests waiting for a decision: anyone who
-// reaches shroud may submit one.
-const MaxPending = 1000
+// Bounds of the requests waiting for a decision: anyone who reaches
+// shroud may submit one. One key, and one remote address, may have a few
+// waiting; all of them together MaxPending.
+const (
+	MaxPending          = 1000
+	MaxPendingPerKey    = 3
+	MaxPendingPerRemote = 20
+	// DeniedKept is how long a denied request stays, for its requester
+	// to read the decision; a request that expired pending is dropped at
+	// the next submission (the audit log keeps what happened).
+	DeniedKept = 30 * 24 * time.Hour
+)
 
 // Errors of the store, classified with errors.Is.
 var (
 	ErrNotFound   = errors.New("no such access request")
-	ErrTooMany    = fmt.Errorf("%d access requests are waiting for a decision already", MaxPending)
+	ErrTooMany    = errors.New("too many access requests are waiting for a decision already")
 	ErrNotPending = errors.New("the request is not pending")
 )
 
@@ -35,6 +44,10 @@ type Options struct {
 	// Keyring compiles granted keys into a rule's recipients; its
 	// identity's key id is the audience requests must name.
 	Keyring *scrypto.Keyring
+	// Policy, when set, refuses requests for repositories no encrypt
+	// rule matches: a key cannot be a recipient there, and a rewrap of
+	// them cannot run.
+	Policy *scrypto.Policy
 	// Now is the clock; nil is time.Now.
 	Now func() time.Time
 }
@@ -46,6 +59,7 @@ type Store struct {
 	keys     *scrypto.Keyring
 	audience string
 	now      func() time.Time
+	policy   *scrypto.Policy
 
 	mu   sync.Mutex
 	reqs map[string]*entry
@@ -67,7 +81,7 @@ func Open(o Options) (*Store, error) {
 	if o.Dir == "" || o.Keyring == nil {
 		return nil, errors.New("access: Dir and Keyring are required")
 	}
-	s := &Store{dir: o.Dir, keys: o.Keyring, audience: o.Keyring.Identity().KeyID(), now: o.Now, reqs: map[string]*entry{}, compiled: map[string]*scrypto.Recipients{}}
+	s := &Store{dir: o.Dir, keys: o.Keyring, audience: o.Keyring.Identity().KeyID(), now: o.Now, policy: o.Policy, reqs: map[string]*entry{}, compiled: map[string]*scrypto.Recipients{}}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -102,39 +116,73 @@ func Open(o Options) (*Store, error) {
 // Audience is the key id requests must name: shroud's identity's.
 func (s *Store) Audience() string { return s.audience }
 
-// Submit verifies a signed request (a compact JWS, Sign) and keeps it
-// pending. A request of the same key for the same repositories that is
-// pending already is returned instead (created false). An InvalidError
-// says what is wrong with the request.
-func (s *Store) Submit(body []byte) (r Request, created bool, err error) {
+// Submit verifies a signed request (a compact JWS, Sign) from remote (the
+// client's address, for the per-address bound) and keeps it pending. A
+// request of the same key for the same repositories that is pending
+// already is returned instead (created false). An InvalidError says what
+// is wrong with the request; ErrTooMany that too many wait already.
+func (s *Store) Submit(body []byte, remote string) (r Request, created bool, err error) {
 	now := s.now()
 	p, rec, err := verify(body, s.audience, now)
 	if err != nil {
 		return Request{}, false, err
 	}
+	if s.policy != nil {
+		for _, repo := range p.Repositories {
+			if rule := s.policy.Match(repo); rule == nil || rule.Action != scrypto.Encrypt {
+				return Request{}, false, invalid("repository %q: no encrypt rule matches it, so no key can be a recipient there", repo)
+			}
+		}
+	}
 	repos := slices.Clone(p.Repositories)
 	sort.Strings(repos)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	pending := 0
+	s.prune(now)
+	pending, byKey, byRemote := 0, 0, 0
 	for _, e := range s.reqs {
 		if e.req.StateAt(now) != Pending {
 			continue
 		}
 		pending++
-		if e.req.KeyID == rec.KeyID() && slices.Equal(e.req.Repositories, repos) {
-			return e.req, false, nil
+		if e.req.KeyID == rec.KeyID() {
+			if slices.Equal(e.req.Repositories, repos) {
+				return e.req, false, nil
+			}
+			byKey++
+		}
+		if remote != "" && e.req.Remote == remote {
+			byRemote++
 		}
 	}
-	if pending >= MaxPending {
-		return Request{}, false, ErrTooMany
+	switch {
+	case byKey >= MaxPendingPerKey:
+		return Request{}, false, fmt.Errorf("%w: %d of this key's", ErrTooMany, byKey)
+	case byRemote >= MaxPendingPerRemote:
+		return Request{}, false, fmt.Errorf("%w: %d from this address", ErrTooMany, byRemote)
+	case pending >= MaxPending:
+		return Request{}, false, fmt.Errorf("%w: %d in all", ErrTooMany, pending)
 	}
-	r = Request{ID: newID(), Name: p.Name, Repositories: repos, Scheme: p.Scheme, Key: p.Key, KeyID: rec.KeyID(), Created: now.UTC(), State: Pending}
+	r = Request{ID: newID(), Name: p.Name, Repositories: repos, Scheme: p.Scheme, Key: p.Key, KeyID: rec.KeyID(), Created: now.UTC(), State: Pending, Remote: remote}
 	if err := s.write(r); err != nil {
 		return Request{}, false, err
 	}
 	s.reqs[r.ID] = &entry{req: r, rec: rec}
 	return r, true, nil
+}
+
+// prune drops the requests that expired pending, and the denied ones
+// older than DeniedKept, with their files (s.mu held).
+func (s *Store) prune(now time.Time) {
+	for id, e := range s.reqs {
+		st := e.req.StateAt(now)
+		if (st == Expired && e.req.State == Pending) || (st == Denied && now.Sub(e.req.DecidedAt) > DeniedKept) {
+			if err := os.Remove(filepath.Join(s.dir, id+".json")); err != nil && !errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			delete(s.reqs, id)
+		}
+	}
 }
 
 // Get returns the request id names, its State as of now.
@@ -173,9 +221,12 @@ func (s *Store) List() []Request {
 // Approve grants a pending request: its key becomes a recipient of its
 // repositories' rules until expires (zero: no end). by names the owner.
 func (s *Store) Approve(id, by string, expires time.Time) (Request, error) {
-	return s.decide(id, func(r *Request, now time.Time) error {
+	return s.decide(id, func(r *Request, rec scrypto.Recipient, now time.Time) error {
 		if r.StateAt(now) != Pending {
 			return fmt.Errorf("%w: it is %s", ErrNotPending, r.StateAt(now))
+		}
+		if err := validNow(rec, now); err != nil {
+			return invalid("the request's key: %v", err)
 		}
 		if !expires.IsZero() && !expires.After(now) {
 			return invalid("expires %s: in the past", expires.UTC().Format(time.RFC3339))
@@ -185,21 +236,24 @@ func (s *Store) Approve(id, by string, expires time.Time) (Request, error) {
 	})
 }
 
-// Deny refuses a pending request, or ends an approved one's grant.
+// Deny refuses a pending request, or ends an approved one's grant (an
+// expired grant too: the denial's rewrap then takes the key back from the
+// images stored while it held).
 func (s *Store) Deny(id, by, reason string) (Request, error) {
 	if !printable(reason, MaxReasonLen) {
 		return Request{}, invalid("reason: want at most %d printable characters", MaxReasonLen)
 	}
-	return s.decide(id, func(r *Request, now time.Time) error {
-		if st := r.StateAt(now); st != Pending && st != Approved {
+	return s.decide(id, func(r *Request, _ scrypto.Recipient, now time.Time) error {
+		if st := r.StateAt(now); st != Pending && r.State != Approved {
 			return fmt.Errorf("%w: it is %s", ErrNotPending, st)
 		}
+		r.WasGranted = r.State == Approved
 		r.State, r.DecidedAt, r.DecidedBy, r.Reason = Denied, now.UTC(), by, reason
 		return nil
 	})
 }
 
-func (s *Store) decide(id string, f func(r *Request, now time.Time) error) (Request, error) {
+func (s *Store) decide(id string, f func(r *Request, rec scrypto.Recipient, now time.Time) error) (Request, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.reqs[id]
@@ -207,7 +261,7 @@ func (s *Store) decide(id string, f func(r *Request, now time.Time) error) (Requ
 		return Request{}, ErrNotFound
 	}
 	r := e.req
-	if err := f(&r, s.now()); err != nil {
+	if err := f(&r, e.rec, s.now()); err != nil {
 		return Request{}, err
 	}
 	if err := s.write(r); err != nil {

@@ -60,7 +60,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{dir: filepath.Join(dir, "access"), keys: keys, clock: &clock{t: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}, rule: pol.Match("team/app")}
+	f := &fixture{dir: filepath.Join(dir, "access"), keys: keys, clock: &clock{t: time.Now().UTC().Truncate(time.Second)}, rule: pol.Match("team/app")}
 	f.store = f.open(t)
 	return f
 }
@@ -118,7 +118,7 @@ func TestRequestsThatProveNothingAreRefusedAndKeptNowhere(t *testing.T) {
 		"no name":             f.signed(t, k, pub, func(p *Payload) { p.Name = "" }, "team/app"),
 		"a name with control": f.signed(t, k, pub, func(p *Payload) { p.Name = "a\nb" }, "team/app"),
 	} {
-		_, _, err := f.store.Submit(body)
+		_, _, err := f.store.Submit(body, "")
 		var inv *InvalidError
 		if !errors.As(err, &inv) {
 			t.Errorf("a request %s: %v, want an InvalidError", name, err)
@@ -135,11 +135,11 @@ func TestRequestsThatProveNothingAreRefusedAndKeptNowhere(t *testing.T) {
 func TestApprovedKeyIsAddedToItsRepositoriesAloneUntilDeniedOrExpired(t *testing.T) {
 	f := newFixture(t)
 	k, pub := ecKey(t)
-	r, created, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app"))
+	r, created, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app"), "")
 	if err != nil || !created || r.State != Pending {
 		t.Fatalf("submit: %+v %v %v", r, created, err)
 	}
-	if again, created, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app")); err != nil || created || again.ID != r.ID {
+	if again, created, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app"), ""); err != nil || created || again.ID != r.ID {
 		t.Fatalf("the same request again: %+v %v %v, want the pending one", again, created, err)
 	}
 	count := func(repo string) int {
@@ -181,7 +181,7 @@ func TestApprovedKeyIsAddedToItsRepositoriesAloneUntilDeniedOrExpired(t *testing
 
 	// A denial ends a grant at once.
 	k2, pub2 := ecKey(t)
-	r2, _, err := f.store.Submit(f.signed(t, k2, pub2, nil, "team/app"))
+	r2, _, err := f.store.Submit(f.signed(t, k2, pub2, nil, "team/app"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestApprovedKeyIsAddedToItsRepositoriesAloneUntilDeniedOrExpired(t *testing
 func TestPendingRequestsExpireAndAreBounded(t *testing.T) {
 	f := newFixture(t)
 	k, pub := ecKey(t)
-	r, _, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app"))
+	r, _, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestPendingRequestsExpireAndAreBounded(t *testing.T) {
 	for i := range MaxPending {
 		f.store.reqs[newID()] = &entry{req: Request{ID: newID(), State: Pending, Created: f.clock.now(), KeyID: "sha256:x" + string(rune(i))}}
 	}
-	if _, _, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app")); !errors.Is(err, ErrTooMany) {
+	if _, _, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app"), ""); !errors.Is(err, ErrTooMany) {
 		t.Fatalf("request %d: %v, want ErrTooMany", MaxPending+1, err)
 	}
 }
@@ -225,7 +225,7 @@ func TestPendingRequestsExpireAndAreBounded(t *testing.T) {
 func TestAStoreFileThatDoesNotParseStopsOpen(t *testing.T) {
 	f := newFixture(t)
 	k, pub := ecKey(t)
-	r, _, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app"))
+	r, _, err := f.store.Submit(f.signed(t, k, pub, nil, "team/app"), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestCertificateRequestsArePKCS7Recipients(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, _, err := f.store.Submit(f.signed(t, priv.(crypto.Signer), string(cb), func(p *Payload) { p.Scheme = "pkcs7" }, "team/app"))
+	r, _, err := f.store.Submit(f.signed(t, priv.(crypto.Signer), string(cb), func(p *Payload) { p.Scheme = "pkcs7" }, "team/app"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,6 +83,11 @@ func (s *Server) decided(w http.ResponseWriter, r *http.Request, step, id string
 		Repository: strings.Join(req.Repositories, ","), Detail: "access request " + id + " (" + req.Name + ")"})
 	s.log.Info("admin: access request decided", "request", id, "state", string(req.State), "key_id", req.KeyID)
 	out := accessDecision{Request: req}
+	if req.State == access.Denied && !req.WasGranted {
+		// Nothing was ever wrapped for the key: nothing to take back.
+		writeJSON(w, http.StatusOK, out)
+		return
+	}
 	v, _, _, msg := s.start(r, jobs.Spec{Kind: jobs.Rewrap, Repositories: req.Repositories}, "token")
 	if v != nil {
 		out.Job = v

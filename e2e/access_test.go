@@ -31,7 +31,9 @@ import (
 // alice's key decrypts both old images straight from the upstream, with
 // the layer blobs unchanged, and an image pushed after the approval too;
 // it opens nothing in team/other, which it did not ask for; bob's key
-// opens nothing. Through shroud the images pull back byte for byte.
+// opens nothing. Through shroud the images pull back byte for byte. At
+// last the owner denies alice's approved request: its rewrap takes her
+// key back from the stored images.
 func TestAccessRequestApprovedOpensTheOldImagesWithSkopeo(t *testing.T) {
 	bin := buildShroud(t)
 	up := distributionV3(t)
@@ -132,7 +134,9 @@ func TestAccessRequestApprovedOpensTheOldImagesWithSkopeo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitJob(t, adminURL, token, denied)
+	if _, ok := denied["job"]; ok {
+		t.Fatalf("denying a request never approved started a job: %v", denied)
+	}
 	approved, err := shroudCLI("approve", "--admin", adminURL, "--admin-token-file", tokenFile, aliceID)
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +168,19 @@ func TestAccessRequestApprovedOpensTheOldImagesWithSkopeo(t *testing.T) {
 	skopeo(t, "copy", "--src-tls-verify=false", "docker://"+addr+"/team/app:1", "oci:"+back+":app")
 	if got, _ := layoutManifest(t, back); string(got) != string(pushed) {
 		t.Fatal("through shroud, the image pulls back other manifest bytes than pushed")
+	}
+
+	// Denying the approved request takes the key back from the stored
+	// images.
+	revoked, err := shroudCLI("deny", "--admin", adminURL, "--admin-token-file", tokenFile, "--reason", "left the team", aliceID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJob(t, adminURL, token, revoked)
+	for _, ref := range []string{"team/app:1", "team/app:3"} {
+		if _, err := decryptUpstream(t, up.Host(), ref, aliceKey); err == nil {
+			t.Fatalf("after the denial of her approved request, alice's key still decrypts %s from the upstream", ref)
+		}
 	}
 	a, _ := os.ReadFile(auditLog)
 	for _, line := range []string{`"step":"request","outcome":"pending","actor":"alice"`, `"step":"approve","outcome":"approved"`, `"step":"deny","outcome":"denied"`} {

@@ -191,9 +191,14 @@ func (h *Handler) wrapRecipients(ctx context.Context, repo string, rule *crypto.
 	if len(keys) == 0 {
 		return base, nil
 	}
+	// The rule's own recipients come first in base; those after them
+	// were granted (Grants). A granted key refused is left out, never a
+	// reason to refuse the push: the rule's own recipients decide that.
+	own := len(rule.Recipients.Keys())
 	keep := make([]bool, len(keys))
 	var refused []string
 	var errs []error
+	ownRefused := 0
 	for i, k := range keys {
 		err := h.gate.checkKey(ctx, OpWrap, repo, k.ID, k.NotBefore, k.NotAfter, now)
 		if err == nil {
@@ -203,8 +208,11 @@ func (h *Handler) wrapRecipients(ctx context.Context, repo string, rule *crypto.
 		h.refused(ctx, OpWrap, repo, rule, k.ID, k.Spec, err)
 		refused = append(refused, why(k.ID, err))
 		errs = append(errs, err)
+		if i < own {
+			ownRefused++
+		}
 	}
-	if len(refused) == len(keys) {
+	if own > 0 && ownRefused == own {
 		return nil, &apiError{status: http.StatusForbidden, code: codeDenied, cause: errors.Join(errs...),
 			message: fmt.Sprintf("push to %s refused: %s has no recipient its layer keys may be wrapped for now: %s", repo, rule, strings.Join(refused, "; "))}
 	}

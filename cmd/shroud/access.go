@@ -67,7 +67,7 @@ func accessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	client, err := accessClient(*caFile)
 	if err == nil {
-		c := accessCall{ctx: ctx, client: client, out: stdout}
+		c := &accessCall{ctx: ctx, client: client, out: stdout}
 		switch args[0] {
 		case "request":
 			err = c.request(*server, *keyFile, *certFile, *name, repos)
@@ -98,6 +98,11 @@ func accessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			err = c.one(fs, func(id string) error {
 				return c.owner(*adminURL, *tokenFile, http.MethodPost, "/admin/v1/access/requests/"+id+"/deny", map[string]any{"reason": *reason})
 			})
+			if err == nil && c.rewrapLater != "" {
+				// The key still opens the images stored while it held.
+				fmt.Fprintf(stderr, "shroud access deny: %s\n", c.rewrapLater)
+				return 3
+			}
 		default:
 			fmt.Fprintf(stderr, "shroud access: unknown command %q\n%s", args[0], accessUsage)
 			return 2
@@ -114,9 +119,11 @@ type accessCall struct {
 	ctx    context.Context
 	client *http.Client
 	out    io.Writer
+	// rewrapLater is what the last answer said of a rewrap not started.
+	rewrapLater string
 }
 
-func (c accessCall) one(fs *flag.FlagSet, f func(id string) error) error {
+func (c *accessCall) one(fs *flag.FlagSet, f func(id string) error) error {
 	if fs.NArg() != 1 {
 		return errors.New("name one request id")
 	}
@@ -125,7 +132,7 @@ func (c accessCall) one(fs *flag.FlagSet, f func(id string) error) error {
 
 // request signs and submits an access request, and prints its id and
 // state.
-func (c accessCall) request(server, keyFile, certFile, name string, repos []string) error {
+func (c *accessCall) request(server, keyFile, certFile, name string, repos []string) error {
 	if server == "" || keyFile == "" || name == "" || len(repos) == 0 {
 		return errors.New("--server, --key, --name and at least one --repository are required")
 	}
@@ -178,7 +185,7 @@ func (c accessCall) request(server, keyFile, certFile, name string, repos []stri
 }
 
 // owner calls the admin API with its token and prints the answer.
-func (c accessCall) owner(base, tokenFile, method, path string, body any) error {
+func (c *accessCall) owner(base, tokenFile, method, path string, body any) error {
 	if base == "" || tokenFile == "" {
 		return errors.New("--admin and --admin-token-file are required")
 	}
@@ -199,10 +206,16 @@ func (c accessCall) owner(base, tokenFile, method, path string, body any) error 
 
 // do sends one request and prints the JSON answer; a status of 400 or
 // more is an error carrying the answer's message.
-func (c accessCall) do(method, base, path, token string, body io.Reader) error {
+func (c *accessCall) do(method, base, path, token string, body io.Reader) error {
 	var v json.RawMessage
 	if err := c.json(method, base, path, token, body, &v); err != nil {
 		return err
+	}
+	var later struct {
+		RewrapLater string `json:"rewrap_later"`
+	}
+	if json.Unmarshal(v, &later) == nil {
+		c.rewrapLater = later.RewrapLater
 	}
 	var out bytes.Buffer
 	if json.Indent(&out, v, "", "  ") != nil {
@@ -213,7 +226,7 @@ func (c accessCall) do(method, base, path, token string, body io.Reader) error {
 	return nil
 }
 
-func (c accessCall) json(method, base, path, token string, body io.Reader, v any) error {
+func (c *accessCall) json(method, base, path, token string, body io.Reader, v any) error {
 	if base == "" {
 		return errors.New("no URL: give --server or --admin")
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	accessreq "github.com/shroud-oci/shroud/access"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -168,7 +169,17 @@ func runRewrap(ctx context.Context, cfg config.Config, spec jobs.Spec, checkpoin
 	} else if tc != nil {
 		keyCheck = tc
 	}
-	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: keys, Policy: pol, Logger: log, Audit: auditLog, KeyCheck: keyCheck})
+	// The keys access requests were granted stay recipients: a rewrap
+	// without them would take them back from the stored images.
+	var grants proxy.Grants
+	if cfg.Admin.AccessRequests {
+		s, err := accessreq.Open(accessreq.Options{Dir: filepath.Join(cfg.DataDir, "access"), Keyring: keys, Policy: pol})
+		if err != nil {
+			return err
+		}
+		grants = s
+	}
+	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: keys, Policy: pol, Logger: log, Audit: auditLog, KeyCheck: keyCheck, Grants: grants})
 	if err != nil {
 		return err
 	}

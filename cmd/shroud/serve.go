@@ -391,7 +391,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	var requests *accessreq.Store // nil unless access requests are served
 	var grants proxy.Grants
 	if cfg.Admin.AccessRequests {
-		if requests, err = accessreq.Open(accessreq.Options{Dir: filepath.Join(cfg.DataDir, "access"), Keyring: keys}); err != nil {
+		if requests, err = accessreq.Open(accessreq.Options{Dir: filepath.Join(cfg.DataDir, "access"), Keyring: keys, Policy: pol}); err != nil {
 			return err
 		}
 		grants = requests
@@ -410,7 +410,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// that stops moving (--stall-timeout) instead.
 	var apiHandler http.Handler = h
 	if requests != nil {
-		apiHandler = withAccessAPI(h, &accessreq.Handler{Store: requests, Logger: log, Audit: auditLog})
+		apiHandler = withAccessAPI(h, &accessreq.Handler{Store: requests, Logger: log, Audit: auditLog, ReadTimeout: cfg.StallTimeout})
 		log.Info("serving access requests", "path", accessreq.PathPrefix)
 	}
 	api := listener{srv: &http.Server{Handler: apiHandler, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}

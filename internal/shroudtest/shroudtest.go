@@ -101,6 +101,7 @@ type options struct {
 	ledger     cache.Ledger
 	cache      cache.Store
 	keyCheck   proxy.KeyChecker
+	grants     proxy.Grants
 	now        func() time.Time
 	audit      *audit.Logger
 }
@@ -109,6 +110,12 @@ type options struct {
 // with (proxy.Options.KeyCheck).
 func WithKeyCheck(c proxy.KeyChecker) Option {
 	return func(o *options) { o.keyCheck = c }
+}
+
+// WithGrants has shroud add g's recipients to its rules'
+// (proxy.Options.Grants).
+func WithGrants(g proxy.Grants) Option {
+	return func(o *options) { o.grants = g }
 }
 
 // WithClock has shroud check key validity at now (proxy.Options.Now).
@@ -319,7 +326,7 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 		def.Cache = o.cache
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter, SpoolDir: o.spool,
-		Auth: authenticator, Access: access, Ledger: o.ledger, KeyCheck: o.keyCheck, Now: o.now, Audit: o.audit})
+		Auth: authenticator, Access: access, Ledger: o.ledger, KeyCheck: o.keyCheck, Grants: o.grants, Now: o.now, Audit: o.audit})
 	if err != nil {
 		t.Fatal(err)
 	}
