@@ -34,7 +34,7 @@ func (g *grantsFor) Extend(_ string, rule *crypto.Rule) (*crypto.Recipients, err
 func TestAttackGrantedKeyTheChecksRefuseBlocksEveryPush(t *testing.T) {
 	up := shroudtest.Distribution(t)
 	rec, dk := keyPair(t, "ec")
-	granted := &grantsFor{rec: must[crypto.Recipient](t)(crypto.ParseRecipientData("access:alice", "jwe", must[[]byte](t)(os.ReadFile(strings.TrimSuffix(dk.Path, ".pem") + ".pub.pem"))))}
+	granted := &grantsFor{rec: must[crypto.Recipient](t)(crypto.ParseRecipientData("access:alice", "jwe", must[[]byte](t)(os.ReadFile(strings.TrimSuffix(dk.Path, ".pem")+".pub.pem"))))}
 	c := newChecker()
 	c.set(proxy.OpWrap, rec.KeyID(), "not-allowed")
 	s := shroudtest.Start(t, up, shroudtest.WithKeyCheck(c), shroudtest.WithGrants(granted),
