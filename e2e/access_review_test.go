@@ -5,6 +5,10 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"net"
@@ -134,10 +138,9 @@ func TestAccessReviewDeniedKeyStaysInStoredImagesWhenARequestNamesAPassthroughRe
 	}
 	addr, adminURL, tokenFile, token, _ := startAccessShroud(t, bin, up.URL, "--config", cfg)
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "mallory.pem")
-	if out, err := exec.Command("openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", keyFile).CombinedOutput(); err != nil {
-		t.Fatalf("openssl: %v %s", err, out)
-	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	keyFile := pemFile(t, filepath.Join(dir, "mallory.pem"), "PRIVATE KEY", der)
 	cli := func(args ...string) map[string]any {
 		t.Helper()
 		out, err := exec.Command(bin, append([]string{"access"}, args...)...).Output()
