@@ -18,6 +18,11 @@ import (
 const (
 	// headerScope names the repository (or glob) a wrap is bound to.
 	headerScope = "dev.shroud.scope"
+	// headerProvider marks a key-provider wrap, in the authenticated
+	// header: OpenOptions opens nothing else the identity can decrypt
+	// (sealed originals, layer keys wrapped for it as a jwe recipient),
+	// which would make a key provider sharing serve's identity an oracle.
+	headerProvider = "dev.shroud.kp"
 	// MaxProviderWrapped bounds a wrapped key OpenOptions parses.
 	MaxProviderWrapped = 32 << 10
 	// MaxProviderOptions bounds the options WrapOptions wraps.
@@ -34,7 +39,7 @@ func (id *Identity) WrapOptions(opts []byte, scope string) (string, error) {
 	if len(opts) > MaxProviderOptions {
 		return "", fmt.Errorf("wrap options: %d bytes, more than %d", len(opts), MaxProviderOptions)
 	}
-	eo := &jose.EncrypterOptions{}
+	eo := (&jose.EncrypterOptions{}).WithHeader(headerProvider, "1")
 	if scope != "" {
 		eo = eo.WithHeader(headerScope, scope)
 	}
@@ -61,6 +66,9 @@ func (id *Identity) OpenOptions(wrapped string) (opts []byte, scope, keyID strin
 		[]jose.KeyAlgorithm{id.keyAlgorithm()}, []jose.ContentEncryption{jose.A256GCM})
 	if err != nil {
 		return nil, "", "", fmt.Errorf("%w: parse: %v", ErrNotWrappedForIdentity, err)
+	}
+	if mark, _ := obj.Header.ExtraHeaders[headerProvider].(string); mark != "1" {
+		return nil, "", "", fmt.Errorf("%w: not a key-provider wrap", ErrNotWrappedForIdentity)
 	}
 	if raw, ok := obj.Header.ExtraHeaders[headerScope]; ok {
 		s, isString := raw.(string)
