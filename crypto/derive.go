@@ -29,15 +29,20 @@ const (
 )
 
 // DeriveKey returns the 32-byte key for purpose, derived with HKDF-SHA256
-// from the identity's private key. Every replica that holds the identity
-// derives the same keys; nothing else can.
+// from the identity's private key (its PKCS#8 bytes; for an identity in a
+// PKCS#11 token, the token's signature of a fixed message: see
+// identity_token.go). Every replica that holds the identity derives the
+// same keys; nothing else can.
 func (id *Identity) DeriveKey(purpose string) ([]byte, error) {
 	if purpose == "" {
 		return nil, errors.New("derive key: no purpose")
 	}
-	secret, err := x509.MarshalPKCS8PrivateKey(id.private)
-	if err != nil {
-		return nil, fmt.Errorf("derive %s key: %w", purpose, err)
+	secret := id.secret
+	if id.tok == nil {
+		var err error
+		if secret, err = x509.MarshalPKCS8PrivateKey(id.private); err != nil {
+			return nil, fmt.Errorf("derive %s key: %w", purpose, err)
+		}
 	}
 	k, err := hkdf.Key(sha256.New, secret, nil, "shroud/v1/"+purpose, 32)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/containers/ocicrypt/utils"
 	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/cryptosigner"
 )
 
 // Identity file names inside the data directory.
@@ -31,6 +32,11 @@ type Identity struct {
 	private   crypto.Signer
 	publicPEM []byte
 	path      string
+	// tok is the token of an identity in a PKCS#11 token (nil for a key
+	// file), and secret what DeriveKey derives from for it
+	// (identity_token.go).
+	tok    *token
+	secret []byte
 }
 
 // Fingerprint is the identity's JWK thumbprint (RFC 7638, SHA-256,
@@ -48,7 +54,8 @@ func Fingerprint(pub crypto.PublicKey) string {
 	return base64.RawURLEncoding.EncodeToString(tp)
 }
 
-// Path is the file the private key was read from.
+// Path is the file the private key was read from (the PKCS#11 key file
+// of an identity in a token).
 func (id *Identity) Path() string { return id.path }
 
 // PublicPEM returns the identity's public key as a PEM "PUBLIC KEY" block,
@@ -78,16 +85,24 @@ func LoadIdentity(path string) (*Identity, error) {
 	default:
 		return nil, fmt.Errorf("identity %s: %T is not an RSA or EC private key", path, k)
 	}
-	der, err := x509.MarshalPKIXPublicKey(dec.Public())
+	return newIdentity(dec, path)
+}
+
+// newIdentity is the identity of a private key read from path.
+func newIdentity(key crypto.Signer, path string) (*Identity, error) {
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
 		return nil, fmt.Errorf("identity %s: public key: %w", path, err)
 	}
 	return &Identity{
-		private:   dec,
+		private:   key,
 		publicPEM: pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}),
 		path:      path,
 	}, nil
 }
+
+// InToken says whether the identity's private key is in a PKCS#11 token.
+func (id *Identity) InToken() bool { return id.tok != nil }
 
 // LoadOrCreateIdentity loads dir/identity.pem, or on first start writes a new
 // EC P-256 key pair there (identity.pem mode 0600, identity.pub.pem) and says
@@ -157,6 +172,9 @@ func GenerateKeyPair(kind string) (privPEM, pubPEM []byte, err error) {
 // privatePEM returns the private key as PKCS#8 PEM, the form ocicrypt's JWE
 // key wrapper takes.
 func (id *Identity) privatePEM() ([]byte, error) {
+	if id.tok != nil {
+		return nil, fmt.Errorf("identity %s: the private key is in a PKCS#11 token and cannot be exported", id.path)
+	}
 	p8, err := x509.MarshalPKCS8PrivateKey(id.private)
 	if err != nil {
 		return nil, fmt.Errorf("marshal identity: %w", err)
@@ -165,9 +183,32 @@ func (id *Identity) privatePEM() ([]byte, error) {
 }
 
 // keyAlgorithm is the JWE key management algorithm for the identity.
+// A token identity's is RSA-OAEP (SHA-1): every token implements it
+// (SoftHSM2 no other), and it is what its layer keys are wrapped with.
 func (id *Identity) keyAlgorithm() jose.KeyAlgorithm {
+	if id.tok != nil {
+		return jose.RSA_OAEP
+	}
 	if _, ok := id.private.(*ecdsa.PrivateKey); ok {
 		return jose.ECDH_ES_A256KW
 	}
 	return jose.RSA_OAEP_256
+}
+
+// jweDecryptionKey is what go-jose decrypts a JWE to the identity with:
+// the private key, or for a token identity the token (an
+// OpaqueKeyDecrypter).
+func (id *Identity) jweDecryptionKey() any {
+	if k, ok := id.private.(*tokenKey); ok {
+		return jose.OpaqueKeyDecrypter(k)
+	}
+	return id.private
+}
+
+// jwsSigningKey is what go-jose signs with as the identity.
+func (id *Identity) jwsSigningKey() any {
+	if id.tok != nil {
+		return cryptosigner.Opaque(id.private)
+	}
+	return id.private
 }

@@ -48,8 +48,10 @@ type Keyring struct {
 	// package variable of the pkcs7 library (its unwrap sets none).
 	pkcs7 sync.Mutex
 	// pkcs11 is held around every PKCS#11 wrap and unwrap: ocicrypt sets
-	// the module's process environment variables around each.
-	pkcs11 sync.Mutex
+	// the module's process environment variables around each, and
+	// finalizes the module after. It is a token identity's token lock,
+	// which its own operations hold.
+	pkcs11 *sync.Mutex
 	// p11 is the PKCS#11 configuration (allowed module paths) as yaml.
 	p11 []byte
 	// providers are the configured key providers by name.
@@ -68,6 +70,9 @@ type keySlot struct {
 	label   string   // what OpenedBy says
 	schemes []string // the annotations it can open
 	dc      *config.DecryptConfig
+	// open, when set, unwraps instead of the scheme's key wrapper with
+	// dc: a token identity's JWE unwrap (identity_token.go).
+	open func([]byte) ([]byte, error)
 }
 
 // KeyringOption configures NewKeyring.
@@ -117,10 +122,6 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 	if err != nil {
 		return nil, fmt.Errorf("keyring: %w", err)
 	}
-	idPriv, err := id.privatePEM()
-	if err != nil {
-		return nil, err
-	}
 	const (
 		jweID, pgpID, pkcs7ID, pkcs11ID = AnnotationKeys + "jwe", AnnotationKeys + "pgp", AnnotationKeys + "pkcs7", AnnotationKeys + "pkcs11"
 	)
@@ -144,8 +145,23 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 	if err := checkPrevious(id, o.previous); err != nil {
 		return nil, err
 	}
-	slots := []keySlot{private(IdentityKey, "shroud identity "+id.Fingerprint(), idPriv, []byte{})}
+	var slots []keySlot
+	lock := new(sync.Mutex)
+	if id.tok != nil {
+		slots = append(slots, keySlot{name: IdentityKey, label: "shroud identity " + id.Fingerprint() + " (PKCS#11 token)",
+			schemes: []string{jweID}, open: id.unwrapJWE})
+		lock = id.tok.mu
+	} else {
+		idPriv, err := id.privatePEM()
+		if err != nil {
+			return nil, err
+		}
+		slots = append(slots, private(IdentityKey, "shroud identity "+id.Fingerprint(), idPriv, []byte{}))
+	}
 	for _, p := range o.previous {
+		if p.tok != nil {
+			return nil, fmt.Errorf("keyring: previous identity %s is in a PKCS#11 token: a previous identity must be a key file (rotate to a token identity, not from one)", p.Path())
+		}
 		pem, err := p.privatePEM()
 		if err != nil {
 			return nil, err
@@ -172,6 +188,7 @@ func NewKeyring(id *Identity, keys []DecryptionKey, opts ...KeyringOption) (*Key
 		previous:  o.previous,
 		wrappers:  []keywrap.KeyWrapper{newJWEWrapper(), newPGPWrapper(), pkcs7.NewKeyWrapper(), p11wrap.NewKeyWrapper()},
 		keys:      slots,
+		pkcs11:    lock,
 		p11:       p11,
 		providers: o.providers,
 		failed:    newFailureCache(),
@@ -368,7 +385,7 @@ func scopedEncrypt(annotation string, ec *config.EncryptConfig) *config.EncryptC
 func (k *Keyring) lock(annotation string, wrapping bool) *sync.Mutex {
 	switch annotation {
 	case AnnotationKeys + "pkcs11":
-		return &k.pkcs11
+		return k.pkcs11
 	case AnnotationKeys + "pkcs7":
 		if wrapping {
 			return &k.pkcs7

@@ -85,7 +85,8 @@ func (s *Seal) Layer(cipherDigest digest.Digest) (SealedLayer, bool) {
 }
 
 // Seal signs s with the identity, compresses it and encrypts it to the
-// identity: a compact JWE (A256GCM; ECDH-ES+A256KW or RSA-OAEP-256) whose
+// identity: a compact JWE (A256GCM; ECDH-ES+A256KW, RSA-OAEP-256, or
+// RSA-OAEP for an identity in a token) whose
 // payload is a compact JWS (ES256/384/512 or PS256) over the raw-DEFLATE
 // compressed JSON of s. go-jose's own "zip" is not used: it refuses to
 // inflate more than ten times the compressed size, and a large manifest of
@@ -104,7 +105,7 @@ func (id *Identity) Seal(s Seal) (string, error) {
 	if err := zw.Close(); err != nil {
 		return "", fmt.Errorf("seal manifest: %w", err)
 	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: id.signatureAlgorithm(), Key: id.private}, nil)
+	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: id.signatureAlgorithm(), Key: id.jwsSigningKey()}, nil)
 	if err != nil {
 		return "", fmt.Errorf("seal manifest: %w", err)
 	}
@@ -139,7 +140,7 @@ func (id *Identity) Open(sealed string) (Seal, error) {
 		return foreign("the seal has %d bytes", len(sealed))
 	}
 	obj, err := jose.ParseEncryptedCompact(sealed,
-		[]jose.KeyAlgorithm{jose.ECDH_ES_A256KW, jose.RSA_OAEP_256},
+		[]jose.KeyAlgorithm{id.keyAlgorithm()},
 		[]jose.ContentEncryption{jose.A256GCM})
 	if err != nil {
 		return foreign("parse: %v", err)
@@ -147,7 +148,7 @@ func (id *Identity) Open(sealed string) (Seal, error) {
 	if v, _ := obj.Header.ExtraHeaders[headerSeal].(float64); v != sealVersion {
 		return foreign("an unsigned seal (format 1, or none): anyone with the public key could have written it")
 	}
-	signed, err := obj.Decrypt(id.private)
+	signed, err := obj.Decrypt(id.jweDecryptionKey())
 	if err != nil {
 		return foreign("does not decrypt with identity %s: %v", id.Fingerprint(), err)
 	}

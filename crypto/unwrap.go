@@ -203,19 +203,25 @@ func (k *Keyring) tryUnwrap(s *keySlot, p wrappedKey, budget *UnwrapBudget) (Pri
 	if err := budget.take(p.recipients); err != nil {
 		return PrivateOptions{}, err
 	}
-	opts, err := k.unwrapOne(s.dc, p)
+	opts, err := k.unwrapOne(s, p)
 	if err != nil {
 		k.failed.add(key, err)
 	}
 	return opts, err
 }
 
-func (k *Keyring) unwrapOne(dc *config.DecryptConfig, p wrappedKey) (PrivateOptions, error) {
+func (k *Keyring) unwrapOne(s *keySlot, p wrappedKey) (PrivateOptions, error) {
 	w := k.wrapper(p.annotation)
 	if w == nil {
 		return PrivateOptions{}, fmt.Errorf("no key wrapper for %s", p.annotation)
 	}
-	data, err := k.unwrapWith(w, dc, p.raw)
+	var data []byte
+	var err error
+	if s.open != nil {
+		data, err = s.open(p.raw)
+	} else {
+		data, err = k.unwrapWith(w, s.dc, p.raw)
+	}
 	if err != nil {
 		return PrivateOptions{}, err
 	}
