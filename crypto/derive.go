@@ -26,6 +26,10 @@ const (
 	PurposeSharedKey = "shared-cache-key"
 	// PurposeSharedValue seals the values of the shared cache tier.
 	PurposeSharedValue = "shared-cache-value"
+	// PurposePendingKey seals, for an encrypt-only rule, a layer key
+	// between its blob's upload and the manifest that names it
+	// (pending.go).
+	PurposePendingKey = "pending-layer-key"
 )
 
 // DeriveKey returns the 32-byte key for purpose, derived with HKDF-SHA256

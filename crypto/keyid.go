@@ -488,3 +488,7 @@ func keyInfos(id *Identity, previous []*Identity, keys []DecryptionKey, slots []
 	}
 	return out
 }
+
+// PublicKeyID is the key id of an RSA or EC public key, as a jwe
+// recipient of it has ("sha256:" and the hex SHA-256 of its DER SPKI).
+func PublicKeyID(pub crypto.PublicKey) (string, error) { return spkiID(pub) }

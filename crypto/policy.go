@@ -84,6 +84,13 @@ type Rule struct {
 	// mount may answer with: DedupRepository, DedupRule (the default) or
 	// DedupGlobal.
 	DedupScope DedupScope
+	// EncryptOnly (Encrypt rules): shroud holds no key for the rule's
+	// repositories. Layer keys are wrapped for Recipients alone (a set
+	// WithoutIdentity), no original is sealed, and pulls through shroud
+	// get the ciphertext as the upstream holds it, or are refused
+	// (RefusePulls).
+	EncryptOnly bool
+	RefusePulls bool
 
 	re         *regexp.Regexp
 	acceptFrom []*regexp.Regexp

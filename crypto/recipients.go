@@ -21,7 +21,9 @@ type Recipients struct {
 	parts   []recipientPart
 	idJWK   []byte
 	decrypt config.DecryptConfig
-	ec      *config.EncryptConfig
+	// noIdentity: the identity is not a recipient (an encrypt-only rule).
+	noIdentity bool
+	ec         *config.EncryptConfig
 	// subsets are the subsets compiled so far, by the keys they keep.
 	mu      sync.Mutex
 	subsets map[string]*Recipients
@@ -39,6 +41,22 @@ type recipientPart struct {
 // maxSubsets bounds the subsets a set remembers; beyond, a subset is
 // compiled for each push (a few slices appended).
 const maxSubsets = 64
+
+// WithoutIdentity is r without shroud's identity among the recipients:
+// the set of an encrypt-only rule, whose layer keys shroud can never
+// unwrap again once it wrapped them. It fails for a set with no other key.
+func (r *Recipients) WithoutIdentity() (*Recipients, error) {
+	if len(r.keys) == 0 {
+		return nil, errors.New("without shroud's identity the set has no recipient")
+	}
+	s := &Recipients{idJWK: r.idJWK, decrypt: r.decrypt, noIdentity: true,
+		specs: r.specs, keys: r.keys, parts: r.parts}
+	s.compile()
+	return s, nil
+}
+
+// HasIdentity says whether shroud's identity is a recipient of r.
+func (r *Recipients) HasIdentity() bool { return !r.noIdentity }
 
 // Specs lists the recipients besides the identity.
 func (r *Recipients) Specs() []string { return r.specs }
@@ -70,7 +88,7 @@ func (r *Recipients) Subset(keep []bool) *Recipients {
 	if s, ok := r.subsets[key]; ok {
 		return s
 	}
-	s := &Recipients{idJWK: r.idJWK, decrypt: r.decrypt}
+	s := &Recipients{idJWK: r.idJWK, decrypt: r.decrypt, noIdentity: r.noIdentity}
 	for i, k := range r.keys {
 		if keep[i] {
 			if len(s.specs) == 0 || s.specs[len(s.specs)-1] != k.Spec {
@@ -92,7 +110,10 @@ func (r *Recipients) Subset(keep []bool) *Recipients {
 
 // compile builds the EncryptConfig of the set's parts.
 func (r *Recipients) compile() {
-	p := map[string][][]byte{"pubkeys": {r.idJWK}}
+	p := map[string][][]byte{}
+	if !r.noIdentity {
+		p["pubkeys"] = [][]byte{r.idJWK}
+	}
 	var ring []byte
 	for _, part := range r.parts {
 		if part.ring != nil {
@@ -196,7 +217,7 @@ func (k *Keyring) Extend(base *Recipients, extra []Recipient) (*Recipients, erro
 	if len(extra) == 0 {
 		return base, nil
 	}
-	set := &Recipients{idJWK: base.idJWK, decrypt: base.decrypt,
+	set := &Recipients{idJWK: base.idJWK, decrypt: base.decrypt, noIdentity: base.noIdentity,
 		specs: slices.Clone(base.specs), keys: slices.Clone(base.keys), parts: slices.Clone(base.parts)}
 	for _, r := range extra {
 		if r.scheme == "pkcs11" || r.scheme == "provider" {
