@@ -32,6 +32,14 @@ type Blob struct {
 	// Origin finds it only when asked for that scope, so that the shared
 	// tier's keys link no two repositories that may not share layers.
 	Scope string
+	// Pending (a blob pushed under an encrypt-only rule) is its layer
+	// key, sealed with an expiry (crypto.PendingKeys), until a manifest
+	// names the blob: the Annotations then hold the key wrapped for the
+	// rule's recipients alone, which shroud cannot open.
+	Pending []byte
+	// WrappedFor (encrypt-only) are the ids of the keys the Annotations
+	// wrap the layer key for.
+	WrappedFor []string
 }
 
 // Manifest maps a manifest as the client sees it to the one upstream.

@@ -230,6 +230,8 @@ type sharedBlob struct {
 	Bound        bool              `json:"b,omitempty"`
 	Layer        bool              `json:"l,omitempty"`
 	Scope        string            `json:"sc,omitempty"`
+	Pending      []byte            `json:"pk,omitempty"`
+	WrappedFor   []string          `json:"wf,omitempty"`
 }
 
 // Blob implements Store.

@@ -75,6 +75,9 @@ type Config struct {
 	// action), apart from the access log, naming keys by id and never
 	// holding key material. Empty: none.
 	AuditLog string `yaml:"audit-log"`
+	// EncryptOnly makes every encrypt rule encrypt-only (Rule.EncryptOnly):
+	// an edge that holds no key for what it stored. Default false.
+	EncryptOnly bool `yaml:"encrypt-only"`
 	// UploadTTL is how long an idle upload session is kept. Default 1h.
 	UploadTTL time.Duration `yaml:"upload-ttl"`
 	// StallTimeout is how long a response (a blob pull) or a request body
@@ -272,6 +275,17 @@ type Rule struct {
 	// once. Default 0: unwrapping stops at once too. The rule of every
 	// repository ("**") gets none unless it says so.
 	TrustGrace time.Duration `yaml:"trust-grace"`
+	// EncryptOnly (encrypt rules): shroud keeps no key that opens this
+	// rule's images. Layer keys are wrapped for the recipients alone (not
+	// shroud's identity), no original manifest is sealed, and pulls
+	// through shroud get the ciphertext, with the upstream's digests
+	// (EncryptOnlyPulls). Needs at least one recipient. Default false,
+	// or the top-level encrypt-only.
+	EncryptOnly bool `yaml:"encrypt-only"`
+	// EncryptOnlyPulls (encrypt-only rules): "ciphertext" (the default:
+	// manifests and blobs as the upstream holds them, by tag or by their
+	// upstream digests) or "refuse" (403).
+	EncryptOnlyPulls string `yaml:"encrypt-only-pulls"`
 }
 
 // Trust is where the signed trust documents (TUF: the allow and deny
@@ -382,9 +396,27 @@ func (c Config) Validate() error {
 		if r.TrustGrace < 0 {
 			errs = append(errs, fmt.Errorf("policy rule %d (%s): trust-grace %v is negative", i, r.Repositories, r.TrustGrace))
 		}
+		eo := r.EncryptOnly || c.EncryptOnly
+		switch r.EncryptOnlyPulls {
+		case "", "ciphertext", "refuse":
+		default:
+			errs = append(errs, fmt.Errorf("policy rule %d (%s): encrypt-only-pulls %q: want ciphertext or refuse", i, r.Repositories, r.EncryptOnlyPulls))
+		}
+		if r.EncryptOnlyPulls != "" && !eo {
+			errs = append(errs, fmt.Errorf("policy rule %d (%s): encrypt-only-pulls belongs to encrypt-only rules", i, r.Repositories))
+		}
 		switch r.Action {
 		case "encrypt":
+			if eo && len(r.Recipients) == 0 {
+				errs = append(errs, fmt.Errorf("policy rule %d (%s): an encrypt-only rule needs recipients: shroud's identity is not one, and nothing else could open its images", i, r.Repositories))
+			}
+			if eo && (r.AcceptForeign || len(r.AcceptFrom) > 0 || len(r.DecryptionKeys) > 0 || r.VerifyRanges || r.VerifyBeforeRelease) {
+				errs = append(errs, fmt.Errorf("policy rule %d (%s): accept-foreign, accept-from, decryption-keys, verify-ranges and verify-before-release are about decrypting, which an encrypt-only rule never does", i, r.Repositories))
+			}
 		case "passthrough", "deny":
+			if r.EncryptOnly {
+				errs = append(errs, fmt.Errorf("policy rule %d (%s): encrypt-only belongs to encrypt rules", i, r.Repositories))
+			}
 			if len(r.Recipients)+len(r.Layers)+len(r.Platforms)+len(r.AcceptFrom)+len(r.DecryptionKeys) > 0 || r.AcceptForeign || r.VerifyRanges || r.VerifyBeforeRelease || r.DedupScope != "" {
 				errs = append(errs, fmt.Errorf("policy rule %d (%s): recipients, layers, platforms, accept-from, accept-foreign, decryption-keys, verify-ranges, verify-before-release and dedup-scope belong to encrypt rules", i, r.Repositories))
 			}

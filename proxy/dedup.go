@@ -86,7 +86,13 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 	if !ok {
 		return cache.Blob{}, false
 	}
-	o, err := h.forIdentity(src)
+	var o cache.Blob
+	var err error
+	if rule := h.policy.Match(repo); rule != nil && rule.EncryptOnly {
+		o, err = h.encryptOnlyOrigin(ctx, repo, src, rule)
+	} else {
+		o, err = h.forIdentity(src)
+	}
 	if err != nil {
 		logger(ctx).Warn("a mount origin shroud's identity does not open: not mounted", "repository", repo, "from", src.Repository, "plain_digest", plainDigest, "err", err)
 		return cache.Blob{}, false
@@ -96,6 +102,8 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 	}
 	o.Repository = repo
 	be.putBlob(ctx, o)
-	h.recordBlobPointer(ctx, be, o)
+	if o.WrappedFor == nil {
+		h.recordBlobPointer(ctx, be, o)
+	}
 	return o, true
 }

@@ -125,6 +125,9 @@ type Handler struct {
 	// upload session state into Location URLs (session_state.go).
 	pointers *crypto.KeyedHash
 	stateBox *crypto.Box
+	// pending seals the layer keys of encrypt-only blobs until a
+	// manifest names them (encryptonly.go).
+	pending *crypto.PendingKeys
 	// prevPointers are the previous identities' pointer keys (identity
 	// rotation): pointers named under them are still found, never
 	// written.
@@ -279,6 +282,9 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			h.limits.serve(w, r, h.backend(r).passthrough)
 			return
 		}
+		if h.serveEncryptOnlyPull(w, r, h.backend(r), repo, rule) {
+			return
+		}
 	}
 	h.limits.serve(w, r, h.router)
 }
@@ -392,6 +398,13 @@ func (h *Handler) deriveKeys() error {
 	if err != nil {
 		return err
 	}
-	h.stateBox, err = crypto.NewBox(sk)
+	if h.stateBox, err = crypto.NewBox(sk); err != nil {
+		return err
+	}
+	pk2, err := id.DeriveKey(crypto.PurposePendingKey)
+	if err != nil {
+		return err
+	}
+	h.pending, err = crypto.NewPendingKeys(pk2)
 	return err
 }

@@ -122,6 +122,9 @@ func (h *Handler) JobID(ctx context.Context, repos []string, re *Reencryption) (
 		if rule == nil || rule.Action != crypto.Encrypt {
 			return "", fmt.Errorf("rewrap %s: no encrypt rule matches the repository", repo)
 		}
+		if rule.EncryptOnly {
+			return "", errEncryptOnlyJob(repo, rule)
+		}
 		rs, err := h.wrapRecipients(ctx, repo, rule)
 		if err != nil {
 			return "", fmt.Errorf("rewrap %s: %w", repo, err)
@@ -144,6 +147,9 @@ func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (Job
 	rule := h.policy.Match(repo)
 	if rule == nil || rule.Action != crypto.Encrypt {
 		return JobReport{}, fmt.Errorf("rewrap %s: no encrypt rule matches the repository", repo)
+	}
+	if rule.EncryptOnly {
+		return JobReport{}, errEncryptOnlyJob(repo, rule)
 	}
 	// The recipients a push would wrap for now: the rule's that pass the
 	// key checks (expiry, the trust documents); none at all refuses the
@@ -744,4 +750,10 @@ func (h *Handler) upstreamTags(ctx context.Context, be *backend, repo string) ([
 		}
 		q = url.Values{"n": {"1000"}, "last": {body.Tags[len(body.Tags)-1]}}
 	}
+}
+
+// errEncryptOnlyJob refuses a job over an encrypt-only rule's repository:
+// shroud holds no key to unwrap its layer keys with.
+func errEncryptOnlyJob(repo string, rule *crypto.Rule) error {
+	return fmt.Errorf("rewrap %s: %s is encrypt-only: shroud holds no key to rewrap with; a recipient's owner adds keys (shroud access approve --key)", repo, rule)
 }

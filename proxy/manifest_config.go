@@ -55,6 +55,12 @@ func (h *Handler) prepareConfig(ctx context.Context, be *backend, repo string, c
 	if mapped && !b.Bound {
 		mapped = false // not shroud's own ciphertext: only the upstream's plaintext copy counts
 	}
+	if mapped && b.WrappedFor != nil && b.Pending == nil {
+		// Encrypt-only, its key dropped once a manifest named it: shroud
+		// cannot open its ciphertext, the upstream's plaintext copy
+		// (checked against the digest) is the config.
+		mapped = false
+	}
 	if mapped && b.Size != cfg.Size {
 		return invalid("the manifest says %d bytes, %d were pushed", cfg.Size, b.Size)
 	}
@@ -90,6 +96,7 @@ func (h *Handler) prepareConfig(ctx context.Context, be *backend, repo string, c
 				return false, err
 			}
 		}
+		h.settled(ctx, be, b)
 	}
 	return encryptsPlatform(rule, cfg.MediaType, data), nil
 }

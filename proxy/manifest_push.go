@@ -79,15 +79,21 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if err := h.encryptManifest(ctx, be, repo, m, rule, rs, &seal); err != nil {
 		return err
 	}
-	sealed, err := h.keys.Identity().Seal(seal)
-	if err != nil {
-		return err
-	}
 	m.annotations = maps.Clone(m.annotations)
-	if m.annotations == nil {
-		m.annotations = map[string]string{}
+	if rule.EncryptOnly {
+		// No original is sealed: shroud could open it. The client's
+		// own annotations are what the upstream keeps.
+		delete(m.annotations, crypto.AnnotationOriginal)
+	} else {
+		sealed, err := h.keys.Identity().Seal(seal)
+		if err != nil {
+			return err
+		}
+		if m.annotations == nil {
+			m.annotations = map[string]string{}
+		}
+		m.annotations[crypto.AnnotationOriginal] = sealed
 	}
-	m.annotations[crypto.AnnotationOriginal] = sealed
 	out, err := m.marshal()
 	if err != nil {
 		return err
@@ -302,7 +308,11 @@ func (h *Handler) storeAsPushed(ctx context.Context, be *backend, repo string, d
 		return fmt.Errorf("%s %s: %w", what, d.Digest, err)
 	}
 	defer r.Close()
-	return h.uploadPlain(ctx, be, repo, d.Digest, r, b.Size, what)
+	if err := h.uploadPlain(ctx, be, repo, d.Digest, r, b.Size, what); err != nil {
+		return err
+	}
+	h.settled(ctx, be, b)
+	return nil
 }
 
 // uploadPlain stores size bytes of r upstream as blob d, as they are.
@@ -324,7 +334,7 @@ func (h *Handler) uploadPlain(ctx context.Context, be *backend, repo string, d d
 // openBlob opens the plaintext of a blob shroud encrypted, verified (HMAC
 // and plaintext digest) as it is read to the end.
 func (h *Handler) openBlob(ctx context.Context, be *backend, repo string, b cache.Blob) (io.ReadCloser, error) {
-	opts, _, err := h.keys.UnwrapWith(b.Annotations, nil)
+	opts, err := h.blobKey(b)
 	if err != nil {
 		return nil, err
 	}
@@ -372,6 +382,9 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 		if err := h.storeAsPushed(ctx, be, repo, *d, "encrypted layer"); err != nil {
 			return err
 		}
+		if !rs.HasIdentity() {
+			return nil // encrypt-only: shroud opens nothing, the client's recipients stay
+		}
 		ann, err := h.keys.Rewrap(d.Annotations, rs, h.unwrapGate(ctx, repo, h.unsealedKeys(repo)).allow)
 		switch {
 		case errors.Is(err, crypto.ErrNoKey):
@@ -404,6 +417,9 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 	}
 	if b.Size != d.Size {
 		return apiErr(http.StatusBadRequest, codeManifestInvalid, "layer %s has size %d in the manifest but %d bytes were pushed", d.Digest, d.Size, b.Size)
+	}
+	if !rs.HasIdentity() {
+		return h.encryptOnlyLayer(ctx, be, repo, d, b, rs)
 	}
 	opts, _, err := h.keys.UnwrapWith(b.Annotations, nil)
 	if err != nil {

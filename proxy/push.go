@@ -211,7 +211,15 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 		h.abandon(ctx, be, u)
 		return cache.Blob{}, mismatch(s.PlainDigest)
 	}
-	ann, err := h.keys.WrapForIdentity(crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: want}, crypto.PublicOptions{HMAC: s.HMAC})
+	opts, pub := crypto.PrivateOptions{Key: u.enc.Key(), PlainDigest: want}, crypto.PublicOptions{HMAC: s.HMAC}
+	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Repository: u.repo, Bound: true}
+	rule := h.policy.Match(u.repo)
+	var err error
+	if rule != nil && rule.EncryptOnly {
+		err = h.wrapEncryptOnly(ctx, &b, rule, opts, pub)
+	} else {
+		b.Annotations, err = h.keys.WrapForIdentity(opts, pub)
+	}
 	if err != nil {
 		h.abandon(ctx, be, u)
 		return cache.Blob{}, err
@@ -221,7 +229,6 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 		return cache.Blob{}, err
 	}
 	h.uploads.end(ctx, u, "done")
-	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Annotations: ann, Repository: u.repo, Bound: true}
 	if want.Algorithm() != digest.SHA256 {
 		if err := h.verifyBlob(ctx, be, u.repo, b); err != nil {
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
@@ -237,7 +244,11 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 	}
 	be.setDeleted(ctx, u.repo, want, false)
 	be.putBlob(ctx, b)
-	h.recordBlobPointer(ctx, be, b)
+	if b.Pending == nil {
+		// Not for an encrypt-only blob: its pointer would wrap its key
+		// for the identity.
+		h.recordBlobPointer(ctx, be, b)
+	}
 	h.metrics.blobBytes.Add(ctx, s.Size, encryptDirection)
 	logger(ctx).Debug("blob stored", "repository", u.repo, "plain_digest", want, "cipher_digest", s.CipherDigest, "size", s.Size)
 	return b, nil

@@ -15,6 +15,7 @@ import (
 	"github.com/shroud-oci/shroud/access"
 	"github.com/shroud-oci/shroud/admin"
 	"github.com/shroud-oci/shroud/audit"
+	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/config"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/proxy"
@@ -35,6 +36,10 @@ type serverParts struct {
 	// requests are the access requests (nil: not served); their grants
 	// add recipients to the jobs' rules as to the server's.
 	requests *access.Store
+	// cache is the serving default upstream's mapping store: the jobs
+	// share it, so that what they change (an owner approval's wrapped
+	// keys) the server's next push sees, with or without a shared tier.
+	cache cache.Store
 }
 
 // adminAPI opens the admin API's listener (cfg.Admin) and starts its jobs'
@@ -56,7 +61,9 @@ func adminAPI(ctx context.Context, cfg config.Config, p serverParts, log *slog.L
 	if err != nil {
 		return listener{}, nil, err
 	}
-	if p.tier != nil {
+	if p.cache != nil {
+		def.Cache = p.cache
+	} else if p.tier != nil {
 		if _, _, err := p.tier.store("", &def, log); err != nil {
 			return listener{}, nil, err
 		}

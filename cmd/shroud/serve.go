@@ -48,6 +48,7 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		up                        = fs.String("upstream", "", "upstream registry URL (http:// or https://); empty runs an embedded registry")
 		dataDir                   = fs.String("data-dir", d.DataDir, "directory for the identity key pair and the embedded registry")
 		identity                  = fs.String("identity", "", "shroud's private key file (default <data-dir>/identity.pem, generated on first start)")
+		encryptOnly               = fs.Bool("encrypt-only", false, "every encrypt rule is encrypt-only: layer keys are wrapped for the rules' recipients alone, never shroud's identity, and pulls get the ciphertext (config encrypt-only)")
 		logLevel                  = fs.String("log-level", d.LogLevel, "debug, info, warn or error")
 		cacheEntries              = fs.Int("cache-entries", d.CacheEntries, "entries in each mapping cache table")
 		uploadTTL                 = fs.Duration("upload-ttl", d.UploadTTL, "how long an idle upload session is kept")
@@ -101,6 +102,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.DataDir = *dataDir
 		case "identity":
 			c.Identity = *identity
+		case "encrypt-only":
+			c.EncryptOnly = *encryptOnly
 		case "log-level":
 			c.LogLevel = *logLevel
 		case "cache-entries":
@@ -282,6 +285,7 @@ func policy(cfg config.Config, keys *crypto.Keyring) (*crypto.Policy, error) {
 			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges,
 			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: crypto.DedupScope(r.DedupScope)}
 		if c.Action == crypto.Encrypt {
+			c.EncryptOnly, c.RefusePulls = r.EncryptOnly || cfg.EncryptOnly, r.EncryptOnlyPulls == "refuse"
 			var rs []crypto.Recipient
 			for _, spec := range r.Recipients {
 				rec, err := crypto.ParseRecipient(spec)
@@ -291,6 +295,9 @@ func policy(cfg config.Config, keys *crypto.Keyring) (*crypto.Policy, error) {
 				rs = append(rs, rec)
 			}
 			set, err := keys.Recipients(rs)
+			if err == nil && c.EncryptOnly {
+				set, err = set.WithoutIdentity()
+			}
 			if err != nil {
 				return nil, fmt.Errorf("policy rule %d (%s): %w", i, r.Repositories, err)
 			}
@@ -428,7 +435,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("serving metrics", "listen", m.ln.Addr().String(), "path", "/metrics")
 	}
 	if cfg.Admin.Listen != "" {
-		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests}, log)
+		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests, cache: def.Cache}, log)
 		if err != nil {
 			for _, l := range servers {
 				l.ln.Close()

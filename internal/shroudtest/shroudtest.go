@@ -186,6 +186,9 @@ type Rule struct {
 	// VerifyBeforeRelease and DedupScope are crypto.Rule's too.
 	VerifyBeforeRelease bool
 	DedupScope          crypto.DedupScope
+	// EncryptOnly and RefusePulls are crypto.Rule's: the rule's set is
+	// compiled WithoutIdentity.
+	EncryptOnly, RefusePulls bool
 	// Pull and Push are the rule's grants under WithAuth.
 	Pull, Push []string
 }
@@ -289,9 +292,12 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 		grants = append(grants, auth.RuleGrants{Pull: r.Pull, Push: r.Push})
 		c := crypto.Rule{Pattern: r.Pattern, Action: r.Action, Layers: r.Layers, Platforms: r.Platforms,
 			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges,
-			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: r.DedupScope}
+			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: r.DedupScope, EncryptOnly: r.EncryptOnly, RefusePulls: r.RefusePulls}
 		if r.Action == crypto.Encrypt {
 			rs, err := kr.Recipients(r.Recipients)
+			if err == nil && r.EncryptOnly {
+				rs, err = rs.WithoutIdentity()
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
