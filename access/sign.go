@@ -17,6 +17,16 @@ func Sign(p Payload, key crypto.Signer) (string, error) {
 	if p.Version == "" {
 		p.Version = PayloadVersion
 	}
+	b, err := json.Marshal(p)
+	if err != nil {
+		return "", err
+	}
+	return signJWS(b, key, false)
+}
+
+// signJWS signs payload with key as a compact JWS, the public key in its
+// header when embed.
+func signJWS(payload []byte, key crypto.Signer, embed bool) (string, error) {
 	var alg jose.SignatureAlgorithm
 	switch k := key.Public().(type) {
 	case *rsa.PublicKey:
@@ -35,15 +45,11 @@ func Sign(p Payload, key crypto.Signer) (string, error) {
 	default:
 		return "", fmt.Errorf("sign: %T keys are not supported (want RSA or EC)", k)
 	}
-	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, nil)
+	s, err := jose.NewSigner(jose.SigningKey{Algorithm: alg, Key: key}, &jose.SignerOptions{EmbedJWK: embed})
 	if err != nil {
 		return "", fmt.Errorf("sign: %w", err)
 	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return "", err
-	}
-	jws, err := s.Sign(b)
+	jws, err := s.Sign(payload)
 	if err != nil {
 		return "", fmt.Errorf("sign: %w", err)
 	}

@@ -222,6 +222,9 @@ func (s *Store) List() []Request {
 // repositories' rules until expires (zero: no end). by names the owner.
 func (s *Store) Approve(id, by string, expires time.Time) (Request, error) {
 	return s.decide(id, func(r *Request, rec scrypto.Recipient, now time.Time) error {
+		if s.NeedsOwner(*r) {
+			return invalid("the request names a repository of an encrypt-only rule, whose images shroud cannot open: a recipient of the rule approves it with its key on its own machine (shroud access approve --key)")
+		}
 		if r.StateAt(now) != Pending {
 			return fmt.Errorf("%w: it is %s", ErrNotPending, r.StateAt(now))
 		}

@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/shroud-oci/shroud/access"
 	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/jobs"
+	"github.com/shroud-oci/shroud/proxy"
 )
 
 // accessDecision is the answer to an approval or a denial: the request,
@@ -42,13 +44,104 @@ func (s *Server) getAccess(w http.ResponseWriter, r *http.Request) {
 func (s *Server) approveAccess(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Expires time.Time `json:"expires,omitzero"`
+		// OwnerApproval (encrypt-only repositories): the owner's signed
+		// wrapped keys (access.OwnerApproval).
+		OwnerApproval string `json:"owner_approval,omitempty"`
 	}
 	if !decodeOptional(w, r, &body) {
 		return
 	}
 	id := mux.Vars(r)["id"]
+	if body.OwnerApproval != "" {
+		s.approveByOwner(w, r, id, body.OwnerApproval)
+		return
+	}
 	req, err := s.o.Access.Approve(id, "token", body.Expires)
 	s.decided(w, r, "approve", id, req, err)
+}
+
+// accessLayers lists the encrypted layers of a request's repositories
+// (their ciphertext digests and wrapped keys, nothing secret): what an
+// owner unwraps and wraps for the request's key (shroud access approve
+// --key).
+func (s *Server) accessLayers(w http.ResponseWriter, r *http.Request) {
+	req, err := s.o.Access.Get(mux.Vars(r)["id"])
+	if err != nil {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such access request")
+		return
+	}
+	out := struct {
+		Request  access.Request         `json:"request"`
+		Audience string                 `json:"audience"`
+		Layers   []proxy.EncryptedLayer `json:"layers"`
+	}{Request: req, Audience: s.o.Access.Audience(), Layers: []proxy.EncryptedLayer{}}
+	for _, repo := range req.Repositories {
+		ls, err := s.o.Handler.EncryptedLayers(r.Context(), repo)
+		if err != nil {
+			s.log.Error("admin: list the encrypted layers of an access request", "request", req.ID, "repository", repo, "err", err)
+			writeError(w, http.StatusBadGateway, "UPSTREAM", "the layers of "+repo+" could not be listed; see the server's log")
+			return
+		}
+		out.Layers = append(out.Layers, ls...)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// approveByOwner grants a request of encrypt-only repositories with an
+// owner's approval: the signer must be a recipient of each repository's
+// rule; its wrapped keys are added to the stored images first, and the
+// request is approved once they all are (until then it stays pending,
+// and the approval can be submitted again).
+func (s *Server) approveByOwner(w http.ResponseWriter, r *http.Request, id, jws string) {
+	req, err := s.o.Access.Get(id)
+	if err != nil {
+		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such access request")
+		return
+	}
+	refuse := func(err error) {
+		s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: "refused", Actor: "token", Detail: "access request " + id + " (owner approval): " + truncate(err.Error(), 300)})
+		writeError(w, http.StatusConflict, "CONFLICT", err.Error())
+	}
+	if req.State != access.Pending {
+		refuse(fmt.Errorf("%w: it is %s", access.ErrNotPending, req.State))
+		return
+	}
+	a, ownerID, err := access.VerifyOwnerApproval(jws, req, s.o.Access.Audience(), time.Now())
+	if err == nil {
+		err = s.o.Access.OwnerMayApprove(req, ownerID)
+	}
+	if err != nil {
+		refuse(err)
+		return
+	}
+	byRepo := map[string][]proxy.LayerWraps{}
+	for _, wr := range a.Wraps {
+		byRepo[wr.Repository] = append(byRepo[wr.Repository], proxy.LayerWraps{CipherDigest: wr.CipherDigest, PlainDigest: wr.PlainDigest, Annotations: wr.Annotations})
+	}
+	rewritten := 0
+	for _, repo := range req.Repositories {
+		rep, err := s.o.Handler.AddWrappedKeys(r.Context(), repo, req.KeyID, byRepo[repo])
+		rewritten += rep.Rewritten
+		if err != nil {
+			s.log.Error("admin: an owner approval's wrapped keys could not all be stored", "request", id, "repository", repo, "err", err)
+			s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: "failed", Actor: "token", KeyID: ownerID, Repository: repo,
+				Detail: "access request " + id + ": " + truncate(err.Error(), 300)})
+			writeError(w, http.StatusBadGateway, "UPSTREAM", "the wrapped keys could not all be stored in "+repo+" (the request stays pending: submit the approval again); see the server's log")
+			return
+		}
+	}
+	req, err = s.o.Access.ApproveByOwner(id, "token", ownerID, a.Expires)
+	if err != nil {
+		s.decided(w, r, "approve", id, req, err)
+		return
+	}
+	s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: string(req.State), Actor: "token", KeyID: req.KeyID,
+		Repository: strings.Join(req.Repositories, ","), Detail: fmt.Sprintf("access request %s (%s), by owner key %s: %d wrapped keys, %d manifests rewritten", id, req.Name, ownerID, len(a.Wraps), rewritten)})
+	s.log.Info("admin: access request approved by an owner", "request", id, "owner_key_id", ownerID, "wrapped_keys", len(a.Wraps), "manifests", rewritten)
+	writeJSON(w, http.StatusOK, struct {
+		Request   access.Request `json:"request"`
+		Rewritten int            `json:"rewritten"`
+	}{req, rewritten})
 }
 
 func (s *Server) denyAccess(w http.ResponseWriter, r *http.Request) {

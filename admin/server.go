@@ -144,6 +144,7 @@ func (s *Server) routes() *mux.Router {
 		r.HandleFunc("/admin/v1/access/requests", s.listAccess).Methods(http.MethodGet)
 		r.HandleFunc("/admin/v1/access/requests/{id:[0-9a-f]{32}}", s.getAccess).Methods(http.MethodGet)
 		r.HandleFunc("/admin/v1/access/requests/{id:[0-9a-f]{32}}/approve", s.approveAccess).Methods(http.MethodPost)
+		r.HandleFunc("/admin/v1/access/requests/{id:[0-9a-f]{32}}/layers", s.accessLayers).Methods(http.MethodGet)
 		r.HandleFunc("/admin/v1/access/requests/{id:[0-9a-f]{32}}/deny", s.denyAccess).Methods(http.MethodPost)
 	}
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -171,7 +172,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+	limit := int64(maxBody)
+	if strings.HasSuffix(r.URL.Path, "/approve") {
+		limit = access.MaxOwnerApprovalBytes + 4096 // an owner approval's wrapped keys
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	s.router.ServeHTTP(w, r)
 }
 

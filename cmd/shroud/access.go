@@ -36,6 +36,9 @@ owners (the admin API, its bearer token):
   list     shroud access list --admin URL --admin-token-file FILE
   show     shroud access show --admin URL --admin-token-file FILE ID
   approve  shroud access approve --admin URL --admin-token-file FILE [--expires RFC3339] ID
+           encrypt-only repositories: add --key OWNER.pem, a recipient's private key; the
+           layer keys are unwrapped and wrapped for the requester here, and only the new
+           wrapped keys, signed with it, go to shroud
   deny     shroud access deny --admin URL --admin-token-file FILE [--reason TEXT] ID
 
 --ca FILE adds PEM CAs to trust for an https:// URL.
@@ -53,7 +56,7 @@ func accessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		server    = fs.String("server", "", "shroud's registry URL (requesters)")
 		adminURL  = fs.String("admin", "", "shroud's admin API URL (owners)")
 		tokenFile = fs.String("admin-token-file", "", "the admin API's bearer token file (owners)")
-		keyFile   = fs.String("key", "", "the private key of the key asking for access (request)")
+		keyFile   = fs.String("key", "", "the private key of the key asking for access (request); an owner's key, a recipient of the repositories' encrypt-only rule (approve)")
 		certFile  = fs.String("cert", "", "an X.509 certificate of that key: the request is for pkcs7 (request)")
 		name      = fs.String("name", "", "who asks, for the owner (request)")
 		expires   = fs.String("expires", "", "when the grant ends, RFC 3339 (approve; empty: it does not)")
@@ -92,6 +95,10 @@ func accessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 				body["expires"] = t
 			}
 			err = c.one(fs, func(id string) error {
+				if *keyFile != "" {
+					exp, _ := body["expires"].(time.Time)
+					return c.ownerApprove(*adminURL, *tokenFile, *keyFile, id, exp, stderr)
+				}
 				return c.owner(*adminURL, *tokenFile, http.MethodPost, "/admin/v1/access/requests/"+id+"/approve", body)
 			})
 		case "deny":
@@ -136,25 +143,9 @@ func (c *accessCall) request(server, keyFile, certFile, name string, repos []str
 	if server == "" || keyFile == "" || name == "" || len(repos) == 0 {
 		return errors.New("--server, --key, --name and at least one --repository are required")
 	}
-	b, err := os.ReadFile(keyFile)
+	signer, err := parseSigner(keyFile)
 	if err != nil {
 		return err
-	}
-	k, err := utils.ParsePrivateKey(b, nil, "access request")
-	if err != nil {
-		return fmt.Errorf("%s: %w", keyFile, err)
-	}
-	if jwk, ok := k.(*jose.JSONWebKey); ok {
-		k = jwk.Key
-	}
-	var signer crypto.Signer
-	switch k := k.(type) {
-	case *rsa.PrivateKey:
-		signer = k
-	case *ecdsa.PrivateKey:
-		signer = k
-	default:
-		return fmt.Errorf("%s: %T is not an RSA or EC private key", keyFile, k)
 	}
 	p := access.Payload{Name: name, Repositories: repos, Created: time.Now().UTC()}
 	if certFile != "" {
@@ -182,6 +173,30 @@ func (c *accessCall) request(server, keyFile, certFile, name string, repos []str
 		return err
 	}
 	return c.do(http.MethodPost, server, access.PathPrefix+"/requests", "", strings.NewReader(jws))
+}
+
+// parseSigner reads an RSA or EC private key file (PEM, PKCS#8 or
+// PKCS#1/SEC 1, or a JWK) as ocicrypt reads a --decryption-key.
+func parseSigner(keyFile string) (crypto.Signer, error) {
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	k, err := utils.ParsePrivateKey(b, nil, "access")
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", keyFile, err)
+	}
+	if jwk, ok := k.(*jose.JSONWebKey); ok {
+		k = jwk.Key
+	}
+	switch k := k.(type) {
+	case *rsa.PrivateKey:
+		return k, nil
+	case *ecdsa.PrivateKey:
+		return k, nil
+	default:
+		return nil, fmt.Errorf("%s: %T is not an RSA or EC private key", keyFile, k)
+	}
 }
 
 // owner calls the admin API with its token and prints the answer.
