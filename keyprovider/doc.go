@@ -13,8 +13,10 @@
 // one), the wrap opens with the identity, the bound scope falls under no
 // deny rule of the policy (fail closed: an unbound wrap is refused when
 // the policy has a deny rule, a scope no rule matches is refused), and
-// the trust documents do not revoke the key that wrapped it for that
-// scope. Every refusal is a gRPC PermissionDenied (or InvalidArgument
+// the trust documents do not revoke the identity's key (nor freeze) for
+// any namespace the scope may reach (a glob is checked against every
+// namespace it may overlap, an unbound wrap against all: trust.Checker
+// fails closed as the deny rules do). Every refusal is a gRPC PermissionDenied (or InvalidArgument
 // for a malformed request), logged without key material and audited.
 // Every input is bounded (MaxRequest, crypto.MaxProviderWrapped,
 // crypto.MaxProviderOptions, MaxScope).
