@@ -180,8 +180,8 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 	lines := strings.Split(strings.TrimSpace(auditBuf.String()), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("audit: %d lines, want 5 (the policy and trust refusals):\n%s", len(lines), auditBuf.String())
+	if len(lines) != 7 {
+		t.Fatalf("audit: %d lines, want 7 (every refused unwrap):\n%s", len(lines), auditBuf.String())
 	}
 	var e audit.Event
 	if err := json.Unmarshal([]byte(lines[4]), &e); err != nil || e.Kind != audit.UnwrapRefused || e.Reason != "revoked" || e.Repository != "team-r/app" || e.KeyID != id.KeyID() {
