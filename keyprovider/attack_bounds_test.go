@@ -16,6 +16,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -153,5 +154,94 @@ func TestAttackUnwrapLeavesNoAuditTrail(t *testing.T) {
 	}
 	if strings.Contains(auditBuf.String(), "symkey") || strings.Contains(auditBuf.String(), ann) {
 		t.Error("the audit log shows key material")
+	}
+}
+
+// blockingCheck holds every unwrap until release is closed, counting the
+// unwraps it holds.
+type blockingCheck struct {
+	release chan struct{}
+	mu      sync.Mutex
+	held    int
+}
+
+func (b *blockingCheck) Check(ctx context.Context, _, _, _ string, _ time.Time) error {
+	b.mu.Lock()
+	b.held++
+	b.mu.Unlock()
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+func (b *blockingCheck) count() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held
+}
+
+// TestAttackOneClientHoldsEveryUnwrap: one client (one certificate)
+// opens many connections and keeps unwraps in flight (a slow key check:
+// a freeze being refreshed, an HSM under load) until the server has no
+// room left for the other nodes. Past a bound per client its further
+// unwraps must be refused (ResourceExhausted) while another client is
+// still served.
+func TestAttackOneClientHoldsEveryUnwrap(t *testing.T) {
+	id := identity(t)
+	bc := &blockingCheck{release: make(chan struct{})}
+	addr, serverCert, client := tlsServer(t, newServer(t, keyprovider.Options{Identity: id, RequireClientCert: true, KeyCheck: bc}))
+	ann, err := id.WrapOptions(opts, "team-a/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, _ := client()
+	greedy := &keyproviderconfig.GrpcTLS{RootCAFile: serverCert, CertFile: cert, KeyFile: key}
+	const attempts = 64
+	errs := make(chan error, attempts)
+	for range attempts {
+		go func() {
+			// ocicrypt's client dials a connection per call.
+			_, err := wrapper(addr, greedy).UnwrapKey(&config.DecryptConfig{}, []byte(ann))
+			errs <- err
+		}()
+	}
+	deadline := time.After(15 * time.Second)
+	var exhausted bool
+	for !exhausted {
+		select {
+		case err := <-errs:
+			if st, _ := status.FromError(errors.Unwrap(err)); err != nil && st.Code() == codes.ResourceExhausted {
+				exhausted = true
+			} else {
+				t.Fatalf("an unwrap of the greedy client ended with %v while the others are held; want ResourceExhausted", err)
+			}
+		case <-deadline:
+			close(bc.release)
+			t.Fatalf("%d unwraps of one client held at once, none refused", bc.count())
+		}
+	}
+	held := bc.count()
+	if held >= attempts {
+		t.Fatalf("all %d unwraps of one client held", held)
+	}
+	// Another node is served meanwhile (its unwrap reaches the check).
+	cert2, key2, _ := client()
+	done := make(chan error, 1)
+	go func() {
+		_, err := wrapper(addr, &keyproviderconfig.GrpcTLS{RootCAFile: serverCert, CertFile: cert2, KeyFile: key2}).UnwrapKey(&config.DecryptConfig{}, []byte(ann))
+		done <- err
+	}()
+	for bc.count() == held {
+		select {
+		case err := <-done:
+			t.Fatalf("the other client's unwrap: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	close(bc.release)
+	if err := <-done; err != nil {
+		t.Fatalf("the other client's unwrap: %v", err)
 	}
 }

@@ -20,7 +20,8 @@
 //
 // Every refusal is a gRPC PermissionDenied (InvalidArgument for a
 // malformed request or a wrap not made for the identity, Unauthenticated
-// without a client certificate) whose message names the scope and the reason only ("unwrap
+// without a client certificate, ResourceExhausted past the bound per
+// client) whose message names the scope and the reason only ("unwrap
 // refused by policy for scope ..."): the deny rule, the trust document
 // and the revocation reason go to the log and the audit log, never to
 // the caller. Every unwrap is audited, opened (unwrap-allowed) or
@@ -29,5 +30,8 @@
 // address), never key material.
 //
 // Every input is bounded (MaxRequest, crypto.MaxProviderWrapped,
-// crypto.MaxProviderOptions, MaxScope).
+// crypto.MaxProviderOptions, MaxScope), and so is each client: at most
+// Options.MaxPerClient requests in flight per client certificate (per
+// IP address without one); one more waits a second for a slot, then is
+// refused.
 package keyprovider

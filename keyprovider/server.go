@@ -56,6 +56,11 @@ type Options struct {
 	// RequireClientCert refuses callers without a verified TLS client
 	// certificate (the gRPC server's TLS must ask for one).
 	RequireClientCert bool
+	// MaxPerClient bounds the requests one client (a client
+	// certificate, or an IP address without one) has in flight: past it
+	// a request waits a second for a slot, then is refused with
+	// ResourceExhausted. 0: DefaultMaxPerClient.
+	MaxPerClient int
 	// Audit receives every unwrap, opened or refused, and every refused
 	// wrap.
 	Audit  *audit.Logger
@@ -66,7 +71,8 @@ type Options struct {
 // Server implements pb.KeyProviderServiceServer.
 type Server struct {
 	pb.UnimplementedKeyProviderServiceServer
-	o Options
+	o     Options
+	slots *clientSlots
 }
 
 // New checks o and returns the server.
@@ -83,7 +89,13 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Server{o: o}, nil
+	if o.MaxPerClient < 0 {
+		return nil, fmt.Errorf("keyprovider: MaxPerClient %d", o.MaxPerClient)
+	}
+	if o.MaxPerClient == 0 {
+		o.MaxPerClient = DefaultMaxPerClient
+	}
+	return &Server{o: o, slots: newClientSlots(o.MaxPerClient, clientWait)}, nil
 }
 
 // WrapKey wraps the options of one layer for the scope the recipient's
@@ -93,6 +105,11 @@ func (s *Server) WrapKey(ctx context.Context, req *pb.KeyProviderKeyWrapProtocol
 	if err != nil {
 		return nil, s.refuse(ctx, opWrap, "", c, reasonUnauthenticated, err)
 	}
+	release, err := s.slots.acquire(ctx, c.key)
+	if err != nil {
+		return nil, s.refuse(ctx, opWrap, "", c, reasonBusy, err)
+	}
+	defer release()
 	in, err := decode(req, keyprovider.OpKeyWrap)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -124,6 +141,11 @@ func (s *Server) UnWrapKey(ctx context.Context, req *pb.KeyProviderKeyWrapProtoc
 	if err != nil {
 		return nil, s.refuse(ctx, opUnwrap, "", c, reasonUnauthenticated, err)
 	}
+	release, err := s.slots.acquire(ctx, c.key)
+	if err != nil {
+		return nil, s.refuse(ctx, opUnwrap, "", c, reasonBusy, err)
+	}
+	defer release()
 	in, err := decode(req, keyprovider.OpKeyUnwrap)
 	if err != nil {
 		return nil, s.refuse(ctx, opUnwrap, "", c, reasonBadRequest, err)
@@ -159,6 +181,7 @@ func (s *Server) UnWrapKey(ctx context.Context, req *pb.KeyProviderKeyWrapProtoc
 // says its own: "revoked", "frozen", ...).
 const (
 	reasonUnauthenticated = "unauthenticated"
+	reasonBusy            = "busy"
 	reasonBadRequest      = "bad-request"
 	reasonNotOurs         = "not-wrapped-for-identity"
 	reasonBadScope        = "bad-scope"
@@ -183,6 +206,8 @@ func (s *Server) refuse(ctx context.Context, op, scope string, c callerID, reaso
 	switch reason {
 	case reasonUnauthenticated:
 		return status.Error(codes.Unauthenticated, head+": "+errUnauthenticated.Error())
+	case reasonBusy:
+		return status.Error(codes.ResourceExhausted, head+": "+errBusy.Error())
 	case reasonBadRequest, reasonNotOurs:
 		// The request's own fault, said with what the caller sent.
 		return status.Error(codes.InvalidArgument, head+": "+err.Error())

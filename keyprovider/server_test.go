@@ -231,6 +231,7 @@ func TestBounds(t *testing.T) {
 		{"scope with other characters", wrap("a/b\nc", opts), codes.InvalidArgument},
 		{"no options", wrap("a/b", nil), codes.InvalidArgument},
 		{"unwrap sent to wrap", ockp.KeyProviderKeyWrapProtocolInput{Operation: ockp.OpKeyWrap, KeyUnwrapParams: ockp.KeyUnwrapParams{Annotation: []byte("x")}}, codes.InvalidArgument},
+		{"oversized unwrap request", ockp.KeyProviderKeyWrapProtocolInput{Operation: ockp.OpKeyUnwrap, KeyUnwrapParams: ockp.KeyUnwrapParams{Annotation: bytes.Repeat([]byte("x"), keyprovider.MaxRequest)}}, codes.ResourceExhausted},
 		{"oversized annotation", ockp.KeyProviderKeyWrapProtocolInput{Operation: ockp.OpKeyUnwrap, KeyUnwrapParams: ockp.KeyUnwrapParams{Annotation: bytes.Repeat([]byte("x"), crypto.MaxProviderWrapped+1)}}, codes.InvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
