@@ -80,6 +80,9 @@ func TestAttackRefusalRevealsDenyPatterns(t *testing.T) {
 		if st, _ := status.FromError(errors.Unwrap(err)); st.Code() != codes.PermissionDenied {
 			t.Fatalf("scope %q: %v, want PermissionDenied", c.scope, err)
 		}
+		if !strings.Contains(err.Error(), "unwrap refused by ") {
+			t.Errorf("scope %q: the refusal does not say it was refused by the policy or the trust documents: %v", c.scope, err)
+		}
 		for _, leak := range []string{"internal-*", "secret/**", "team-r/revocations.json", "keyCompromise"} {
 			if strings.Contains(err.Error(), leak) {
 				t.Errorf("scope %q: the refusal tells the caller %q: %v", c.scope, leak, err)

@@ -214,7 +214,7 @@ func (s *Server) refuse(ctx context.Context, op, scope string, c callerID, reaso
 	case reasonBadScope:
 		return status.Error(codes.PermissionDenied, head+": the wrap's scope is not a repository glob")
 	case reasonPolicyDeny:
-		return status.Errorf(codes.PermissionDenied, "%s by policy for %s", head, scopeName(scope))
+		return status.Errorf(codes.PermissionDenied, "%s by policy for %s (%s)", head, scopeName(scope), reason)
 	}
 	return status.Errorf(codes.PermissionDenied, "%s by the trust documents for %s (%s)", head, scopeName(scope), reason)
 }
