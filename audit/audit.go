@@ -20,6 +20,9 @@ const (
 	WrapRefused Kind = "wrap-refused"
 	// UnwrapRefused: shroud did not open a layer with one of its keys.
 	UnwrapRefused Kind = "unwrap-refused"
+	// UnwrapAllowed: shroud keyprovider opened a wrapped layer key for
+	// a caller (its scope, the caller and the key; never the key).
+	UnwrapAllowed Kind = "unwrap-allowed"
 	// TrustRefresh: trust documents were fetched (versions, outcome).
 	TrustRefresh Kind = "trust-refresh"
 	// JobStep: one step of a rewrap, re-encrypt or rotation job.
@@ -60,6 +63,9 @@ type Event struct {
 	Outcome   string `json:"outcome,omitempty"`
 	// Actor is who asked (a user, a certificate subject, "shroud").
 	Actor string `json:"actor,omitempty"`
+	// ActorCert is the SHA-256 fingerprint ("sha256:<hex>" of the DER)
+	// of the client certificate the actor presented.
+	ActorCert string `json:"actor_cert,omitempty"`
 	// Detail is a message for people.
 	Detail string `json:"detail,omitempty"`
 }
@@ -133,18 +139,20 @@ var (
 	armor     = regexp.MustCompile(`-----BEGIN |PRIVATE KEY|"kty"`)
 	base64Run = regexp.MustCompile(`[A-Za-z0-9+/=_-]{100,}`)
 	hexOnly   = regexp.MustCompile(`^[0-9a-fA-F]+$`)
-	repoName  = regexp.MustCompile(`^[a-z0-9._/-]*$`)
+	repoName  = regexp.MustCompile(`^[a-z0-9._/*?-]*$`)
 )
 
 // scrub replaces every field of e that looks like key material; a
 // repository that is not a name of the distribution spec's grammar (a
-// long path segment is not base64, which has capitals) too.
+// long path segment is not base64, which has capitals), or a glob of
+// such names (shroud keyprovider's scopes: "*" and "?" are not base64
+// either), too.
 func scrub(e *Event) {
 	if !repoName.MatchString(e.Repository) {
 		e.Repository = redacted
 	}
 	for _, s := range []*string{&e.Rule, &e.Op, &e.KeyID, &e.Reason, &e.Document,
-		&e.Job, &e.JobID, &e.Step, &e.Digest, &e.NewDigest, &e.Outcome, &e.Actor, &e.Detail} {
+		&e.Job, &e.JobID, &e.Step, &e.Digest, &e.NewDigest, &e.Outcome, &e.Actor, &e.ActorCert, &e.Detail} {
 		if looksLikeKeyMaterial(*s) {
 			*s = redacted
 		}

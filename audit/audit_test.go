@@ -162,6 +162,8 @@ func TestNoKeyMaterialInAuditLog(t *testing.T) {
 			audit.Event{Kind: audit.Admin, Detail: base64.StdEncoding.EncodeToString(m)},
 		)
 	}
+	// A key provider's glob scope is a repository, kept.
+	events = append(events, audit.Event{Kind: audit.UnwrapAllowed, Op: "unwrap", Repository: "team-?/*/app", ActorCert: "sha256:" + strings.Repeat("ab", 32)})
 	for _, e := range events {
 		if err := l.Log(e); err != nil {
 			t.Fatal(err)
@@ -190,6 +192,9 @@ func TestNoKeyMaterialInAuditLog(t *testing.T) {
 		if !bytes.Contains(out, []byte(`"key_id":"`+r.KeyID()+`"`)) {
 			t.Errorf("the key id %s is not in the log", r.KeyID())
 		}
+	}
+	if !strings.Contains(buf.String(), `"repository":"team-?/*/app"`) || !strings.Contains(buf.String(), `"actor_cert":"sha256:abab`) {
+		t.Error("the glob scope or the certificate fingerprint is not in the log")
 	}
 	if !strings.Contains(buf.String(), "expired at") {
 		t.Error("the expiry reason is not in the log")

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
-	"strings"
 
 	"github.com/shroud-oci/shroud/internal/repoglob"
 )
@@ -76,30 +75,14 @@ func (p *Policy) allows(scope string) error {
 	case first.Deny:
 		return fmt.Errorf("policy denies %q (rule %q)", scope, first.Pattern)
 	}
-	if isGlob(scope) {
+	if repoglob.IsGlob(scope) {
 		for _, r := range p.rules {
-			if r.Deny && mayOverlap(scope, r.Pattern) {
+			if r.Deny && repoglob.MayOverlap(scope, r.Pattern) {
 				return fmt.Errorf("scope %q may cover repositories the policy denies (rule %q)", scope, r.Pattern)
 			}
 		}
 	}
 	return nil
-}
-
-func isGlob(s string) bool { return strings.ContainsAny(s, "*?") }
-
-// mayOverlap is a conservative test that globs a and b match a common
-// name: false only when their literal prefixes differ.
-func mayOverlap(a, b string) bool {
-	pa, pb := literalPrefix(a), literalPrefix(b)
-	return strings.HasPrefix(pa, pb) || strings.HasPrefix(pb, pa)
-}
-
-func literalPrefix(g string) string {
-	if i := strings.IndexAny(g, "*?"); i >= 0 {
-		return g[:i]
-	}
-	return g
 }
 
 var errUnauthenticated = errors.New("no verified client certificate")

@@ -29,8 +29,12 @@ const (
 	MaxScope = 255
 )
 
-// opUnwrap is the op a KeyChecker is asked about (proxy.OpUnwrap).
-const opUnwrap = "unwrap"
+// opUnwrap is the op a KeyChecker is asked about (proxy.OpUnwrap);
+// opWrap names WrapKey in the log and the audit.
+const (
+	opUnwrap = "unwrap"
+	opWrap   = "wrap"
+)
 
 // KeyChecker decides whether a key may be used: proxy.KeyChecker, which
 // *trust.Checker implements. op is "unwrap", repo the bound scope ("" if
@@ -52,15 +56,23 @@ type Options struct {
 	// RequireClientCert refuses callers without a verified TLS client
 	// certificate (the gRPC server's TLS must ask for one).
 	RequireClientCert bool
-	Audit             *audit.Logger
-	Logger            *slog.Logger
-	Now               func() time.Time
+	// MaxPerClient bounds the requests one client (a client
+	// certificate, or an IP address without one) has in flight: past it
+	// a request waits a second for a slot, then is refused with
+	// ResourceExhausted. 0: DefaultMaxPerClient.
+	MaxPerClient int
+	// Audit receives every unwrap, opened or refused, and every refused
+	// wrap.
+	Audit  *audit.Logger
+	Logger *slog.Logger
+	Now    func() time.Time
 }
 
 // Server implements pb.KeyProviderServiceServer.
 type Server struct {
 	pb.UnimplementedKeyProviderServiceServer
-	o Options
+	o     Options
+	slots *clientSlots
 }
 
 // New checks o and returns the server.
@@ -77,16 +89,27 @@ func New(o Options) (*Server, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Server{o: o}, nil
+	if o.MaxPerClient < 0 {
+		return nil, fmt.Errorf("keyprovider: MaxPerClient %d", o.MaxPerClient)
+	}
+	if o.MaxPerClient == 0 {
+		o.MaxPerClient = DefaultMaxPerClient
+	}
+	return &Server{o: o, slots: newClientSlots(o.MaxPerClient, clientWait)}, nil
 }
 
 // WrapKey wraps the options of one layer for the scope the recipient's
 // argument names.
 func (s *Server) WrapKey(ctx context.Context, req *pb.KeyProviderKeyWrapProtocolInput) (*pb.KeyProviderKeyWrapProtocolOutput, error) {
-	caller, err := s.caller(ctx)
+	c, err := s.caller(ctx)
 	if err != nil {
-		return nil, s.refuse(ctx, "wrap", "", caller, "unauthenticated", err)
+		return nil, s.refuse(ctx, opWrap, "", c, reasonUnauthenticated, err)
 	}
+	release, err := s.slots.acquire(ctx, c.key)
+	if err != nil {
+		return nil, s.refuse(ctx, opWrap, "", c, reasonBusy, err)
+	}
+	defer release()
 	in, err := decode(req, keyprovider.OpKeyWrap)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -107,60 +130,100 @@ func (s *Server) WrapKey(ctx context.Context, req *pb.KeyProviderKeyWrapProtocol
 	}
 	var out keyprovider.KeyProviderKeyWrapProtocolOutput
 	out.KeyWrapResults.Annotation = []byte(wrapped)
-	s.o.Logger.DebugContext(ctx, "wrapped a layer key", "scope", scope, "caller", caller)
+	s.o.Logger.DebugContext(ctx, "wrapped a layer key", "scope", scope, "caller", c.name, "caller_cert", c.cert)
 	return encode(out)
 }
 
 // UnWrapKey opens one wrapped key, if the caller, the policy and the
-// trust documents allow it.
+// trust documents allow it. Every unwrap is audited, opened or refused.
 func (s *Server) UnWrapKey(ctx context.Context, req *pb.KeyProviderKeyWrapProtocolInput) (*pb.KeyProviderKeyWrapProtocolOutput, error) {
-	caller, err := s.caller(ctx)
+	c, err := s.caller(ctx)
 	if err != nil {
-		return nil, s.refuse(ctx, opUnwrap, "", caller, "unauthenticated", err)
+		return nil, s.refuse(ctx, opUnwrap, "", c, reasonUnauthenticated, err)
 	}
+	release, err := s.slots.acquire(ctx, c.key)
+	if err != nil {
+		return nil, s.refuse(ctx, opUnwrap, "", c, reasonBusy, err)
+	}
+	defer release()
 	in, err := decode(req, keyprovider.OpKeyUnwrap)
 	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		return nil, s.refuse(ctx, opUnwrap, "", c, reasonBadRequest, err)
 	}
 	opts, scope, _, err := s.o.Identity.OpenOptions(string(in.KeyUnwrapParams.Annotation))
 	if err != nil {
 		// Not ours (another shroud's, or garbage): ocicrypt tries the
-		// next key. Not a refusal worth auditing.
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+		// next key.
+		return nil, s.refuse(ctx, opUnwrap, "", c, reasonNotOurs, err)
 	}
 	if err := validScope(scope); err != nil {
-		return nil, s.refuse(ctx, opUnwrap, "", caller, "bad-scope", err)
+		return nil, s.refuse(ctx, opUnwrap, "", c, reasonBadScope, err)
 	}
 	if err := s.o.Policy.allows(scope); err != nil {
-		return nil, s.refuse(ctx, opUnwrap, scope, caller, "policy-deny", err)
+		return nil, s.refuse(ctx, opUnwrap, scope, c, reasonPolicyDeny, err)
 	}
 	if s.o.KeyCheck != nil {
 		if err := s.o.KeyCheck.Check(ctx, opUnwrap, scope, s.o.Identity.KeyID(), s.o.Now()); err != nil {
-			return nil, s.refuse(ctx, opUnwrap, scope, caller, reasonOf(err), err)
+			return nil, s.refuse(ctx, opUnwrap, scope, c, reasonOf(err), err)
 		}
 	}
 	var out keyprovider.KeyProviderKeyWrapProtocolOutput
 	out.KeyUnwrapResults.OptsData = opts
-	s.o.Logger.InfoContext(ctx, "unwrapped a layer key", "scope", scope, "caller", caller)
+	s.o.Logger.InfoContext(ctx, "unwrapped a layer key", "scope", scope, "caller", c.name, "caller_cert", c.cert)
+	if aerr := s.o.Audit.Log(audit.Event{Kind: audit.UnwrapAllowed, Op: opUnwrap, Repository: scope, KeyID: s.o.Identity.KeyID(),
+		Outcome: "allowed", Actor: c.name, ActorCert: c.cert}); aerr != nil {
+		s.o.Logger.WarnContext(ctx, "audit log", "err", aerr)
+	}
 	return encode(out)
 }
 
-// refuse logs and audits a refusal and returns its gRPC error.
-func (s *Server) refuse(ctx context.Context, op, scope, caller, reason string, err error) error {
-	s.o.Logger.WarnContext(ctx, "key provider refused", "op", op, "scope", scope, "caller", caller, "reason", reason, "err", err)
+// Refusal reasons of the key provider's own (a KeyChecker's refusal
+// says its own: "revoked", "frozen", ...).
+const (
+	reasonUnauthenticated = "unauthenticated"
+	reasonBusy            = "busy"
+	reasonBadRequest      = "bad-request"
+	reasonNotOurs         = "not-wrapped-for-identity"
+	reasonBadScope        = "bad-scope"
+	reasonPolicyDeny      = "policy-deny"
+)
+
+// refuse logs and audits a refusal with everything it rests on (the
+// rule, the trust document) and returns the gRPC error the caller gets,
+// which names the scope and the reason only: a caller must not learn
+// the policy's deny rules or the trust documents by asking.
+func (s *Server) refuse(ctx context.Context, op, scope string, c callerID, reason string, err error) error {
+	s.o.Logger.WarnContext(ctx, "key provider refused", "op", op, "scope", scope, "caller", c.name, "caller_cert", c.cert, "reason", reason, "err", err)
 	kind := audit.UnwrapRefused
 	if op != opUnwrap {
 		kind = audit.WrapRefused
 	}
-	if aerr := s.o.Audit.Log(audit.Event{Kind: kind, Op: op, Repository: scope, KeyID: s.o.Identity.KeyID(), Reason: reason, Actor: caller,
-		Detail: "shroud keyprovider: " + err.Error()}); aerr != nil {
+	if aerr := s.o.Audit.Log(audit.Event{Kind: kind, Op: op, Repository: scope, KeyID: s.o.Identity.KeyID(), Reason: reason,
+		Actor: c.name, ActorCert: c.cert, Detail: "shroud keyprovider: " + err.Error()}); aerr != nil {
 		s.o.Logger.WarnContext(ctx, "audit log", "err", aerr)
 	}
-	code := codes.PermissionDenied
-	if reason == "unauthenticated" {
-		code = codes.Unauthenticated
+	head := "shroud keyprovider: " + op + " refused"
+	switch reason {
+	case reasonUnauthenticated:
+		return status.Error(codes.Unauthenticated, head+": "+errUnauthenticated.Error())
+	case reasonBusy:
+		return status.Error(codes.ResourceExhausted, head+": "+errBusy.Error())
+	case reasonBadRequest, reasonNotOurs:
+		// The request's own fault, said with what the caller sent.
+		return status.Error(codes.InvalidArgument, head+": "+err.Error())
+	case reasonBadScope:
+		return status.Error(codes.PermissionDenied, head+": the wrap's scope is not a repository glob")
+	case reasonPolicyDeny:
+		return status.Errorf(codes.PermissionDenied, "%s by policy for %s (%s)", head, scopeName(scope), reason)
 	}
-	return status.Errorf(code, "shroud keyprovider: %s refused (%s): %v", op, reason, err)
+	return status.Errorf(codes.PermissionDenied, "%s by the trust documents for %s (%s)", head, scopeName(scope), reason)
+}
+
+func scopeName(scope string) string {
+	if scope == "" {
+		return "a wrap bound to no repository"
+	}
+	return fmt.Sprintf("scope %q", scope)
 }
 
 // reasonOf is a KeyChecker refusal's reason (trust.Refusal says it).

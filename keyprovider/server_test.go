@@ -180,8 +180,8 @@ func TestRefusals(t *testing.T) {
 		})
 	}
 	lines := strings.Split(strings.TrimSpace(auditBuf.String()), "\n")
-	if len(lines) != 5 {
-		t.Fatalf("audit: %d lines, want 5 (the policy and trust refusals):\n%s", len(lines), auditBuf.String())
+	if len(lines) != 7 {
+		t.Fatalf("audit: %d lines, want 7 (every refused unwrap):\n%s", len(lines), auditBuf.String())
 	}
 	var e audit.Event
 	if err := json.Unmarshal([]byte(lines[4]), &e); err != nil || e.Kind != audit.UnwrapRefused || e.Reason != "revoked" || e.Repository != "team-r/app" || e.KeyID != id.KeyID() {
@@ -231,6 +231,7 @@ func TestBounds(t *testing.T) {
 		{"scope with other characters", wrap("a/b\nc", opts), codes.InvalidArgument},
 		{"no options", wrap("a/b", nil), codes.InvalidArgument},
 		{"unwrap sent to wrap", ockp.KeyProviderKeyWrapProtocolInput{Operation: ockp.OpKeyWrap, KeyUnwrapParams: ockp.KeyUnwrapParams{Annotation: []byte("x")}}, codes.InvalidArgument},
+		{"oversized unwrap request", ockp.KeyProviderKeyWrapProtocolInput{Operation: ockp.OpKeyUnwrap, KeyUnwrapParams: ockp.KeyUnwrapParams{Annotation: bytes.Repeat([]byte("x"), keyprovider.MaxRequest)}}, codes.ResourceExhausted},
 		{"oversized annotation", ockp.KeyProviderKeyWrapProtocolInput{Operation: ockp.OpKeyUnwrap, KeyUnwrapParams: ockp.KeyUnwrapParams{Annotation: bytes.Repeat([]byte("x"), crypto.MaxProviderWrapped+1)}}, codes.InvalidArgument},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -243,7 +243,11 @@ func (c *Checker) goodDir() string { return filepath.Join(c.dir, "last-good") }
 
 // Check says whether key keyID may be used for op (OpWrap: wrap a layer
 // key for it on push; OpUnwrap: unwrap with it on pull) in repository
-// repo at time now: nil, or a *Refusal. In order:
+// repo at time now: nil, or a *Refusal. repo may also be a scope, as
+// shroud keyprovider asks: a repository glob, or "" for a wrap bound to
+// no repository; then the deny lists and freezes of every namespace
+// whose repositories the scope may match apply (every namespace for "":
+// fail closed, see governs). In order:
 //
 //   - a deny entry of a namespace covering repo refuses both operations;
 //   - a freeze (an expired root, timestamp, snapshot or targets, or an
@@ -267,7 +271,7 @@ func (c *Checker) Check(ctx context.Context, op, repo, keyID string, now time.Ti
 		return &Refusal{Op: op, Repo: repo, KeyID: keyID, Reason: reason}
 	}
 	for _, d := range s.denyByKey[keyID] {
-		if covers(d.ns, repo) {
+		if governs(d.ns, repo) {
 			r := refuse(RefusedRevoked)
 			r.Document, r.RevocationReason = listPath(d.ns, RevocationsFile), d.Reason
 			return r
@@ -342,7 +346,7 @@ func (s *state) frozen(repo string, now time.Time) (document, bool) {
 	}
 	var found *document
 	for _, n := range s.namespaces {
-		if !covers(n.ns, repo) {
+		if !governs(n.ns, repo) {
 			continue
 		}
 		for i, d := range n.docs {

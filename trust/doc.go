@@ -51,6 +51,16 @@
 //   - expired, not-yet-valid: the key's allow entries for repo are all
 //     outside not_before..not_after (wrap, and unwrap with a listed key).
 //
+// repo may also be the scope shroud keyprovider binds a wrap to: a
+// repository glob ("team-*/app") or "" (no repository). A scope is
+// governed by the deny lists and freezes of every namespace whose
+// repositories it may match (repoglob.MayOverlap against "<ns>/**", the
+// overlap test the key provider's deny rules use), "" by every
+// namespace: a key revoked for team-a cannot be used through a scope
+// that merely does not begin with "team-a/". Fail closed: a glob that
+// cannot reach team-a but shares its literal prefix ("team-*") is
+// refused too. The unwrap grace is the one Options.Grace gives the scope.
+//
 // # Freshness and freeze
 //
 // The decisions use the last state a refresh accepted, in memory (and

@@ -37,6 +37,22 @@ func covers(ns, repo string) bool {
 	return ns == "" || strings.HasPrefix(repo, ns+"/")
 }
 
+// governs says whether the lists of namespace ns govern scope, what
+// Check is asked about: a repository name (covers), a repository glob
+// (a key provider's wrap bound to "team-*/app"), or "" (a wrap bound to
+// no repository). Fail closed: a glob is governed by every namespace
+// whose repositories it may match (repoglob.MayOverlap, as the key
+// provider's deny rules read it), "" by every namespace.
+func governs(ns, scope string) bool {
+	switch {
+	case scope == "" || ns == "":
+		return true
+	case repoglob.IsGlob(scope):
+		return repoglob.MayOverlap(scope, ns+"/**")
+	}
+	return covers(ns, scope)
+}
+
 // listPath is the target path of a namespace's list file.
 func listPath(ns, file string) string {
 	if ns == "" {

@@ -23,6 +23,10 @@ type keyproviderFlags struct {
 	listen, dataDir, identity, configPath  string
 	tlsCert, tlsKey, clientCA, name, level string
 	auditLog                               string
+	// insecureNoClientAuth lets a key provider listening beyond
+	// loopback serve callers without client certificates.
+	insecureNoClientAuth bool
+	maxPerClient         int
 }
 
 func parseKeyprovider(args []string, stderr io.Writer) (keyproviderFlags, error) {
@@ -38,7 +42,11 @@ func parseKeyprovider(args []string, stderr io.Writer) (keyproviderFlags, error)
 	fs.StringVar(&f.clientCA, "client-ca", "", "PEM CA certificates: every caller must present a client certificate they signed (needs --tls-cert)")
 	fs.StringVar(&f.name, "name", keyprovider.DefaultName, "the provider name recipients use (provider:NAME[:REPOSITORY])")
 	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&f.auditLog, "audit-log", "", "file to append audit events (refusals) to (config audit-log)")
+	fs.StringVar(&f.auditLog, "audit-log", "", "file to append audit events (every unwrap, refused wraps) to (config audit-log)")
+	fs.BoolVar(&f.insecureNoClientAuth, "insecure-no-client-auth", false,
+		"serve callers without client certificates on an address beyond loopback: anyone who reaches it can unwrap (refused without this flag or --client-ca)")
+	fs.IntVar(&f.maxPerClient, "max-requests-per-client", keyprovider.DefaultMaxPerClient,
+		"requests one client (client certificate, or IP address without one) may have in flight; one more waits a second, then is refused")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -51,10 +59,36 @@ func parseKeyprovider(args []string, stderr io.Writer) (keyproviderFlags, error)
 	if f.clientCA != "" && f.tlsCert == "" {
 		return f, errors.New("--client-ca needs --tls-cert and --tls-key")
 	}
+	if f.maxPerClient < 1 {
+		return f, fmt.Errorf("--max-requests-per-client %d: want at least 1", f.maxPerClient)
+	}
+	switch {
+	case f.insecureNoClientAuth && f.clientCA != "":
+		return f, errors.New("--insecure-no-client-auth and --client-ca contradict each other")
+	case f.clientCA == "" && !f.insecureNoClientAuth && !loopbackListen(f.listen):
+		return f, fmt.Errorf("--listen %s is reachable beyond loopback and no --client-ca is given: anyone who reaches it could unwrap layer keys; "+
+			"give --client-ca (with --tls-cert and --tls-key) or, to serve anyway, --insecure-no-client-auth", f.listen)
+	}
 	if f.name == "" || strings.ContainsAny(f.name, ": \t\n") {
 		return f, fmt.Errorf("--name %q: want a name without ':' or white space", f.name)
 	}
 	return f, nil
+}
+
+// loopbackListen says whether a listen address accepts connections from
+// this machine alone: a loopback IP or "localhost". No host (":50051",
+// every interface) and any other name (it may resolve to anything) are
+// not.
+func loopbackListen(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func keyproviderCmd(ctx context.Context, args []string, stderr io.Writer) int {
@@ -150,8 +184,12 @@ func runKeyprovider(ctx context.Context, f keyproviderFlags, log *slog.Logger) e
 	} else {
 		log.Warn("serving the key provider without TLS: layer keys cross the network in the clear; use --tls-cert/--tls-key (and --client-ca)")
 	}
+	if f.insecureNoClientAuth && !loopbackListen(f.listen) {
+		log.Warn("--insecure-no-client-auth: serving callers without client certificates beyond loopback; anyone who reaches the address can unwrap the layer keys the policy and trust documents allow",
+			"listen", f.listen)
+	}
 	srv, err := keyprovider.New(keyprovider.Options{Identity: id, Name: f.name, Policy: pol, KeyCheck: check,
-		RequireClientCert: f.clientCA != "", Audit: auditLog, Logger: log})
+		RequireClientCert: f.clientCA != "", MaxPerClient: f.maxPerClient, Audit: auditLog, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -162,7 +200,7 @@ func runKeyprovider(ctx context.Context, f keyproviderFlags, log *slog.Logger) e
 	g := keyprovider.GRPCServer(srv, tlsCfg)
 	context.AfterFunc(ctx, g.GracefulStop)
 	log.Info("shroud keyprovider is serving", "listen", ln.Addr().String(), "name", f.name, "identity", id.Fingerprint(),
-		"tls", tlsCfg != nil, "client_certs", f.clientCA != "", "policy_rules", len(cfg.Policy), "trust", cfg.Trust.Source != "")
+		"tls", tlsCfg != nil, "client_certs", f.clientCA != "", "max_requests_per_client", f.maxPerClient, "policy_rules", len(cfg.Policy), "trust", cfg.Trust.Source != "")
 	if err := g.Serve(ln); err != nil && ctx.Err() == nil {
 		return err
 	}

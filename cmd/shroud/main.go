@@ -8,6 +8,7 @@
 //	shroud trust init|add-key|revoke|delegate|sign|status [flags]
 //	shroud keyprovider [--listen ADDR] [--data-dir DIR] [--identity FILE] [--config FILE]
 //	                   [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
+//	                   [--insecure-no-client-auth] [--max-requests-per-client N]
 package main
 
 import (

@@ -40,3 +40,23 @@ func Compile(glob string) (*regexp.Regexp, error) {
 	b.WriteString("$")
 	return regexp.Compile(b.String())
 }
+
+// IsGlob says whether s has a wildcard ("*", "**" or "?").
+func IsGlob(s string) bool { return strings.ContainsAny(s, "*?") }
+
+// MayOverlap is a conservative test that globs a and b match a common
+// repository name: false only when their literal prefixes (up to the
+// first wildcard) differ, neither beginning the other. Deciders that
+// must fail closed (a key provider's glob scope against a deny rule or a
+// namespace's deny list) refuse when it is true.
+func MayOverlap(a, b string) bool {
+	pa, pb := literalPrefix(a), literalPrefix(b)
+	return strings.HasPrefix(pa, pb) || strings.HasPrefix(pb, pa)
+}
+
+func literalPrefix(g string) string {
+	if i := strings.IndexAny(g, "*?"); i >= 0 {
+		return g[:i]
+	}
+	return g
+}
