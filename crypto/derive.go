@@ -30,6 +30,9 @@ const (
 	// between its blob's upload and the manifest that names it
 	// (pending.go).
 	PurposePendingKey = "pending-layer-key"
+	// PurposeBinding binds an encrypt-only manifest's layers to the
+	// repository shroud stored it for (AnnotationBinding).
+	PurposeBinding = "encrypt-only-binding"
 )
 
 // DeriveKey returns the 32-byte key for purpose, derived with HKDF-SHA256

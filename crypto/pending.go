@@ -31,6 +31,12 @@ func NewPendingKeys(key []byte) (*PendingKeys, error) {
 	return &PendingKeys{box: b}, nil
 }
 
+// AnnotationBinding is the manifest annotation of an encrypt-only
+// manifest shroud stored: a keyed hash (PurposeBinding) of the upstream,
+// the repository and the digests of the layers, which no one without
+// shroud's identity can make for another repository.
+const AnnotationBinding = "dev.shroud.encrypt-only.binding"
+
 // ErrPendingExpired is returned for a pending key past its expiry.
 var ErrPendingExpired = errors.New("the layer key was kept only until its expiry, which has passed")
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"maps"
@@ -171,4 +172,22 @@ func (h *Handler) encryptOnlyOrigin(ctx context.Context, repo string, src cache.
 	}
 	err = h.wrapEncryptOnly(ctx, &o, rule, opts, pub)
 	return o, err
+}
+
+// bindingOf is the binding of an encrypt-only manifest's layers to repo
+// (crypto.AnnotationBinding).
+func (h *Handler) bindingOf(be *backend, repo string, m *manifest) string {
+	parts := []string{"shroud encrypt-only binding v1", be.name, repo}
+	for _, l := range m.layers {
+		parts = append(parts, l.Digest.String())
+	}
+	return h.binding.Sum(parts...)
+}
+
+// boundTo says whether shroud stored m, an encrypt-only manifest, for
+// repo: its binding holds for its layers. A manifest the upstream copied
+// in from another repository, or made, is not.
+func (h *Handler) boundTo(be *backend, repo string, m *manifest) bool {
+	got := m.annotations[crypto.AnnotationBinding]
+	return got != "" && hmac.Equal([]byte(got), []byte(h.bindingOf(be, repo, m)))
 }

@@ -128,6 +128,8 @@ type Handler struct {
 	// pending seals the layer keys of encrypt-only blobs until a
 	// manifest names them (encryptonly.go).
 	pending *crypto.PendingKeys
+	// binding binds an encrypt-only manifest to its repository.
+	binding *crypto.KeyedHash
 	// prevPointers are the previous identities' pointer keys (identity
 	// rotation): pointers named under them are still found, never
 	// written.
@@ -405,6 +407,13 @@ func (h *Handler) deriveKeys() error {
 	if err != nil {
 		return err
 	}
-	h.pending, err = crypto.NewPendingKeys(pk2)
+	if h.pending, err = crypto.NewPendingKeys(pk2); err != nil {
+		return err
+	}
+	bk, err := id.DeriveKey(crypto.PurposeBinding)
+	if err != nil {
+		return err
+	}
+	h.binding, err = crypto.NewKeyedHash(bk)
 	return err
 }

@@ -84,6 +84,10 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 		// No original is sealed: shroud could open it. The client's
 		// own annotations are what the upstream keeps.
 		delete(m.annotations, crypto.AnnotationOriginal)
+		if m.annotations == nil {
+			m.annotations = map[string]string{}
+		}
+		m.annotations[crypto.AnnotationBinding] = h.bindingOf(be, repo, m)
 	} else {
 		sealed, err := h.keys.Identity().Seal(seal)
 		if err != nil {

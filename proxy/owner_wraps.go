@@ -51,8 +51,8 @@ func (h *Handler) EncryptedLayers(ctx context.Context, repo string) ([]Encrypted
 			return nil, fmt.Errorf("list %s: manifest %s: %w", repo, d, err)
 		}
 		m, err := parseManifest(um.Body, um.ContentType)
-		if err != nil {
-			continue // not a manifest shroud reads: nothing to wrap
+		if err != nil || !h.boundTo(&be, repo, m) {
+			continue // not an encrypt-only manifest shroud stored for repo
 		}
 		for _, l := range m.layers {
 			if !crypto.IsEncryptedMediaType(l.MediaType) || seen[l.Digest] {
@@ -113,6 +113,7 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 		tags []string
 	}
 	all := map[digest.Digest]stored{}
+	var rep0 JobReport
 	for _, d := range order {
 		um, err := be.cl.GetManifest(ctx, repo, d.String())
 		if err != nil {
@@ -120,6 +121,13 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 		}
 		m, err := parseManifest(um.Body, um.ContentType)
 		if err != nil {
+			continue
+		}
+		if !h.boundTo(&be, repo, m) {
+			// Wrapped keys go into what shroud stored for repo only:
+			// the upstream could have copied another repository's
+			// manifest in.
+			rep0.Foreign++
 			continue
 		}
 		all[d] = stored{m: m, tags: byDigest[d]}
@@ -140,7 +148,7 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 	work := slices.Clone(order)
 	work = slices.DeleteFunc(work, func(d digest.Digest) bool { _, ok := all[d]; return !ok })
 	slices.SortStableFunc(work, func(a, b digest.Digest) int { return rank(a) - rank(b) })
-	rep := JobReport{Manifests: len(work)}
+	rep := JobReport{Manifests: len(work), Foreign: rep0.Foreign}
 	for _, l := range layers {
 		if l.PlainDigest == "" {
 			continue
