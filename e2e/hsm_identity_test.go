@@ -147,6 +147,48 @@ func TestHSMIdentity(t *testing.T) {
 	pullSame(t, addr, "hsm/app:1", img)
 }
 
+// Moving a deployment's identity from its data dir's key file into a
+// token: `shroud rotate identity` with the token identity as --identity
+// and the key file as --previous-identity, then a shroud holding the token
+// identity alone (and another data dir) serves every image by tag and by
+// digest, and skopeo with the old key file opens nothing upstream.
+func TestHSMIdentityRotateIntoToken(t *testing.T) {
+	bin := buildShroud(t)
+	up := distributionV3(t)
+	_, keyFile, key := softhsm.TokenKey(t, 2048, true)
+	dir := t.TempDir()
+	modules := filepath.Join(dir, "pkcs11.yaml")
+	writeFile(t, modules, "pkcs11:\n  allowed-module-paths: ["+softhsm.Module+"]\n")
+	data := filepath.Join(dir, "data")
+	addr, cmd, logs := startShroud(t, bin, "--upstream", up.URL, "--data-dir", data)
+	src, img := ociLayout(t, 2, 200_000)
+	skopeo(t, "copy", "--dest-tls-verify=false", src, "docker://"+addr+"/hsm/rotated:1")
+	stopCleanly(t, cmd, logs)
+	oldID := filepath.Join(data, "identity.pem")
+	openUpstream := func() (string, error) {
+		return skopeoErr(t, "copy", "--src-tls-verify=false", "--decryption-key", oldID,
+			"docker://"+up.Host()+"/hsm/rotated:1", "oci:"+filepath.Join(t.TempDir(), "dec")+":app")
+	}
+	if out, err := openUpstream(); err != nil {
+		t.Fatalf("before the rotation, skopeo with the key file: %v\n%s", err, out)
+	}
+
+	out, err := exec.Command(bin, "rotate", "identity", "--repository", "hsm/rotated", "--",
+		"--upstream", up.URL, "--data-dir", data, "--config", modules, "--identity", "pkcs11:"+keyFile, "--previous-identity", oldID).CombinedOutput()
+	t.Logf("shroud rotate identity:\n%s", out)
+	if err != nil || !strings.Contains(string(out), "re-sealed from a previous identity") {
+		t.Fatalf("shroud rotate identity into the token: %v", err)
+	}
+	if out, err := openUpstream(); err == nil {
+		t.Fatalf("after the rotation, skopeo with the old key file still decrypts the image:\n%s", out)
+	}
+	fresh := filepath.Join(dir, "fresh")
+	addr, _, _ = startShroud(t, bin, "--upstream", up.URL, "--data-dir", fresh, "--config", modules, "--identity", "pkcs11:"+keyFile)
+	pullSame(t, addr, "hsm/rotated@"+digestOf(t, img), img)
+	pullSame(t, addr, "hsm/rotated:1", img)
+	assertNoPrivateKey(t, fresh, key)
+}
+
 // What a token identity costs: a push and a pull of 3 layers of 8 MiB
 // through shroud with its identity in a SoftHSM2 token against the same
 // with an RSA key file of the same size, in one run. Every token operation
