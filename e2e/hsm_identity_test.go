@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -58,6 +59,18 @@ func TestHSMIdentity(t *testing.T) {
 		t.Fatalf("upstream manifest does not have 4 encrypted layers:\n%s", raw2)
 	}
 	assertNoPlaintextIn(t, up.Dir, img)
+	// shroud inspect with the token identity (and its config's modules)
+	// opens every layer straight from the registry.
+	out, err := exec.Command(bin, "inspect", "--output", "json", "--insecure", "--config", withIdentity, up.Host()+"/hsm/app:1").Output()
+	var rep inspectJSON
+	if err != nil || json.Unmarshal(out, &rep) != nil || len(rep.Images) != 1 || len(rep.Images[0].Layers) != 4 {
+		t.Fatalf("shroud inspect with the token identity: %v\n%s", err, out)
+	}
+	for _, l := range rep.Images[0].Layers {
+		if !l.Encrypted || !l.Openable || !strings.HasPrefix(l.OpenedBy, "shroud identity ") {
+			t.Fatalf("shroud inspect with the token identity: layer %+v, want it opened by the identity", l)
+		}
+	}
 	assertNoPrivateKey(t, data, key)
 	assertNoPrivateKey(t, up.Dir, key)
 	if _, err := os.Stat(filepath.Join(data, "identity.pem")); !errors.Is(err, os.ErrNotExist) {
