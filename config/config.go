@@ -34,13 +34,16 @@ type Config struct {
 	// storage and the spool where concurrent pulls of one blob share an
 	// upstream fetch (unlinked files). Default "./shroud-data".
 	DataDir string `yaml:"data-dir"`
-	// Identity is the private key file of shroud's own key pair. Empty
-	// means DataDir/identity.pem, generated on first start.
+	// Identity is the private key file of shroud's own key pair, or
+	// "pkcs11:<ocicrypt PKCS#11 key file>" for a key pair in a PKCS#11
+	// token (loaded through the modules PKCS11 allows; nothing of it is
+	// written to DataDir). Empty means DataDir/identity.pem, generated on
+	// first start.
 	Identity string `yaml:"identity"`
 	// PreviousIdentities are the private key files of identities Identity
 	// replaces (identity rotation): they unwrap and open seals, nothing is
 	// wrapped or sealed for them, until `shroud rotate identity` has
-	// moved every image to Identity.
+	// moved every image to Identity. A key in a token cannot be one.
 	PreviousIdentities []string `yaml:"previous-identities"`
 	// Recipients are the keys every layer is wrapped for besides the
 	// identity, in skopeo's --encryption-key form ("jwe:<public key file>").

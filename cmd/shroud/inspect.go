@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shroud-oci/shroud/config"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/proxy"
 )
@@ -69,7 +71,8 @@ func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	output := fs.String("output", "text", "text or json")
 	insecure := fs.Bool("insecure", false, "plain HTTP, or HTTPS without certificate checks")
 	dataDir := fs.String("data-dir", "./shroud-data", "where shroud's identity is (identity.pem), if it is here")
-	identity := fs.String("identity", "", "shroud's private key file (default <data-dir>/identity.pem)")
+	identity := fs.String("identity", "", "shroud's private key file, or pkcs11:<ocicrypt PKCS#11 key file> (default <data-dir>/identity.pem)")
+	cfgPath := fs.String("config", "", "shroud's YAML config: its identity and pkcs11 sections apply (flags win)")
 	var keys listFlag
 	fs.Var(&keys, "decryption-key", "repeatable: a private key, OpenPGP private key or certificate to try")
 	if err := fs.Parse(args); err != nil {
@@ -79,10 +82,29 @@ func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() != 1 || (*output != "text" && *output != "json") {
-		fmt.Fprintln(stderr, "usage: shroud inspect [--output text|json] [--insecure] [--identity FILE] [--decryption-key FILE]... REF")
+		fmt.Fprintln(stderr, "usage: shroud inspect [--output text|json] [--insecure] [--config FILE] [--identity FILE|pkcs11:KEYFILE] [--decryption-key FILE]... REF")
 		return 2
 	}
-	kr, err := inspectKeyring(*identity, *dataDir, keys)
+	cfg := config.Default()
+	if *cfgPath != "" {
+		var err error
+		if cfg, err = config.Load(*cfgPath); err != nil {
+			fmt.Fprintf(stderr, "shroud inspect: %v\n", err)
+			return 2
+		}
+	}
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "data-dir":
+			cfg.DataDir = *dataDir
+		case "identity":
+			cfg.Identity = *identity
+		}
+	})
+	if *cfgPath == "" {
+		cfg.DataDir = *dataDir
+	}
+	kr, err := inspectKeyring(ctx, cfg, keys)
 	if err != nil {
 		fmt.Fprintf(stderr, "shroud inspect: %v\n", err)
 		return 2
@@ -104,23 +126,21 @@ func inspect(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // inspectKeyring is the identity (a fresh throwaway one if there is none:
 // it opens nothing) with the decryption keys.
-func inspectKeyring(identity, dataDir string, keys []string) (*crypto.Keyring, error) {
-	path := identity
-	if path == "" {
-		path = filepath.Join(dataDir, crypto.IdentityFile)
-	}
-	var id *crypto.Identity
-	var err error
-	if _, statErr := os.Stat(path); statErr == nil || identity != "" {
-		id, err = crypto.LoadIdentity(path)
-	} else {
-		tmp, terr := os.MkdirTemp("", "shroud-inspect")
-		if terr != nil {
-			return nil, terr
+func inspectKeyring(ctx context.Context, cfg config.Config, keys []string) (*crypto.Keyring, error) {
+	if cfg.Identity == "" {
+		if _, err := os.Stat(filepath.Join(cfg.DataDir, crypto.IdentityFile)); err == nil {
+			cfg.Identity = filepath.Join(cfg.DataDir, crypto.IdentityFile)
+		} else {
+			// Not loadIdentity's data dir: inspect writes nothing there.
+			tmp, err := os.MkdirTemp("", "shroud-inspect")
+			if err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(tmp)
+			cfg.DataDir = tmp
 		}
-		defer os.RemoveAll(tmp)
-		id, _, err = crypto.LoadOrCreateIdentity(tmp)
 	}
+	id, err := loadIdentity(ctx, cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +152,7 @@ func inspectKeyring(identity, dataDir string, keys []string) (*crypto.Keyring, e
 		}
 		dks = append(dks, dk)
 	}
-	return crypto.NewKeyring(id, dks)
+	return crypto.NewKeyring(id, dks, crypto.WithPKCS11(cfg.PKCS11.AllowedModulePaths, cfg.PKCS11.ModuleDirectories))
 }
 
 func inspectRef(ctx context.Context, refStr string, insecure bool, kr *crypto.Keyring) (*inspection, error) {

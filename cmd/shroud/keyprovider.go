@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strings"
 
 	"github.com/shroud-oci/shroud/audit"
@@ -128,18 +127,7 @@ func runKeyprovider(ctx context.Context, f keyproviderFlags, log *slog.Logger) e
 	if f.auditLog != "" {
 		cfg.AuditLog = f.auditLog
 	}
-	var id *crypto.Identity
-	var err error
-	if cfg.Identity != "" {
-		id, err = crypto.LoadIdentity(cfg.Identity)
-	} else {
-		var created bool
-		id, created, err = crypto.LoadOrCreateIdentity(cfg.DataDir)
-		if created {
-			log.Info("generated a new identity key pair: shroud serve must encrypt for this identity's provider (or share the identity)",
-				"private", id.Path(), "public", filepath.Join(cfg.DataDir, crypto.IdentityPublicFile))
-		}
-	}
+	id, err := loadIdentity(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -121,7 +121,7 @@ func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // upstream with shroud's own credentials, shared tier, trust documents,
 // audit log) and runs the job spec describes on it (jobs.Run).
 func runRewrap(ctx context.Context, cfg config.Config, spec jobs.Spec, checkpoint string, out io.Writer, log *slog.Logger) error {
-	keys, err := keyring(cfg, log)
+	keys, err := keyring(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,7 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		listen                    = fs.String("listen", d.Listen, "address to serve the registry API on")
 		up                        = fs.String("upstream", "", "upstream registry URL (http:// or https://); empty runs an embedded registry")
 		dataDir                   = fs.String("data-dir", d.DataDir, "directory for the identity key pair and the embedded registry")
-		identity                  = fs.String("identity", "", "shroud's private key file (default <data-dir>/identity.pem, generated on first start)")
+		identity                  = fs.String("identity", "", "shroud's private key file, or pkcs11:<ocicrypt PKCS#11 key file> for a key pair in a token (default <data-dir>/identity.pem, generated on first start)")
 		encryptOnly               = fs.Bool("encrypt-only", false, "every encrypt rule is encrypt-only: layer keys are wrapped for the rules' recipients alone, never shroud's identity, and pulls get the ciphertext (config encrypt-only)")
 		logLevel                  = fs.String("log-level", d.LogLevel, "debug, info, warn or error")
 		cacheEntries              = fs.Int("cache-entries", d.CacheEntries, "entries in each mapping cache table")
@@ -189,21 +189,11 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// keyring loads the identity (creating it on first start) and the
-// decryption keys. Any key that does not parse is an error.
-func keyring(cfg config.Config, log *slog.Logger) (*crypto.Keyring, error) {
-	var id *crypto.Identity
-	var err error
-	if cfg.Identity != "" {
-		id, err = crypto.LoadIdentity(cfg.Identity)
-	} else {
-		var created bool
-		id, created, err = crypto.LoadOrCreateIdentity(cfg.DataDir)
-		if created {
-			log.Info("generated a new identity key pair: back it up, it opens every image shroud encrypts",
-				"private", id.Path(), "public", filepath.Join(cfg.DataDir, crypto.IdentityPublicFile))
-		}
-	}
+// keyring loads the identity (loadIdentity: from a PKCS#11 token, a key
+// file, or the data dir, created there on first start) and the decryption
+// keys. Any key that does not parse is an error.
+func keyring(ctx context.Context, cfg config.Config, log *slog.Logger) (*crypto.Keyring, error) {
+	id, err := loadIdentity(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -229,9 +219,9 @@ func keyring(cfg config.Config, log *slog.Logger) (*crypto.Keyring, error) {
 	}
 	var previous []*crypto.Identity
 	for _, path := range cfg.PreviousIdentities {
-		p, err := crypto.LoadIdentity(path)
+		p, err := loadPreviousIdentity(path)
 		if err != nil {
-			return nil, fmt.Errorf("previous identity: %w", err)
+			return nil, err
 		}
 		previous = append(previous, p)
 		log.Info("a previous identity opens what it sealed and wrapped until `shroud rotate identity` moves it to the identity", "previous", p.Fingerprint(), "identity", id.Fingerprint())
@@ -309,7 +299,7 @@ func policy(cfg config.Config, keys *crypto.Keyring) (*crypto.Policy, error) {
 }
 
 func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
-	keys, err := keyring(cfg, log)
+	keys, err := keyring(ctx, cfg, log)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,14 @@ const Module = "/usr/lib/softhsm/libsofthsm2.so"
 // OCICRYPT_OAEP_HASHALG=sha1; sha1 false leaves ocicrypt's SHA-256.
 func Token(t testing.TB, bits int, sha1 bool) (pub, priv string) {
 	t.Helper()
+	pub, priv, _ = TokenKey(t, bits, sha1)
+	return pub, priv
+}
+
+// TokenKey is Token, and the RSA key imported into the token (a test
+// looks for its bytes where they must not be).
+func TokenKey(t testing.TB, bits int, sha1 bool) (pub, priv string, key *rsa.PrivateKey) {
+	t.Helper()
 	if _, err := exec.LookPath("softhsm2-util"); err != nil {
 		t.Fatal("softhsm2-util is not installed (apt-get install softhsm2; .ci/run does)")
 	}
@@ -58,5 +66,5 @@ func Token(t testing.TB, bits int, sha1 bool) (pub, priv string) {
 		os.WriteFile(p, []byte(y), 0o600)
 		return p
 	}
-	return write("pub.yaml", "public"), write("priv.yaml", "private")
+	return write("pub.yaml", "public"), write("priv.yaml", "private"), k
 }
