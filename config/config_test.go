@@ -113,6 +113,18 @@ func TestValidate(t *testing.T) {
 		func(c *Config) { c.Admin = Admin{Listen: c.Listen, TokenFile: "token"} }, // the registry's listener
 		func(c *Config) { c.Admin = Admin{Listen: "nope", TokenFile: "token"} },   // no port
 		func(c *Config) { c.Admin = Admin{AccessRequests: true} },                 // access requests no owner can decide
+		// An encrypt-only rule nothing could open, one with a pull mode
+		// of neither kind, decrypting options on one, and encrypt-only
+		// on a passthrough rule.
+		func(c *Config) { c.Policy = []Rule{{Repositories: "**", Action: "encrypt", EncryptOnly: true}} },
+		func(c *Config) {
+			c.EncryptOnly, c.Policy = true, []Rule{{Repositories: "**", Action: "encrypt", Recipients: []string{"jwe:k.pem"}, EncryptOnlyPulls: "plaintext"}}
+		},
+		func(c *Config) {
+			c.Policy = []Rule{{Repositories: "**", Action: "encrypt", Recipients: []string{"jwe:k.pem"}, EncryptOnly: true, AcceptForeign: true}}
+		},
+		func(c *Config) { c.Policy = []Rule{{Repositories: "**", Action: "passthrough", EncryptOnly: true}} },
+		func(c *Config) { c.Policy = []Rule{{Repositories: "**", Action: "encrypt", EncryptOnlyPulls: "refuse"}} },
 	} {
 		c := Default()
 		bad(&c)
