@@ -124,7 +124,9 @@ func TestValidate(t *testing.T) {
 			c.Policy = []Rule{{Repositories: "**", Action: "encrypt", Recipients: []string{"jwe:k.pem"}, EncryptOnly: true, AcceptForeign: true}}
 		},
 		func(c *Config) { c.Policy = []Rule{{Repositories: "**", Action: "passthrough", EncryptOnly: true}} },
-		func(c *Config) { c.Policy = []Rule{{Repositories: "**", Action: "encrypt", EncryptOnlyPulls: "refuse"}} },
+		func(c *Config) {
+			c.Policy = []Rule{{Repositories: "**", Action: "encrypt", EncryptOnlyPulls: "refuse"}}
+		},
 	} {
 		c := Default()
 		bad(&c)
