@@ -22,6 +22,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shroud-oci/shroud/access"
+	"github.com/shroud-oci/shroud/internal/softhsm"
 )
 
 // An encrypt-only edge, with the built binary and skopeo: shroud runs
@@ -246,4 +247,47 @@ func adminPost(t *testing.T, url, token string, body any) (int, string) {
 	defer resp.Body.Close()
 	out, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(out)
+}
+
+// An encrypt-only edge whose identity is in a SoftHSM2 token: its data dir
+// holds no private key at all (not the identity's either), and what it
+// stored opens with the owner's key straight from the upstream, with
+// shroud's token identity opening none of it (shroud inspect, the
+// identity's only way in).
+func TestEncryptOnlyEdgeWithTokenIdentityHoldsNoPrivateKey(t *testing.T) {
+	bin := buildShroud(t)
+	up := distributionV3(t)
+	_, keyFile, key := softhsm.TokenKey(t, 2048, true)
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(k)
+	pder, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	ownerKey := pemFile(t, filepath.Join(dir, "owner.pem"), "PRIVATE KEY", der)
+	ownerPub := pemFile(t, filepath.Join(dir, "owner.pub.pem"), "PUBLIC KEY", pder)
+	cfg := filepath.Join(dir, "shroud.yaml")
+	writeFile(t, cfg, "identity: pkcs11:"+keyFile+"\npkcs11:\n  allowed-module-paths: ["+softhsm.Module+"]\nencrypt-only: true\n")
+	addr, _, logs := startShroud(t, bin, "--config", cfg, "--data-dir", data, "--upstream", up.URL, "--recipient", "jwe:"+ownerPub)
+	src, img := ociLayout(t, 2, 200_000)
+	skopeo(t, "copy", "--dest-tls-verify=false", src, "docker://"+addr+"/edge/app:1")
+	if got, err := decryptUpstream(t, up.Host(), "edge/app:1", ownerKey); err != nil || !slices.Equal(got, layerDigests(t, img)) {
+		t.Fatalf("skopeo with the owner's key: %v %v\n%s", got, err, logs)
+	}
+	walkFiles(t, data, func(p string, b []byte) {
+		if bytes.Contains(b, []byte("PRIVATE KEY")) {
+			t.Errorf("the data dir holds a private key: %s", p)
+		}
+	})
+	assertNoPrivateKey(t, data, key)
+	assertNoPlaintextIn(t, up.Dir, img)
+	out, err := exec.Command(bin, "inspect", "--output", "json", "--insecure", "--config", cfg, up.Host()+"/edge/app:1").Output()
+	var rep inspectJSON
+	if err != nil || json.Unmarshal(out, &rep) != nil || len(rep.Images) != 1 || len(rep.Images[0].Layers) != 2 {
+		t.Fatalf("shroud inspect with the token identity: %v\n%s", err, out)
+	}
+	for _, l := range rep.Images[0].Layers {
+		if !l.Encrypted || l.Openable {
+			t.Fatalf("shroud inspect with the edge's own identity: layer %+v, want encrypted and not openable", l)
+		}
+	}
 }
