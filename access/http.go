@@ -1,6 +1,7 @@
 package access
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -33,6 +34,10 @@ type Handler struct {
 	// ReadTimeout bounds the time a request's body takes to arrive
 	// (anyone may send one); zero or less means 10 s.
 	ReadTimeout time.Duration
+	// AutoApprove, when set, is asked about each new request: it may
+	// approve it at once (admin.Server.AutoApprove, by the signed allow
+	// list) and returns it as it then is.
+	AutoApprove func(ctx context.Context, id string) (Request, bool)
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -125,6 +130,11 @@ func (h *Handler) submit(w http.ResponseWriter, r *http.Request) {
 		h.audit(audit.Event{Step: "request", Outcome: "pending", KeyID: req.KeyID, Repository: strings.Join(req.Repositories, ","),
 			Actor: req.Name, Detail: "access request " + req.ID + " from " + r.RemoteAddr})
 		h.log().Info("access: request pending", "request", req.ID, "name", req.Name, "key_id", req.KeyID, "repositories", len(req.Repositories))
+		if h.AutoApprove != nil {
+			if approved, ok := h.AutoApprove(context.WithoutCancel(r.Context()), req.ID); ok {
+				req = approved
+			}
+		}
 	}
 	w.Header().Set("Location", PathPrefix+"/requests/"+req.ID)
 	WriteJSON(w, code, statusOf(req))

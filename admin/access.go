@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -181,7 +182,7 @@ func (s *Server) decided(w http.ResponseWriter, r *http.Request, step, id string
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
-	v, _, _, msg := s.start(r, jobs.Spec{Kind: jobs.Rewrap, Repositories: req.Repositories}, "token")
+	v, _, _, msg := s.start(r.Context(), jobs.Spec{Kind: jobs.Rewrap, Repositories: req.Repositories}, "token")
 	if v != nil {
 		out.Job = v
 	} else {
@@ -200,4 +201,38 @@ func decodeOptional(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// AutoApprove approves request id by the allow list (Options.AllowList),
+// if the allow list names its key for every repository it names and none
+// is an encrypt-only rule's (only an owner's key opens those), and starts
+// the rewrap that applies it. It returns the request and whether it
+// approved it; access.Handler calls it for each new request.
+func (s *Server) AutoApprove(ctx context.Context, id string) (access.Request, bool) {
+	if s.o.Access == nil || s.o.AllowList == nil {
+		return access.Request{}, false
+	}
+	req, err := s.o.Access.Get(id)
+	if err != nil || req.State != access.Pending || s.o.Access.NeedsOwner(req) {
+		return req, false
+	}
+	now := time.Now()
+	for _, repo := range req.Repositories {
+		if err := s.o.AllowList.Check(ctx, proxy.OpWrap, repo, req.KeyID, now); err != nil {
+			return req, false // for the owners to decide
+		}
+	}
+	const by = "trust allow list"
+	req, err = s.o.Access.Approve(id, by, time.Time{})
+	if err != nil {
+		s.log.Warn("admin: an access request the allow list names could not be approved", "request", id, "err", err)
+		return req, false
+	}
+	s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: string(req.State), Actor: by, KeyID: req.KeyID,
+		Repository: strings.Join(req.Repositories, ","), Detail: "access request " + id + " (" + req.Name + "): the signed allow list names its key for every repository"})
+	s.log.Info("admin: access request approved by the allow list", "request", id, "key_id", req.KeyID)
+	if v, _, _, msg := s.start(ctx, jobs.Spec{Kind: jobs.Rewrap, Repositories: req.Repositories}, by); v == nil {
+		s.log.Warn("admin: the rewrap of an approved access request is not started: start it", "request", id, "repositories", strings.Join(req.Repositories, ","), "reason", msg)
+	}
+	return req, true
 }

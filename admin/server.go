@@ -46,6 +46,13 @@ type Options struct {
 	// under /admin/v1/access/requests; an approval or a denial starts a
 	// rewrap of the request's repositories.
 	Access *access.Store
+	// AllowList, when set, approves access requests by itself: a request
+	// whose key it allows to be wrapped for (proxy.OpWrap) in every
+	// repository the request names (the signed allow list of the trust
+	// documents, trust.Checker) is approved at submission
+	// (AutoApprove), and its rewrap started. nil: owners decide every
+	// request.
+	AllowList proxy.KeyChecker
 	// History is how many jobs GET /admin/v1/jobs lists, the one
 	// running among them; zero means 20.
 	History int
@@ -237,7 +244,7 @@ func (s *Server) startJob(w http.ResponseWriter, r *http.Request) {
 		// Stamped now, so that a resumed run names the same revocation.
 		spec.At = time.Now().UTC()
 	}
-	v, status, code, msg := s.start(r, spec, "token")
+	v, status, code, msg := s.start(r.Context(), spec, "token")
 	if v == nil {
 		refuse(status, code, msg, spec)
 		return
@@ -249,10 +256,10 @@ func (s *Server) startJob(w http.ResponseWriter, r *http.Request) {
 // start checks spec and launches its job for actor: the job's view as
 // launched, or the refusal's status, code and message (audited by the
 // caller).
-func (s *Server) start(r *http.Request, spec jobs.Spec, actor string) (_ *jobView, status int, code, msg string) {
+func (s *Server) start(ctx context.Context, spec jobs.Spec, actor string) (_ *jobView, status int, code, msg string) {
 	// What the job would refuse before it writes anything is refused
 	// here, with the reason.
-	if _, err := jobs.Check(r.Context(), s.o.Handler, spec, jobs.RunOptions{Previous: s.o.Previous}); err != nil {
+	if _, err := jobs.Check(ctx, s.o.Handler, spec, jobs.RunOptions{Previous: s.o.Previous}); err != nil {
 		return nil, http.StatusBadRequest, "INVALID", truncate(err.Error(), 1000)
 	}
 	s.mu.Lock()

@@ -149,6 +149,12 @@ type Admin struct {
 	// under /shroud/v1/access on the registry listener; owners list and
 	// decide them through the admin API, which it needs. Off by default.
 	AccessRequests bool `yaml:"access-requests"`
+	// AccessAutoApprove approves, at submission, a request whose key the
+	// trust documents' signed allow list names for every repository it
+	// asks for (none of them encrypt-only), and starts its rewrap: the
+	// allow list is the owners' access control list, signed offline.
+	// Needs access-requests and trust.source. Off by default.
+	AccessAutoApprove bool `yaml:"access-auto-approve"`
 }
 
 // Auth is shroud's own authentication: any of htpasswd, jwt and
@@ -461,6 +467,9 @@ func (c Config) Validate() error {
 		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			errs = append(errs, fmt.Errorf("metrics-listen %q: %w", c.MetricsListen, err))
 		}
+	}
+	if c.Admin.AccessAutoApprove && (!c.Admin.AccessRequests || c.Trust.Source == "") {
+		errs = append(errs, errors.New("admin.access-auto-approve approves by the trust documents' allow list: it needs admin.access-requests and trust.source"))
 	}
 	if c.Admin.AccessRequests && c.Admin.Listen == "" {
 		errs = append(errs, errors.New("admin.access-requests: owners decide requests through the admin API: set admin.listen and admin.token-file"))

@@ -36,6 +36,10 @@ type serverParts struct {
 	// requests are the access requests (nil: not served); their grants
 	// add recipients to the jobs' rules as to the server's.
 	requests *access.Store
+	// accessAPI is the requesters' API (nil: not served): with
+	// admin.access-auto-approve, the admin server approves its requests
+	// the allow list names.
+	accessAPI *access.Handler
 	// cache is the serving default upstream's mapping store: the jobs
 	// share it, so that what they change (an owner approval's wrapped
 	// keys) the server's next push sees, with or without a shared tier.
@@ -74,9 +78,14 @@ func adminAPI(ctx context.Context, cfg config.Config, p serverParts, log *slog.L
 		return listener{}, nil, err
 	}
 	srv, err := admin.New(admin.Options{Handler: h, Previous: p.keys.Previous(), Dir: filepath.Join(cfg.DataDir, "jobs"), Token: token,
-		Logger: log, Audit: p.audit, Meter: p.meter, Access: p.requests})
+		Logger: log, Audit: p.audit, Meter: p.meter, Access: p.requests, AllowList: allowList(cfg, p)})
 	if err != nil {
 		return listener{}, nil, err
+	}
+	if p.accessAPI != nil && cfg.Admin.AccessAutoApprove {
+		// Set before any listener serves (serveAll starts them).
+		p.accessAPI.AutoApprove = srv.AutoApprove
+		log.Info("access requests the trust documents' allow list names are approved at submission")
 	}
 	ln, err := net.Listen("tcp", cfg.Admin.Listen)
 	if err != nil {
@@ -105,4 +114,13 @@ func grantsOf(s *access.Store) proxy.Grants {
 		return nil
 	}
 	return s
+}
+
+// allowList is the key check that approves access requests by itself
+// (admin.access-auto-approve): the trust documents' (nil otherwise).
+func allowList(cfg config.Config, p serverParts) proxy.KeyChecker {
+	if !cfg.Admin.AccessAutoApprove {
+		return nil
+	}
+	return p.keyCheck
 }

@@ -71,6 +71,7 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		upstreamAuth              = fs.String("upstream-auth-file", "", "Docker config.json whose auths shroud reads upstreams with for clients that send no credentials")
 		adminListen               = fs.String("admin-listen", "", "address to serve the admin API (the key-rotation jobs) on, apart from the registry API (empty: none; config admin.listen)")
 		accessRequests            = fs.Bool("access-requests", false, "serve the access-request API under /shroud/v1/access (owners decide through the admin API; config admin.access-requests)")
+		accessAutoApprove         = fs.Bool("access-auto-approve", false, "approve at once an access request whose key the trust documents' signed allow list names for every repository it asks for (config admin.access-auto-approve)")
 		adminTokenFile            = fs.String("admin-token-file", "", "file holding the admin API's bearer token, not readable by every user (config admin.token-file)")
 		recipients, decryptionKey listFlag
 		mirrors, previousIdentity listFlag
@@ -156,6 +157,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.Admin.TokenFile = *adminTokenFile
 		case "access-requests":
 			c.Admin.AccessRequests = *accessRequests
+		case "access-auto-approve":
+			c.Admin.AccessAutoApprove = *accessAutoApprove
 		}
 	})
 	for _, m := range mirrors {
@@ -406,8 +409,10 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// multi-GiB blob takes as long as it takes. The handler cuts a stream
 	// that stops moving (--stall-timeout) instead.
 	var apiHandler http.Handler = h
+	var accessAPI *accessreq.Handler
 	if requests != nil {
-		apiHandler = withAccessAPI(h, &accessreq.Handler{Store: requests, Logger: log, Audit: auditLog, ReadTimeout: cfg.StallTimeout})
+		accessAPI = &accessreq.Handler{Store: requests, Logger: log, Audit: auditLog, ReadTimeout: cfg.StallTimeout}
+		apiHandler = withAccessAPI(h, accessAPI)
 		log.Info("serving access requests", "path", accessreq.PathPrefix)
 	}
 	api := listener{srv: &http.Server{Handler: apiHandler, TLSConfig: tlsCfg, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: cfg.IdleTimeout, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}}
@@ -425,7 +430,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("serving metrics", "listen", m.ln.Addr().String(), "path", "/metrics")
 	}
 	if cfg.Admin.Listen != "" {
-		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests, cache: def.Cache}, log)
+		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests, accessAPI: accessAPI, cache: def.Cache}, log)
 		if err != nil {
 			for _, l := range servers {
 				l.ln.Close()
