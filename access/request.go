@@ -107,68 +107,106 @@ func invalid(format string, args ...any) error {
 // signatureAlgorithms are the JWS algorithms a request may be signed with.
 var signatureAlgorithms = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512, jose.ES256, jose.ES384, jose.ES512}
 
-// verify checks a signed request (a compact JWS) for audience at now and
-// returns what it asks for, its key parsed as a recipient.
+// verify checks a signed request for audience at now and returns what it
+// asks for, its key parsed as a recipient. A request is a compact JWS
+// signed by the key it submits (jwe, pkcs7), or for an OpenPGP key (pgp)
+// a JSON envelope {"payload": <base64 of the payload JSON>,
+// "pgp_signature": <armored detached signature of those bytes>} made
+// with that key (SignPGP; gpg --armor --detach-sign does it too).
 func verify(body []byte, audience string, now time.Time) (Payload, scrypto.Recipient, error) {
+	body = bytes.TrimSpace(body)
 	var p Payload
-	jws, err := jose.ParseSigned(string(bytes.TrimSpace(body)), signatureAlgorithms)
+	var err error
+	if len(body) > 0 && body[0] == '{' {
+		p, err = verifyPGP(body)
+	} else {
+		p, err = verifyJWS(body)
+	}
 	if err != nil {
-		return p, scrypto.Recipient{}, invalid("the request is not a JWS signed with one of RS*, PS*, ES*: %v", err)
+		return p, scrypto.Recipient{}, err
+	}
+	rec, err := checkPayload(p, audience, now)
+	return p, rec, err
+}
+
+// decodePayload reads a request's payload, strictly.
+func decodePayload(b []byte) (Payload, error) {
+	var p Payload
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		return p, invalid("the request's payload: %v", err)
+	}
+	if p.Version != PayloadVersion {
+		return p, invalid("payload version %.40q: want %s", p.Version, PayloadVersion)
+	}
+	return p, nil
+}
+
+// verifyJWS checks a compact JWS signed by the key it submits.
+func verifyJWS(body []byte) (Payload, error) {
+	jws, err := jose.ParseSigned(string(body), signatureAlgorithms)
+	if err != nil {
+		return Payload{}, invalid("the request is not a JWS signed with one of RS*, PS*, ES*: %v", err)
 	}
 	if len(jws.Signatures) != 1 {
-		return p, scrypto.Recipient{}, invalid("the request carries %d signatures, want 1", len(jws.Signatures))
+		return Payload{}, invalid("the request carries %d signatures, want 1", len(jws.Signatures))
 	}
 	// The payload is read before it is verified only to learn the key it
 	// must verify with; nothing of it is used unless the signature holds.
-	dec := json.NewDecoder(bytes.NewReader(jws.UnsafePayloadWithoutVerification()))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&p); err != nil {
-		return p, scrypto.Recipient{}, invalid("the request's payload: %v", err)
+	p, err := decodePayload(jws.UnsafePayloadWithoutVerification())
+	if err != nil {
+		return p, err
 	}
-	if p.Version != PayloadVersion {
-		return p, scrypto.Recipient{}, invalid("payload version %.40q: want %s", p.Version, PayloadVersion)
+	if p.Scheme == "pgp" {
+		return p, invalid("a pgp request is signed with OpenPGP (pgp_signature), not as a JWS")
 	}
 	pub, err := publicKey(p.Scheme, []byte(p.Key))
 	if err != nil {
-		return p, scrypto.Recipient{}, invalid("key: %v", err)
+		return p, invalid("key: %v", err)
 	}
 	signed, err := jws.Verify(pub)
 	if err != nil {
-		return p, scrypto.Recipient{}, invalid("the request is not signed by the key it submits (proof of possession failed)")
+		return p, invalid("the request is not signed by the key it submits (proof of possession failed)")
 	}
 	if !bytes.Equal(signed, jws.UnsafePayloadWithoutVerification()) {
-		return p, scrypto.Recipient{}, invalid("the request's signed payload differs from its payload")
+		return p, invalid("the request's signed payload differs from its payload")
 	}
+	return p, nil
+}
+
+// checkPayload checks what a request asks for, once its signature held.
+func checkPayload(p Payload, audience string, now time.Time) (scrypto.Recipient, error) {
 	if p.Audience != audience {
-		return p, scrypto.Recipient{}, invalid("the request is for %.80q, not this shroud (%s)", p.Audience, audience)
+		return scrypto.Recipient{}, invalid("the request is for %.80q, not this shroud (%s)", p.Audience, audience)
 	}
 	if d := now.Sub(p.Created); d > MaxClockSkew || d < -MaxClockSkew {
-		return p, scrypto.Recipient{}, invalid("the request was made at %s, more than %s from this server's clock: sign it again", p.Created.UTC().Format(time.RFC3339), MaxClockSkew)
+		return scrypto.Recipient{}, invalid("the request was made at %s, more than %s from this server's clock: sign it again", p.Created.UTC().Format(time.RFC3339), MaxClockSkew)
 	}
 	if !printable(p.Name, MaxNameLen) || p.Name == "" {
-		return p, scrypto.Recipient{}, invalid("name: want 1 to %d printable characters", MaxNameLen)
+		return scrypto.Recipient{}, invalid("name: want 1 to %d printable characters", MaxNameLen)
 	}
 	if len(p.Repositories) == 0 || len(p.Repositories) > MaxRepositories {
-		return p, scrypto.Recipient{}, invalid("repositories: name 1 to %d", MaxRepositories)
+		return scrypto.Recipient{}, invalid("repositories: name 1 to %d", MaxRepositories)
 	}
 	seen := map[string]bool{}
 	for _, r := range p.Repositories {
 		if !names.Repository(r) {
-			return p, scrypto.Recipient{}, invalid("repository %.80q: not a repository name", r)
+			return scrypto.Recipient{}, invalid("repository %.80q: not a repository name", r)
 		}
 		if seen[r] {
-			return p, scrypto.Recipient{}, invalid("repository %q: named twice", r)
+			return scrypto.Recipient{}, invalid("repository %q: named twice", r)
 		}
 		seen[r] = true
 	}
 	rec, err := scrypto.ParseRecipientData("access:"+p.Name, p.Scheme, []byte(p.Key))
 	if err != nil {
-		return p, scrypto.Recipient{}, invalid("key: %v", err)
+		return scrypto.Recipient{}, invalid("key: %v", err)
 	}
 	if err := validNow(rec, now); err != nil {
-		return p, scrypto.Recipient{}, invalid("key: %v", err)
+		return scrypto.Recipient{}, invalid("key: %v", err)
 	}
-	return p, rec, nil
+	return rec, nil
 }
 
 // validNow checks the validity r's own material gives it (an X.509
@@ -204,8 +242,6 @@ func publicKey(scheme string, b []byte) (crypto.PublicKey, error) {
 			return nil, fmt.Errorf("pkcs7: the certificate holds a %T; pkcs7 wraps for RSA keys only (submit an EC key as jwe)", c.PublicKey)
 		}
 		return c.PublicKey, nil
-	case "pgp":
-		return nil, errors.New("pgp: requests with OpenPGP keys are not taken yet; submit a jwe public key or a pkcs7 certificate")
 	default:
 		return nil, fmt.Errorf("scheme %.20q: want jwe or pkcs7", scheme)
 	}

@@ -30,6 +30,7 @@ const accessUsage = `usage: shroud access <command> [flags]
 requesters (the registry listener, no credentials):
   request  ask for a key to become a recipient of repositories:
            shroud access request --server URL --key PRIVATE.pem [--cert CERT.pem] --repository NAME... --name NAME
+           (an OpenPGP key: --pgp-key PRIVATE.asc instead of --key)
   status   shroud access status --server URL ID
 
 owners (the admin API, its bearer token):
@@ -58,6 +59,7 @@ func accessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		tokenFile = fs.String("admin-token-file", "", "the admin API's bearer token file (owners)")
 		keyFile   = fs.String("key", "", "the private key of the key asking for access (request); an owner's key, a recipient of the repositories' encrypt-only rule (approve)")
 		certFile  = fs.String("cert", "", "an X.509 certificate of that key: the request is for pkcs7 (request)")
+		pgpKey    = fs.String("pgp-key", "", "an armored OpenPGP private key (no passphrase) asking for access as a pgp recipient, instead of --key (request)")
 		name      = fs.String("name", "", "who asks, for the owner (request)")
 		expires   = fs.String("expires", "", "when the grant ends, RFC 3339 (approve; empty: it does not)")
 		reason    = fs.String("reason", "", "why (deny)")
@@ -73,7 +75,11 @@ func accessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		c := &accessCall{ctx: ctx, client: client, out: stdout}
 		switch args[0] {
 		case "request":
-			err = c.request(*server, *keyFile, *certFile, *name, repos)
+			if *pgpKey != "" {
+				err = c.requestPGP(*server, *pgpKey, *name, repos)
+			} else {
+				err = c.request(*server, *keyFile, *certFile, *name, repos)
+			}
 		case "status":
 			err = c.one(fs, func(id string) error {
 				return c.do(http.MethodGet, *server, access.PathPrefix+"/requests/"+id, "", nil)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ProtonMail/go-crypto/openpgp"
+
 	"github.com/shroud-oci/shroud/access"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/proxy"
@@ -121,4 +123,35 @@ func (c *accessCall) ownerApprove(base, tokenFile, keyFile, id string, expires t
 		return err
 	}
 	return c.do(http.MethodPost, base, "/admin/v1/access/requests/"+id+"/approve", tok, bytes.NewReader(b))
+}
+
+// requestPGP signs (a detached OpenPGP signature) and submits an access
+// request for an OpenPGP key, and prints its id and state.
+func (c *accessCall) requestPGP(server, keyFile, name string, repos []string) error {
+	if server == "" || name == "" || len(repos) == 0 {
+		return errors.New("--server, --pgp-key, --name and at least one --repository are required")
+	}
+	f, err := os.Open(keyFile)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	ring, err := openpgp.ReadArmoredKeyRing(f)
+	if err != nil {
+		return fmt.Errorf("%s: not an armored OpenPGP private key: %w", keyFile, err)
+	}
+	if len(ring) != 1 || ring[0].PrivateKey == nil || ring[0].PrivateKey.Encrypted {
+		return fmt.Errorf("%s: want one OpenPGP private key without a passphrase", keyFile)
+	}
+	var info struct {
+		Audience string `json:"audience"`
+	}
+	if err := c.json(http.MethodGet, server, access.PathPrefix, "", nil, &info); err != nil {
+		return err
+	}
+	body, err := access.SignPGP(access.Payload{Audience: info.Audience, Name: name, Repositories: repos, Created: time.Now().UTC()}, ring[0])
+	if err != nil {
+		return err
+	}
+	return c.do(http.MethodPost, server, access.PathPrefix+"/requests", "", bytes.NewReader(body))
 }
