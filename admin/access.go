@@ -57,7 +57,7 @@ func (s *Server) approveAccess(w http.ResponseWriter, r *http.Request) {
 		s.approveByOwner(w, r, id, body.OwnerApproval)
 		return
 	}
-	req, err := s.o.Access.Approve(id, "token", body.Expires)
+	req, err := s.o.Access.Approve(id, actorOf(r), body.Expires)
 	s.decided(w, r, "approve", id, req, err)
 }
 
@@ -100,7 +100,7 @@ func (s *Server) approveByOwner(w http.ResponseWriter, r *http.Request, id, jws 
 		return
 	}
 	refuse := func(err error) {
-		s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: "refused", Actor: "token", Detail: "access request " + id + " (owner approval): " + truncate(err.Error(), 300)})
+		s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: "refused", Actor: actorOf(r), Detail: "access request " + id + " (owner approval): " + truncate(err.Error(), 300)})
 		writeError(w, http.StatusConflict, "CONFLICT", err.Error())
 	}
 	if req.State != access.Pending {
@@ -125,18 +125,18 @@ func (s *Server) approveByOwner(w http.ResponseWriter, r *http.Request, id, jws 
 		rewritten += rep.Rewritten
 		if err != nil {
 			s.log.Error("admin: an owner approval's wrapped keys could not all be stored", "request", id, "repository", repo, "err", err)
-			s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: "failed", Actor: "token", KeyID: ownerID, Repository: repo,
+			s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: "failed", Actor: actorOf(r), KeyID: ownerID, Repository: repo,
 				Detail: "access request " + id + ": " + truncate(err.Error(), 300)})
 			writeError(w, http.StatusBadGateway, "UPSTREAM", "the wrapped keys could not all be stored in "+repo+" (the request stays pending: submit the approval again); see the server's log")
 			return
 		}
 	}
-	req, err = s.o.Access.ApproveByOwner(id, "token", ownerID, a.Expires)
+	req, err = s.o.Access.ApproveByOwner(id, actorOf(r), ownerID, a.Expires)
 	if err != nil {
 		s.decided(w, r, "approve", id, req, err)
 		return
 	}
-	s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: string(req.State), Actor: "token", KeyID: req.KeyID,
+	s.audit(audit.Event{Kind: audit.Access, Step: "approve", Outcome: string(req.State), Actor: actorOf(r), KeyID: req.KeyID,
 		Repository: strings.Join(req.Repositories, ","), Detail: fmt.Sprintf("access request %s (%s), by owner key %s: %d wrapped keys, %d manifests rewritten", id, req.Name, ownerID, len(a.Wraps), rewritten)})
 	s.log.Info("admin: access request approved by an owner", "request", id, "owner_key_id", ownerID, "wrapped_keys", len(a.Wraps), "manifests", rewritten)
 	writeJSON(w, http.StatusOK, struct {
@@ -153,7 +153,7 @@ func (s *Server) denyAccess(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := mux.Vars(r)["id"]
-	req, err := s.o.Access.Deny(id, "token", body.Reason)
+	req, err := s.o.Access.Deny(id, actorOf(r), body.Reason)
 	s.decided(w, r, "deny", id, req, err)
 }
 
@@ -165,7 +165,7 @@ func (s *Server) decided(w http.ResponseWriter, r *http.Request, step, id string
 		writeError(w, http.StatusNotFound, "NOT_FOUND", "no such access request")
 		return
 	case errors.Is(err, access.ErrNotPending), errors.As(err, &inv):
-		s.audit(audit.Event{Kind: audit.Access, Step: step, Outcome: "refused", Actor: "token", Detail: "access request " + id + ": " + truncate(err.Error(), 300)})
+		s.audit(audit.Event{Kind: audit.Access, Step: step, Outcome: "refused", Actor: actorOf(r), Detail: "access request " + id + ": " + truncate(err.Error(), 300)})
 		writeError(w, http.StatusConflict, "CONFLICT", err.Error())
 		return
 	case err != nil:
@@ -173,7 +173,7 @@ func (s *Server) decided(w http.ResponseWriter, r *http.Request, step, id string
 		writeError(w, http.StatusInternalServerError, "INTERNAL", "the decision could not be kept; see the server's log")
 		return
 	}
-	s.audit(audit.Event{Kind: audit.Access, Step: step, Outcome: string(req.State), Actor: "token", KeyID: req.KeyID,
+	s.audit(audit.Event{Kind: audit.Access, Step: step, Outcome: string(req.State), Actor: actorOf(r), KeyID: req.KeyID,
 		Repository: strings.Join(req.Repositories, ","), Detail: "access request " + id + " (" + req.Name + ")"})
 	s.log.Info("admin: access request decided", "request", id, "state", string(req.State), "key_id", req.KeyID)
 	out := accessDecision{Request: req}
@@ -182,7 +182,7 @@ func (s *Server) decided(w http.ResponseWriter, r *http.Request, step, id string
 		writeJSON(w, http.StatusOK, out)
 		return
 	}
-	v, _, _, msg := s.start(r.Context(), jobs.Spec{Kind: jobs.Rewrap, Repositories: req.Repositories}, "token")
+	v, _, _, msg := s.start(r.Context(), jobs.Spec{Kind: jobs.Rewrap, Repositories: req.Repositories}, actorOf(r))
 	if v != nil {
 		out.Job = v
 	} else {

@@ -92,3 +92,55 @@ func TestAccessRequestTheAllowListNamesIsApprovedAtOnce(t *testing.T) {
 		t.Fatalf("a request for a repository the allow list does not name the key for: %s, want pending", other.State)
 	}
 }
+
+// An owner with its own credentials (Options.Owners) lists and decides
+// access requests, recorded as "owner:<name>"; the same credentials start
+// no job, and without them the access paths answer 401.
+func TestOwnersDecideAccessRequestsWithTheirOwnCredentials(t *testing.T) {
+	f := newFixture(t)
+	s := f.second(t, f.up)
+	pol := must[*crypto.Policy](t)(crypto.NewPolicy([]crypto.Rule{{Pattern: "team/**", Action: crypto.Encrypt,
+		Recipients: must[*crypto.Recipients](t)(s.Keyring.Recipients([]crypto.Recipient{f.recB}))}}))
+	store := must[*access.Store](t)(access.Open(access.Options{Dir: t.TempDir(), Keyring: s.Keyring, Policy: pol}))
+	owners := func(_ context.Context, r *http.Request) (string, bool) {
+		u, pw, ok := r.BasicAuth()
+		return u, ok && u == "olive" && pw == "owner-pw"
+	}
+	a := startAdmin(t.Context(), t, s.Handler, t.TempDir(), admin.Options{Access: store, Owners: owners})
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	pub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
+	jws := must[string](t)(access.Sign(access.Payload{Audience: store.Audience(), Name: "cluster", Repositories: []string{repo}, Scheme: "jwe", Key: pub, Created: time.Now().UTC()}, k))
+	req, _, err := store.Submit([]byte(jws), "10.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	do := func(method, path, user, pw string) int {
+		r, _ := http.NewRequest(method, a.url+path, strings.NewReader("{}"))
+		if user != "" {
+			r.SetBasicAuth(user, pw)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := do("GET", "/admin/v1/access/requests", "olive", "wrong"); got != http.StatusUnauthorized {
+		t.Fatalf("wrong owner credentials: %d, want 401", got)
+	}
+	if got := do("GET", "/admin/v1/access/requests", "olive", "owner-pw"); got != http.StatusOK {
+		t.Fatalf("the owner lists requests: %d", got)
+	}
+	if got := do("POST", "/admin/v1/jobs", "olive", "owner-pw"); got != http.StatusUnauthorized {
+		t.Fatalf("the owner's credentials on the jobs API: %d, want 401", got)
+	}
+	if got := do("POST", "/admin/v1/access/requests/"+req.ID+"/deny", "olive", "owner-pw"); got != http.StatusOK {
+		t.Fatalf("the owner denies: %d", got)
+	}
+	if got := must[access.Request](t)(store.Get(req.ID)); got.State != access.Denied || got.DecidedBy != "owner:olive" {
+		t.Fatalf("the decision: %s by %q, want denied by owner:olive", got.State, got.DecidedBy)
+	}
+}

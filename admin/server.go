@@ -53,6 +53,13 @@ type Options struct {
 	// (AutoApprove), and its rewrap started. nil: owners decide every
 	// request.
 	AllowList proxy.KeyChecker
+	// Owners, when set, lets owners decide access requests with their
+	// own credentials (shroud's authentication: htpasswd, JWT, client
+	// certificate) instead of the bearer token: it names the owner a
+	// request carries the credentials of, or says it carries none that
+	// an owner grant names. Only the access requests' paths take them;
+	// jobs need the token.
+	Owners func(ctx context.Context, r *http.Request) (owner string, ok bool)
 	// History is how many jobs GET /admin/v1/jobs lists, the one
 	// running among them; zero means 20.
 	History int
@@ -167,7 +174,15 @@ func (s *Server) routes() *mux.Router {
 // unauthenticated one learns nothing, not even which paths exist.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if !s.token.allows(r) {
+	actor := "token"
+	allowed := s.token.allows(r)
+	if !allowed && s.o.Owners != nil && s.o.Access != nil && strings.HasPrefix(r.URL.Path, "/admin/v1/access/") {
+		var owner string
+		if owner, allowed = s.o.Owners(r.Context(), r); allowed {
+			actor = "owner:" + owner
+		}
+	}
+	if !allowed {
 		if n, ok := s.refusals.admit(time.Now()); ok {
 			detail := fmt.Sprintf("%s %.200q from %s", r.Method, r.URL.Path, r.RemoteAddr)
 			if n > 0 {
@@ -184,7 +199,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		limit = access.MaxOwnerApprovalBytes + 4096 // an owner approval's wrapped keys
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
-	s.router.ServeHTTP(w, r)
+	s.router.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, actor)))
 }
 
 // Run resumes the job a server stopped mid-job left, then waits for ctx.
@@ -453,4 +468,14 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, struct {
 		Errors []apiError `json:"errors"`
 	}{Errors: []apiError{{Code: code, Message: msg}}})
+}
+
+type actorKey struct{}
+
+// actorOf names who made an admin request: "token", or "owner:<name>".
+func actorOf(r *http.Request) string {
+	if a, ok := r.Context().Value(actorKey{}).(string); ok {
+		return a
+	}
+	return "token"
 }

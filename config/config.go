@@ -155,6 +155,12 @@ type Admin struct {
 	// allow list is the owners' access control list, signed offline.
 	// Needs access-requests and trust.source. Off by default.
 	AccessAutoApprove bool `yaml:"access-auto-approve"`
+	// Owners may list and decide access requests with their own
+	// credentials (auth: htpasswd, jwt, client-ca) instead of the token:
+	// grants as a rule's pull and push take them ("user:<name>",
+	// "group:<name>", "subject:<certificate subject>"). Empty: the token
+	// alone.
+	Owners []string `yaml:"owners"`
 }
 
 // Auth is shroud's own authentication: any of htpasswd, jwt and
@@ -470,6 +476,9 @@ func (c Config) Validate() error {
 	}
 	if c.Admin.AccessAutoApprove && (!c.Admin.AccessRequests || c.Trust.Source == "") {
 		errs = append(errs, errors.New("admin.access-auto-approve approves by the trust documents' allow list: it needs admin.access-requests and trust.source"))
+	}
+	if len(c.Admin.Owners) > 0 && (!c.Admin.AccessRequests || !c.Auth.Enabled()) {
+		errs = append(errs, errors.New("admin.owners decide access requests with shroud's own credentials: it needs admin.access-requests and auth (htpasswd, jwt or client-ca)"))
 	}
 	if c.Admin.AccessRequests && c.Admin.Listen == "" {
 		errs = append(errs, errors.New("admin.access-requests: owners decide requests through the admin API: set admin.listen and admin.token-file"))

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"github.com/shroud-oci/shroud/access"
 	"github.com/shroud-oci/shroud/admin"
 	"github.com/shroud-oci/shroud/audit"
+	"github.com/shroud-oci/shroud/auth"
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/config"
 	"github.com/shroud-oci/shroud/crypto"
@@ -40,6 +42,9 @@ type serverParts struct {
 	// admin.access-auto-approve, the admin server approves its requests
 	// the allow list names.
 	accessAPI *access.Handler
+	// authn is shroud's own authentication (nil: none): owners decide
+	// access requests with it (admin.owners).
+	authn *auth.Authenticator
 	// cache is the serving default upstream's mapping store: the jobs
 	// share it, so that what they change (an owner approval's wrapped
 	// keys) the server's next push sees, with or without a shared tier.
@@ -72,13 +77,17 @@ func adminAPI(ctx context.Context, cfg config.Config, p serverParts, log *slog.L
 			return listener{}, nil, err
 		}
 	}
+	owners, err := ownerAuth(cfg, p.authn, log)
+	if err != nil {
+		return listener{}, nil, err
+	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: p.keys, Policy: p.policy, Logger: log,
 		Audit: p.audit, KeyCheck: p.keyCheck, Meter: p.meter, Grants: grantsOf(p.requests)})
 	if err != nil {
 		return listener{}, nil, err
 	}
 	srv, err := admin.New(admin.Options{Handler: h, Previous: p.keys.Previous(), Dir: filepath.Join(cfg.DataDir, "jobs"), Token: token,
-		Logger: log, Audit: p.audit, Meter: p.meter, Access: p.requests, AllowList: allowList(cfg, p)})
+		Logger: log, Audit: p.audit, Meter: p.meter, Access: p.requests, AllowList: allowList(cfg, p), Owners: owners})
 	if err != nil {
 		return listener{}, nil, err
 	}
@@ -123,4 +132,39 @@ func allowList(cfg config.Config, p serverParts) proxy.KeyChecker {
 		return nil
 	}
 	return p.keyCheck
+}
+
+// ownerAuth checks owners' own credentials for the access requests'
+// admin paths (admin.owners): nil when no owner grant is configured.
+func ownerAuth(cfg config.Config, authn *auth.Authenticator, log *slog.Logger) (func(context.Context, *http.Request) (string, bool), error) {
+	if len(cfg.Admin.Owners) == 0 {
+		return nil, nil
+	}
+	if authn == nil {
+		return nil, errors.New("admin.owners: shroud's own authentication (auth) is not configured")
+	}
+	var grants []auth.Grant
+	for _, o := range cfg.Admin.Owners {
+		g, err := auth.ParseGrant(o)
+		if err != nil {
+			return nil, fmt.Errorf("admin.owners: %w", err)
+		}
+		if g.Matches(auth.Principal{}) {
+			return nil, fmt.Errorf("admin.owners: %q names anonymous clients: owners must authenticate", o)
+		}
+		grants = append(grants, g)
+	}
+	return func(ctx context.Context, r *http.Request) (string, bool) {
+		p, err := authn.Authenticate(ctx, r)
+		if err != nil || p.IsAnonymous() {
+			return "", false
+		}
+		for _, g := range grants {
+			if g.Matches(p) {
+				return p.Name, true
+			}
+		}
+		log.Warn("admin: credentials that no admin.owners grant names", "principal", p.Name)
+		return "", false
+	}, nil
 }

@@ -430,7 +430,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("serving metrics", "listen", m.ln.Addr().String(), "path", "/metrics")
 	}
 	if cfg.Admin.Listen != "" {
-		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests, accessAPI: accessAPI, cache: def.Cache}, log)
+		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests, accessAPI: accessAPI, authn: authn, cache: def.Cache}, log)
 		if err != nil {
 			for _, l := range servers {
 				l.ln.Close()
