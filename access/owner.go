@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"encoding/json"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -149,17 +148,7 @@ func (s *Store) ApproveByOwner(id, by, ownerKeyID string, expires time.Time) (Re
 		if err := s.OwnerMayApprove(*r, ownerKeyID); err != nil {
 			return err
 		}
-		if r.StateAt(now) != Pending {
-			return fmt.Errorf("%w: it is %s", ErrNotPending, r.StateAt(now))
-		}
-		if err := validNow(rec, now); err != nil {
-			return invalid("the request's key: %v", err)
-		}
-		if !expires.IsZero() && !expires.After(now) {
-			return invalid("expires %s: in the past", expires.UTC().Format(time.RFC3339))
-		}
-		r.State, r.DecidedAt, r.DecidedBy, r.Expires = Approved, now.UTC(), by+" (owner "+ownerKeyID+")", expires.UTC()
-		return nil
+		return approve(r, rec, now, by+" (owner "+ownerKeyID+")", expires)
 	})
 }
 

@@ -225,18 +225,24 @@ func (s *Store) Approve(id, by string, expires time.Time) (Request, error) {
 		if s.NeedsOwner(*r) {
 			return invalid("the request names a repository of an encrypt-only rule, whose images shroud cannot open: a recipient of the rule approves it with its key on its own machine (shroud access approve --key)")
 		}
-		if r.StateAt(now) != Pending {
-			return fmt.Errorf("%w: it is %s", ErrNotPending, r.StateAt(now))
-		}
-		if err := validNow(rec, now); err != nil {
-			return invalid("the request's key: %v", err)
-		}
-		if !expires.IsZero() && !expires.After(now) {
-			return invalid("expires %s: in the past", expires.UTC().Format(time.RFC3339))
-		}
-		r.State, r.DecidedAt, r.DecidedBy, r.Expires = Approved, now.UTC(), by, expires.UTC()
-		return nil
+		return approve(r, rec, now, by, expires)
 	})
+}
+
+// approve grants r, pending, by by until expires (zero: no end), its key
+// valid at now.
+func approve(r *Request, rec scrypto.Recipient, now time.Time, by string, expires time.Time) error {
+	if r.StateAt(now) != Pending {
+		return fmt.Errorf("%w: it is %s", ErrNotPending, r.StateAt(now))
+	}
+	if err := validNow(rec, now); err != nil {
+		return invalid("the request's key: %v", err)
+	}
+	if !expires.IsZero() && !expires.After(now) {
+		return invalid("expires %s: in the past", expires.UTC().Format(time.RFC3339))
+	}
+	r.State, r.DecidedAt, r.DecidedBy, r.Expires = Approved, now.UTC(), by, expires.UTC()
+	return nil
 }
 
 // Deny refuses a pending request, or ends an approved one's grant (an
