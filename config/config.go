@@ -66,6 +66,9 @@ type Config struct {
 	PKCS11 PKCS11 `yaml:"pkcs11"`
 	// LogLevel is debug, info, warn or error. Default "info".
 	LogLevel string `yaml:"log-level"`
+	// LogFormat is "text" (logfmt key=value lines) or "json" (one JSON
+	// object a line, for a log pipeline). Default "text".
+	LogFormat string `yaml:"log-format"`
 	// CacheEntries bounds each table of the in-process mapping cache.
 	// Default 100000.
 	CacheEntries int `yaml:"cache-entries"`
@@ -463,7 +466,7 @@ func (c Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data-dir is empty"))
 	}
-	if _, err := c.Level(); err != nil {
+	if _, err := c.Logger(io.Discard); err != nil {
 		errs = append(errs, err)
 	}
 	if c.CacheEntries < 0 {
@@ -532,6 +535,22 @@ func validUpstream(s string) error {
 		return errors.New("want http://host[:port] or https://host[:port]")
 	}
 	return nil
+}
+
+// Logger is the logger the config asks for, writing to w.
+func (c Config) Logger(w io.Writer) (*slog.Logger, error) {
+	level, err := c.Level()
+	if err != nil {
+		return nil, err
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("log-format %q: want text or json", c.LogFormat)
 }
 
 // Level parses LogLevel.

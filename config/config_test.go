@@ -103,6 +103,7 @@ func TestValidate(t *testing.T) {
 		func(c *Config) { c.Upstream = "localhost:5000" },
 		func(c *Config) { c.DataDir = "" },
 		func(c *Config) { c.LogLevel = "loud" },
+		func(c *Config) { c.LogFormat = "xml" },
 		func(c *Config) { c.Upstreams = map[string]string{"docker.io": "nope"} },
 		func(c *Config) { c.TLSCert = "cert.pem" }, // no key
 		func(c *Config) { c.DrainTimeout = 0 },

@@ -100,8 +100,7 @@ func rotate(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "shroud rotate %s: %v\n", job, err)
 		return 2
 	}
-	level, _ := cfg.Level()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log, _ := cfg.Logger(stderr) // checked by Validate
 	if *checkpoint == "" {
 		*checkpoint = filepath.Join(cfg.DataDir, "jobs", job+".checkpoint")
 	}

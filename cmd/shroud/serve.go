@@ -50,6 +50,7 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		identity                  = fs.String("identity", "", "shroud's private key file, or pkcs11:<ocicrypt PKCS#11 key file> for a key pair in a token (default <data-dir>/identity.pem, generated on first start)")
 		encryptOnly               = fs.Bool("encrypt-only", false, "every encrypt rule is encrypt-only: layer keys are wrapped for the rules' recipients alone, never shroud's identity, and pulls get the ciphertext (config encrypt-only)")
 		logLevel                  = fs.String("log-level", d.LogLevel, "debug, info, warn or error")
+		logFormat                 = fs.String("log-format", "text", "text (key=value) or json (one object a line)")
 		cacheEntries              = fs.Int("cache-entries", d.CacheEntries, "entries in each mapping cache table")
 		uploadTTL                 = fs.Duration("upload-ttl", d.UploadTTL, "how long an idle upload session is kept")
 		stallTimeout              = fs.Duration("stall-timeout", d.StallTimeout, "cut a response or request body that makes no progress for this long (0: never); no bound on a stream's length")
@@ -107,6 +108,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.EncryptOnly = *encryptOnly
 		case "log-level":
 			c.LogLevel = *logLevel
+		case "log-format":
+			c.LogFormat = *logFormat
 		case "cache-entries":
 			c.CacheEntries = *cacheEntries
 		case "upload-ttl":
@@ -183,8 +186,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "shroud serve: %v\n", err)
 		return 2
 	}
-	level, _ := cfg.Level()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log, _ := cfg.Logger(stderr) // checked by Validate
 	if err := runServer(ctx, cfg, log); err != nil {
 		log.Error("shroud stopped", "err", err)
 		return 1
