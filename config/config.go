@@ -69,6 +69,10 @@ type Config struct {
 	// LogFormat is "text" (logfmt key=value lines) or "json" (one JSON
 	// object a line, for a log pipeline). Default "text".
 	LogFormat string `yaml:"log-format"`
+	// Tracing exports OpenTelemetry traces over OTLP/HTTP, where the
+	// OTEL_EXPORTER_OTLP_* environment says (the SDK reads it). Off by
+	// default.
+	Tracing Tracing `yaml:"tracing"`
 	// CacheEntries bounds each table of the in-process mapping cache.
 	// Default 100000.
 	CacheEntries int `yaml:"cache-entries"`
@@ -306,6 +310,16 @@ type Rule struct {
 	EncryptOnlyPulls string `yaml:"encrypt-only-pulls"`
 }
 
+// Tracing configures OpenTelemetry traces.
+type Tracing struct {
+	// Enabled exports traces. Default false.
+	Enabled bool `yaml:"enabled"`
+	// SampleRatio is the share of new traces sampled (0 to 1); a trace a
+	// client started keeps the client's decision. Zero: the SDK's
+	// OTEL_TRACES_SAMPLER, else every trace.
+	SampleRatio float64 `yaml:"sample-ratio"`
+}
+
 // Trust is where the signed trust documents (TUF: the allow and deny
 // lists of keys) come from. Empty Source: none, and keys are checked
 // against their own validity alone (X.509 NotAfter, OpenPGP expiry).
@@ -501,6 +515,9 @@ func (c Config) Validate() error {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("tls-cert and tls-key go together: give both or neither"))
+	}
+	if c.Tracing.SampleRatio < 0 || c.Tracing.SampleRatio > 1 {
+		errs = append(errs, fmt.Errorf("tracing.sample-ratio %v: want 0 to 1", c.Tracing.SampleRatio))
 	}
 	if c.UploadTTL < 0 {
 		errs = append(errs, fmt.Errorf("upload-ttl %s is negative", c.UploadTTL))

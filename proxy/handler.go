@@ -17,6 +17,7 @@ import (
 	"github.com/gorilla/mux"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/auth"
@@ -58,6 +59,9 @@ type Options struct {
 	SpoolDir string
 	// Meter records shroud's metrics (metrics.go); nil records none.
 	Meter metric.Meter
+	// TracerProvider traces requests, blob crypto and key wraps
+	// (trace.go); nil traces nothing.
+	TracerProvider trace.TracerProvider
 	// StallTimeout is how long a response or a request body may go
 	// without progress before it is cut; zero means two minutes, negative
 	// none. It bounds no stream's length: a multi-GiB pull that keeps
@@ -103,6 +107,7 @@ type Options struct {
 
 // Handler serves the OCI distribution API in front of an upstream registry.
 type Handler struct {
+	tracer  trace.Tracer
 	def     *backend
 	mirrors map[string]*backend
 	keys    *crypto.Keyring
@@ -159,6 +164,7 @@ func New(o Options) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{
+		tracer:   newTracer(o.TracerProvider),
 		keys:     o.Keyring,
 		policy:   o.Policy,
 		mirrors:  map[string]*backend{},
@@ -233,7 +239,11 @@ func (h *Handler) routes() *mux.Router {
 // answered (status, bytes, duration), at info level; probes at debug.
 func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	id := newID(8)
+	r, span := h.startRequestSpan(r)
 	log := h.log.With("request_id", id, "method", r.Method, "path", r.URL.Path)
+	if sc := span.SpanContext(); sc.IsSampled() {
+		log = log.With("trace_id", sc.TraceID().String())
+	}
 	r = r.WithContext(context.WithValue(r.Context(), loggerKey{}, log))
 	w := &accessLog{ResponseWriter: rw, status: http.StatusOK}
 	start := time.Now()
@@ -244,6 +254,7 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	defer func() {
 		d := time.Since(start)
 		log.Log(r.Context(), level, "request", "status", w.status, "bytes", w.bytes, "duration", d)
+		endRequestSpan(span, w.status, w.bytes)
 		h.metrics.request(r.Context(), r, w.status, d)
 	}()
 	w.Header().Set("Docker-Distribution-Api-Version", "registry/2.0")

@@ -433,7 +433,9 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 	if err != nil {
 		return err
 	}
+	_, endWrap := h.keySpan(ctx, "wrap layer key", repo)
 	ann, err := h.keys.Wrap(opts, pub, rs)
+	endWrap(err, attribute.Int("shroud.recipients", len(rs.Keys())), attribute.StringSlice("shroud.schemes", schemesOf(ann)))
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -84,7 +85,9 @@ func (h *Handler) getMappedBlob(w http.ResponseWriter, r *http.Request, be *back
 		return nil
 	}
 	gate := h.unwrapGate(ctx, repo, allow) // keycheck.go
-	opts, _, err := h.keys.UnwrapWith(b.Annotations, gate.allow)
+	_, endUnwrap := h.keySpan(ctx, "unwrap layer key", repo)
+	opts, by, err := h.keys.UnwrapWith(b.Annotations, gate.allow)
+	endUnwrap(err, attribute.String("shroud.key", by))
 	if err != nil {
 		return fmt.Errorf("blob %s: %w", plainDigest, gate.explain(err))
 	}
@@ -232,7 +235,9 @@ func (h *Handler) haveCipher(ctx context.Context, be *backend, repo string, b ca
 // an error can only be told by aborting the connection, so that the client
 // never takes a blob that failed its integrity check for complete.
 func (h *Handler) stream(ctx context.Context, w io.Writer, plain io.Reader, b cache.Blob) {
+	_, end := h.blobSpan(ctx, "decrypt blob")
 	n, err := io.Copy(w, plain)
+	end(n, err)
 	h.metrics.blobBytes.Add(ctx, n, decryptDirection)
 	if err != nil {
 		if errors.Is(err, crypto.ErrIntegrity) {

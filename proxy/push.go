@@ -12,6 +12,7 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
@@ -176,7 +177,9 @@ func (h *Handler) appendBody(ctx context.Context, be *backend, u *upload, r *htt
 func (h *Handler) appendStream(ctx context.Context, be *backend, u *upload, body io.Reader, length int64) error {
 	before := u.offset()
 	g := &gate{r: u.enc.Reader(body)}
-	loc, err := be.cl.PatchUpload(ctx, u.location, g, before, length)
+	sctx, end := h.blobSpan(ctx, "encrypt blob")
+	loc, err := be.cl.PatchUpload(sctx, u.location, g, before, length)
+	end(u.offset()-before, err)
 	g.close()
 	if err == nil && length > 0 && u.offset()-before != length {
 		err = apiErr(http.StatusBadRequest, codeSizeInvalid, "the chunk had %d bytes, not the %d its Content-Length said", u.offset()-before, length)
@@ -215,10 +218,13 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 	b := cache.Blob{PlainDigest: want, CipherDigest: s.CipherDigest, Size: s.Size, Repository: u.repo, Bound: true}
 	rule := h.policy.Match(u.repo)
 	var err error
+	_, endWrap := h.keySpan(ctx, "wrap layer key", u.repo)
 	if rule != nil && rule.EncryptOnly {
 		err = h.wrapEncryptOnly(ctx, &b, rule, opts, pub)
+		endWrap(err, attribute.Bool("shroud.encrypt_only", true), attribute.Int("shroud.recipients", len(b.WrappedFor)))
 	} else {
 		b.Annotations, err = h.keys.WrapForIdentity(opts, pub)
+		endWrap(err, attribute.String("shroud.key", "identity"))
 	}
 	if err != nil {
 		h.abandon(ctx, be, u)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shroud-oci/shroud/access"
 	"github.com/shroud-oci/shroud/admin"
@@ -45,6 +46,8 @@ type serverParts struct {
 	// authn is shroud's own authentication (nil: none): owners decide
 	// access requests with it (admin.owners).
 	authn *auth.Authenticator
+	// tp traces the jobs as the server's requests (nil: off).
+	tp trace.TracerProvider
 	// cache is the serving default upstream's mapping store: the jobs
 	// share it, so that what they change (an owner approval's wrapped
 	// keys) the server's next push sees, with or without a shared tier.
@@ -66,7 +69,7 @@ func adminAPI(ctx context.Context, cfg config.Config, p serverParts, log *slog.L
 	if err != nil {
 		return listener{}, nil, err
 	}
-	def, _, err := backends(cfg, p.upURL, true, log)
+	def, _, err := backends(cfg, p.upURL, true, p.tp, log)
 	if err != nil {
 		return listener{}, nil, err
 	}
@@ -82,7 +85,7 @@ func adminAPI(ctx context.Context, cfg config.Config, p serverParts, log *slog.L
 		return listener{}, nil, err
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Keyring: p.keys, Policy: p.policy, Logger: log,
-		Audit: p.audit, KeyCheck: p.keyCheck, Meter: p.meter, Grants: grantsOf(p.requests)})
+		Audit: p.audit, KeyCheck: p.keyCheck, Meter: p.meter, Grants: grantsOf(p.requests), TracerProvider: p.tp})
 	if err != nil {
 		return listener{}, nil, err
 	}

@@ -135,7 +135,7 @@ func runRewrap(ctx context.Context, cfg config.Config, spec jobs.Spec, checkpoin
 	}
 	defer stop()
 	// The job writes with shroud's own credentials: it has no client.
-	def, _, err := backends(cfg, upURL, true, log)
+	def, _, err := backends(cfg, upURL, true, nil, log)
 	if err != nil {
 		return err
 	}

@@ -20,6 +20,7 @@ import (
 
 	keyproviderconfig "github.com/containers/ocicrypt/config/keyprovider-config"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/cache"
@@ -51,6 +52,8 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 		encryptOnly               = fs.Bool("encrypt-only", false, "every encrypt rule is encrypt-only: layer keys are wrapped for the rules' recipients alone, never shroud's identity, and pulls get the ciphertext (config encrypt-only)")
 		logLevel                  = fs.String("log-level", d.LogLevel, "debug, info, warn or error")
 		logFormat                 = fs.String("log-format", "text", "text (key=value) or json (one object a line)")
+		traceOn                   = fs.Bool("trace", false, "export OpenTelemetry traces over OTLP/HTTP to where OTEL_EXPORTER_OTLP_ENDPOINT says (config tracing.enabled)")
+		traceRatio                = fs.Float64("trace-sample-ratio", 0, "share of new traces sampled, 0 to 1 (0: OTEL_TRACES_SAMPLER, else all; config tracing.sample-ratio)")
 		cacheEntries              = fs.Int("cache-entries", d.CacheEntries, "entries in each mapping cache table")
 		uploadTTL                 = fs.Duration("upload-ttl", d.UploadTTL, "how long an idle upload session is kept")
 		stallTimeout              = fs.Duration("stall-timeout", d.StallTimeout, "cut a response or request body that makes no progress for this long (0: never); no bound on a stream's length")
@@ -110,6 +113,10 @@ func parseServe(args []string, stderr io.Writer) (config.Config, error) {
 			c.LogLevel = *logLevel
 		case "log-format":
 			c.LogFormat = *logFormat
+		case "trace":
+			c.Tracing.Enabled = *traceOn
+		case "trace-sample-ratio":
+			c.Tracing.SampleRatio = *traceRatio
 		case "cache-entries":
 			c.CacheEntries = *cacheEntries
 		case "upload-ttl":
@@ -329,7 +336,18 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	def, mirrors, err := backends(cfg, upURL, cfg.Auth.Enabled(), log)
+	tp, stopTracing, err := tracing(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := stopTracing(sctx); err != nil {
+			log.Warn("tracing: the last spans were not exported", "err", err)
+		}
+	}()
+	def, mirrors, err := backends(cfg, upURL, cfg.Auth.Enabled(), tp, log)
 	if err != nil {
 		return err
 	}
@@ -400,7 +418,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: keys, Policy: pol, Logger: log, UploadTTL: cfg.UploadTTL, SpoolDir: spool, Meter: meter,
 		StallTimeout: offWhenZero(cfg.StallTimeout), MaxStreams: offWhenZero(cfg.MaxStreams), Auth: authn, Access: access,
-		Ledger: ledger, SharedHealth: sharedHealth, Audit: auditLog, KeyCheck: keyCheck, Grants: grants})
+		Ledger: ledger, SharedHealth: sharedHealth, Audit: auditLog, KeyCheck: keyCheck, Grants: grants, TracerProvider: tp})
 	if err != nil {
 		return err
 	}
@@ -432,7 +450,7 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		log.Info("serving metrics", "listen", m.ln.Addr().String(), "path", "/metrics")
 	}
 	if cfg.Admin.Listen != "" {
-		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests, accessAPI: accessAPI, authn: authn, cache: def.Cache}, log)
+		a, stopJobs, err := adminAPI(ctx, cfg, serverParts{upURL: upURL, keys: keys, policy: pol, keyCheck: keyCheck, audit: auditLog, meter: meter, tier: tier, tls: tlsCfg, requests: requests, accessAPI: accessAPI, authn: authn, cache: def.Cache, tp: tp}, log)
 		if err != nil {
 			for _, l := range servers {
 				l.ln.Close()
@@ -510,7 +528,7 @@ func serveAll(ctx context.Context, log *slog.Logger, ls []listener, drainer inte
 // --upstream-ca and reads with --upstream-auth-file's credentials; own
 // says that every request, writes included, uses them (shroud's own
 // authentication, or a job, which has no client).
-func backends(cfg config.Config, upURL string, own bool, log *slog.Logger) (proxy.Backend, map[string]proxy.Backend, error) {
+func backends(cfg config.Config, upURL string, own bool, tp trace.TracerProvider, log *slog.Logger) (proxy.Backend, map[string]proxy.Backend, error) {
 	roots, err := upstreamRoots(cfg.UpstreamCA)
 	if err != nil {
 		return proxy.Backend{}, nil, err
@@ -521,7 +539,7 @@ func backends(cfg config.Config, upURL string, own bool, log *slog.Logger) (prox
 			return proxy.Backend{}, nil, err
 		}
 	}
-	tr := upstreamTransport(roots)
+	tr := tracedTransport(upstreamTransport(roots), tp)
 	def, err := backendFor(upURL, tr, auths, own, cfg.CacheEntries, log)
 	if err != nil {
 		return proxy.Backend{}, nil, err
