@@ -141,7 +141,13 @@ func (h *Handler) JobID(ctx context.Context, repos []string, re *Reencryption) (
 
 // Rewrap runs the rewrap job over one repository of the default upstream,
 // with shroud's own upstream credentials.
-func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (JobReport, error) {
+func (h *Handler) Rewrap(ctx context.Context, repo string, o RewrapOptions) (rep JobReport, err error) {
+	kind := "rewrap job"
+	if o.Reencrypt != nil {
+		kind = "re-encrypt job"
+	}
+	ctx, end := h.jobSpan(ctx, kind, repo)
+	defer func() { end(rep, err) }()
 	be := *h.def
 	be.auth = authHash("job\x00")
 	rule := h.policy.Match(repo)

@@ -120,3 +120,17 @@ func schemesOf(ann map[string]string) []string {
 	slices.Sort(out)
 	return out
 }
+
+// jobSpan traces a job's work on one repository, and what it did.
+func (h *Handler) jobSpan(ctx context.Context, kind, repo string) (context.Context, func(JobReport, error)) {
+	ctx, span := h.tracer.Start(ctx, kind, trace.WithAttributes(attribute.String("shroud.repository", repo)))
+	return ctx, func(rep JobReport, err error) {
+		span.SetAttributes(attribute.Int("shroud.manifests", rep.Manifests), attribute.Int("shroud.rewritten", rep.Rewritten),
+			attribute.Int("shroud.foreign", rep.Foreign))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "failed")
+		}
+		span.End()
+	}
+}

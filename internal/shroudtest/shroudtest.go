@@ -6,6 +6,7 @@ package shroudtest
 import (
 	"context"
 	"crypto/tls"
+	"go.opentelemetry.io/otel/trace"
 	"io"
 	"log"
 	"log/slog"
@@ -102,6 +103,7 @@ type options struct {
 	cache      cache.Store
 	keyCheck   proxy.KeyChecker
 	grants     proxy.Grants
+	tp         trace.TracerProvider
 	now        func() time.Time
 	audit      *audit.Logger
 }
@@ -116,6 +118,11 @@ func WithKeyCheck(c proxy.KeyChecker) Option {
 // (proxy.Options.Grants).
 func WithGrants(g proxy.Grants) Option {
 	return func(o *options) { o.grants = g }
+}
+
+// WithTracerProvider has shroud trace with tp.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tp = tp }
 }
 
 // WithClock has shroud check key validity at now (proxy.Options.Now).
@@ -332,7 +339,7 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 		def.Cache = o.cache
 	}
 	h, err := proxy.New(proxy.Options{Upstream: def.Upstream, Cache: def.Cache, Mirrors: mirrors, Keyring: kr, Policy: policy, Logger: log, Meter: o.meter, SpoolDir: o.spool,
-		Auth: authenticator, Access: access, Ledger: o.ledger, KeyCheck: o.keyCheck, Grants: o.grants, Now: o.now, Audit: o.audit})
+		Auth: authenticator, Access: access, Ledger: o.ledger, KeyCheck: o.keyCheck, Grants: o.grants, Now: o.now, Audit: o.audit, TracerProvider: o.tp})
 	if err != nil {
 		t.Fatal(err)
 	}
