@@ -20,7 +20,7 @@ import (
 // keyproviderFlags are what shroud keyprovider is run with.
 type keyproviderFlags struct {
 	listen, dataDir, identity, configPath  string
-	tlsCert, tlsKey, clientCA, name, level string
+	tlsCert, tlsKey, clientCA, name, level, format string
 	auditLog                               string
 	// insecureNoClientAuth lets a key provider listening beyond
 	// loopback serve callers without client certificates.
@@ -34,13 +34,14 @@ func parseKeyprovider(args []string, stderr io.Writer) (keyproviderFlags, error)
 	var f keyproviderFlags
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:50051", "address to serve the ocicrypt key-provider gRPC protocol on")
 	fs.StringVar(&f.dataDir, "data-dir", config.Default().DataDir, "directory of the identity (and of the trust documents' state)")
-	fs.StringVar(&f.identity, "identity", "", "shroud's private key file (default <data-dir>/identity.pem, generated on first start)")
+	fs.StringVar(&f.identity, "identity", "", "shroud's private key file, or pkcs11:<ocicrypt PKCS#11 key file> for a key pair in a token (default <data-dir>/identity.pem, generated on first start)")
 	fs.StringVar(&f.configPath, "config", "", "shroud's YAML config: its policy's deny rules, trust and audit-log settings apply")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate (chain) to serve gRPC over TLS with; needs --tls-key")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&f.clientCA, "client-ca", "", "PEM CA certificates: every caller must present a client certificate they signed (needs --tls-cert)")
 	fs.StringVar(&f.name, "name", keyprovider.DefaultName, "the provider name recipients use (provider:NAME[:REPOSITORY])")
 	fs.StringVar(&f.level, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.format, "log-format", "text", "text (key=value) or json (one object a line)")
 	fs.StringVar(&f.auditLog, "audit-log", "", "file to append audit events (every unwrap, refused wraps) to (config audit-log)")
 	fs.BoolVar(&f.insecureNoClientAuth, "insecure-no-client-auth", false,
 		"serve callers without client certificates on an address beyond loopback: anyone who reaches it can unwrap (refused without this flag or --client-ca)")
@@ -99,12 +100,11 @@ func keyproviderCmd(ctx context.Context, args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "shroud keyprovider: %v\n", err)
 		return 2
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.level)); err != nil {
-		fmt.Fprintf(stderr, "shroud keyprovider: --log-level: %v\n", err)
+	log, err := config.Config{LogLevel: f.level, LogFormat: f.format}.Logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "shroud keyprovider: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if err := runKeyprovider(ctx, f, log); err != nil {
 		log.Error("shroud keyprovider stopped", "err", err)
 		return 1
