@@ -19,9 +19,9 @@ import (
 
 // keyproviderFlags are what shroud keyprovider is run with.
 type keyproviderFlags struct {
-	listen, dataDir, identity, configPath  string
+	listen, dataDir, identity, configPath          string
 	tlsCert, tlsKey, clientCA, name, level, format string
-	auditLog                               string
+	auditLog                                       string
 	// insecureNoClientAuth lets a key provider listening beyond
 	// loopback serve callers without client certificates.
 	insecureNoClientAuth bool
