@@ -48,8 +48,10 @@ type OwnerWrap struct {
 	Repository   string        `json:"repository"`
 	CipherDigest digest.Digest `json:"cipher_digest"`
 	// PlainDigest is the layer's plaintext digest, from its key's
-	// private options: shroud's mapping of it learns the new key too.
-	PlainDigest digest.Digest `json:"plain_digest,omitempty"`
+	// private options: shroud adds the wrapped keys only to a layer it
+	// encrypted from that plaintext for the repository, and its mapping
+	// learns the new key too.
+	PlainDigest digest.Digest `json:"plain_digest"`
 	// Annotations are ocicrypt annotations (org.opencontainers.image.
 	// enc.keys.<scheme>) with one base64 wrapped key each.
 	Annotations map[string]string `json:"annotations"`
@@ -109,12 +111,15 @@ func VerifyOwnerApproval(jwsText string, r Request, audience string, now time.Ti
 	if d := now.Sub(a.Created); d > MaxClockSkew || d < -MaxClockSkew {
 		return a, "", invalid("the owner approval was made at %s, more than %s from this server's clock: sign it again", a.Created.UTC().Format(time.RFC3339), MaxClockSkew)
 	}
+	if len(a.Wraps) == 0 {
+		return a, "", invalid("the owner approval wraps no layer key: nothing would open the stored images for the requester")
+	}
 	seen := map[string]bool{}
 	for _, w := range a.Wraps {
 		if !names.Repository(w.Repository) || !slices.Contains(r.Repositories, w.Repository) {
 			return a, "", invalid("the owner approval wraps for repository %.80q, which the request does not name", w.Repository)
 		}
-		if w.CipherDigest.Validate() != nil || (w.PlainDigest != "" && w.PlainDigest.Validate() != nil) {
+		if w.CipherDigest.Validate() != nil || w.PlainDigest.Validate() != nil {
 			return a, "", invalid("the owner approval names a layer %.80q that is not a digest", w.CipherDigest)
 		}
 		k := w.Repository + "@" + w.CipherDigest.String()
@@ -163,8 +168,13 @@ func (s *Store) OwnerMayApprove(r Request, ownerKeyID string) error {
 		if rule == nil || rule.Action != scrypto.Encrypt || rule.Recipients == nil || !rule.EncryptOnly {
 			return invalid("repository %s: not under an encrypt-only rule (shroud rewraps the others itself: approve without --key)", repo)
 		}
-		if !slices.ContainsFunc(rule.Recipients.Keys(), func(k scrypto.RecipientKey) bool { return k.ID == ownerKeyID }) {
+		i := slices.IndexFunc(rule.Recipients.Keys(), func(k scrypto.RecipientKey) bool { return k.ID == ownerKeyID })
+		if i < 0 {
 			return invalid("the owner key %s is not a recipient of %s (repository %s): only a recipient of a repository's rule approves for it", ownerKeyID, rule, repo)
+		}
+		k := rule.Recipients.Keys()[i]
+		if err := scrypto.CheckValidity(k.ID, k.NotBefore, k.NotAfter, s.now()); err != nil {
+			return invalid("the owner key: %v", err)
 		}
 	}
 	return nil

@@ -111,6 +111,13 @@ func (s *Server) approveByOwner(w http.ResponseWriter, r *http.Request, id, jws 
 	if err == nil {
 		err = s.o.Access.OwnerMayApprove(req, ownerID)
 	}
+	for _, repo := range req.Repositories {
+		if err == nil {
+			if kerr := s.o.Handler.OwnerKeyAllowed(r.Context(), repo, ownerID); kerr != nil {
+				err = fmt.Errorf("the owner key may not approve for %s: %w", repo, kerr)
+			}
+		}
+	}
 	if err != nil {
 		refuse(err)
 		return

@@ -31,10 +31,11 @@ func NewPendingKeys(key []byte) (*PendingKeys, error) {
 	return &PendingKeys{box: b}, nil
 }
 
-// AnnotationBinding is the manifest annotation of an encrypt-only
-// manifest shroud stored: a keyed hash (PurposeBinding) of the upstream,
-// the repository and the digests of the layers, which no one without
-// shroud's identity can make for another repository.
+// AnnotationBinding is the layer annotation of an encrypt-only layer
+// shroud encrypted: a keyed hash (PurposeBinding) of the upstream, the
+// repository and the layer's plaintext and ciphertext digests, which no
+// one without shroud's identity can make for another repository or
+// layer.
 const AnnotationBinding = "dev.shroud.encrypt-only.binding"
 
 // ErrPendingExpired is returned for a pending key past its expiry.

@@ -1,18 +1,15 @@
 package proxy_test
 
 import (
-	"slices"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/opencontainers/go-digest"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
-	"github.com/shroud-oci/shroud/proxy"
 )
 
 // A hostile upstream copies the encrypted manifest of secret/db (whose
@@ -21,11 +18,13 @@ import (
 // every layer shroud lists for team/app: secret/db's layers among them,
 // so the requester would open a repository it never asked for. shroud
 // lists, and adds wrapped keys to, only the layers of manifests it stored
-// for that repository (a keyed binding of the repository and the layers'
-// digests in the manifest, which the upstream cannot make).
+// for that repository from the plaintext the owner's unwrapping finds (a
+// keyed binding of the repository and the layer's two digests, which the
+// upstream cannot make).
 func TestAttackUpstreamSteersOwnerApprovalToAnotherRepositorysLayers(t *testing.T) {
 	up := shroudtest.Distribution(t)
-	rec, _ := keyPair(t, "ec")
+	rec, ownerDK := keyPair(t, "ec")
+	requester, requesterDK := keyPair(t, "ec")
 	s := shroudtest.Start(t, up, shroudtest.WithPolicy(
 		shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{rec}, EncryptOnly: true},
 		shroudtest.Rule{Pattern: "secret/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{rec}, EncryptOnly: true},
@@ -35,27 +34,33 @@ func TestAttackUpstreamSteersOwnerApprovalToAnotherRepositorysLayers(t *testing.
 			t.Fatal(err)
 		}
 	}
-	secret := upstreamManifest(t, up, "secret/db:1")
 	stolen := must[*remote.Descriptor](t)(remote.Get(ref(t, up.Host(), "secret/db:1")))
 	if err := remote.Write(ref(t, up.Host(), "team/app:evil"), must[v1.Image](t)(stolen.Image())); err != nil {
 		t.Fatal(err)
 	}
-	layers := must[[]proxy.EncryptedLayer](t)(s.Handler.EncryptedLayers(t.Context(), "team/app"))
-	if len(layers) != 2 {
-		t.Errorf("shroud lists %d layers for team/app, want its own 2", len(layers))
-	}
-	var wraps []proxy.LayerWraps
-	for _, l := range secret.Layers {
-		if slices.ContainsFunc(layers, func(e proxy.EncryptedLayer) bool { return e.CipherDigest == l.Digest }) {
-			t.Errorf("shroud lists secret/db's layer %s for team/app", l.Digest)
-		}
-		wraps = append(wraps, proxy.LayerWraps{CipherDigest: l.Digest, Annotations: map[string]string{crypto.AnnotationKeys + "jwe": "d3JhcHBlZA=="}})
-	}
-	rep, err := s.Handler.AddWrappedKeys(t.Context(), "team/app", "sha256:"+digest.FromString("alice").Encoded(), wraps)
+	// The owner's side of `shroud access approve --key` for a request of
+	// team/app: whatever shroud lists, unwrapped with the owner's key and
+	// wrapped for the requester.
+	wraps, err := ownerWraps(t, s, "team/app", ownerDK, requester)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.Rewritten != 0 {
-		t.Fatalf("shroud added wrapped keys to %d manifests the upstream planted in team/app", rep.Rewritten)
+	rep, err := s.Handler.AddWrappedKeys(t.Context(), "team/app", requester.KeyID(), wraps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := upstreamManifest(t, up, "team/app:evil")
+	for i, l := range got.Layers {
+		if opens(t, requesterDK, l) {
+			t.Errorf("the requester of team/app opens layer %d of the manifest the upstream copied in from secret/db", i)
+		}
+	}
+	for i, l := range upstreamManifest(t, up, "team/app:1").Layers {
+		if !opens(t, requesterDK, l) {
+			t.Errorf("the requester does not open layer %d of team/app's own image", i)
+		}
+	}
+	if rep.Foreign == 0 {
+		t.Error("the job reports no layer it refused")
 	}
 }

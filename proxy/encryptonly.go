@@ -13,6 +13,8 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
 )
@@ -132,6 +134,7 @@ func (h *Handler) encryptOnlyLayer(ctx context.Context, be *backend, repo string
 		d.Annotations = map[string]string{}
 	}
 	maps.Copy(d.Annotations, crypto.EncAnnotations(ann))
+	d.Annotations[crypto.AnnotationBinding] = h.layerBinding(be, repo, b.CipherDigest, b.PlainDigest)
 	d.MediaType = crypto.EncryptedMediaType(d.MediaType)
 	d.Digest = b.CipherDigest
 	d.Data = nil
@@ -174,20 +177,21 @@ func (h *Handler) encryptOnlyOrigin(ctx context.Context, repo string, src cache.
 	return o, err
 }
 
-// bindingOf is the binding of an encrypt-only manifest's layers to repo
-// (crypto.AnnotationBinding).
-func (h *Handler) bindingOf(be *backend, repo string, m *manifest) string {
-	parts := []string{"shroud encrypt-only binding v1", be.name, repo}
-	for _, l := range m.layers {
-		parts = append(parts, l.Digest.String())
-	}
-	return h.binding.Sum(parts...)
+// layerBinding is the binding of an encrypt-only layer shroud encrypted
+// for repo (crypto.AnnotationBinding, on the layer's descriptor): a keyed
+// hash of the upstream, the repository and the layer's two digests. An
+// owner approval adds wrapped keys only to layers whose binding holds for
+// the plaintext digest the owner's unwrapping found: a layer shroud did not
+// encrypt here, another repository's, or one whose wrapped keys the
+// upstream swapped for another layer's, gets none. It reveals nothing and
+// is deterministic, so a pushed-again image stores the same manifest.
+func (h *Handler) layerBinding(be *backend, repo string, cipherDigest, plainDigest digest.Digest) string {
+	return h.binding.Sum("shroud encrypt-only layer binding v1", be.name, repo, cipherDigest.String(), plainDigest.String())
 }
 
-// boundTo says whether shroud stored m, an encrypt-only manifest, for
-// repo: its binding holds for its layers. A manifest the upstream copied
-// in from another repository, or made, is not.
-func (h *Handler) boundTo(be *backend, repo string, m *manifest) bool {
-	got := m.annotations[crypto.AnnotationBinding]
-	return got != "" && hmac.Equal([]byte(got), []byte(h.bindingOf(be, repo, m)))
+// boundLayer says whether shroud encrypted the layer d of repo from the
+// plaintext plainDigest.
+func (h *Handler) boundLayer(be *backend, repo string, d ocispec.Descriptor, plainDigest digest.Digest) bool {
+	got := d.Annotations[crypto.AnnotationBinding]
+	return got != "" && plainDigest != "" && hmac.Equal([]byte(got), []byte(h.layerBinding(be, repo, d.Digest, plainDigest)))
 }

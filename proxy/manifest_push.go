@@ -84,10 +84,6 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 		// No original is sealed: shroud could open it. The client's
 		// own annotations are what the upstream keeps.
 		delete(m.annotations, crypto.AnnotationOriginal)
-		if m.annotations == nil {
-			m.annotations = map[string]string{}
-		}
-		m.annotations[crypto.AnnotationBinding] = h.bindingOf(be, repo, m)
 	} else {
 		sealed, err := h.keys.Identity().Seal(seal)
 		if err != nil {
@@ -387,7 +383,14 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 			return err
 		}
 		if !rs.HasIdentity() {
-			return nil // encrypt-only: shroud opens nothing, the client's recipients stay
+			// Encrypt-only: shroud opens nothing, the client's
+			// recipients stay; shroud did not encrypt it, so it is
+			// bound to nothing (no owner approval reaches it).
+			if _, ok := d.Annotations[crypto.AnnotationBinding]; ok {
+				d.Annotations = maps.Clone(d.Annotations)
+				delete(d.Annotations, crypto.AnnotationBinding)
+			}
+			return nil
 		}
 		ann, err := h.keys.Rewrap(d.Annotations, rs, h.unwrapGate(ctx, repo, h.unsealedKeys(repo)).allow)
 		switch {

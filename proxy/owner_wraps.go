@@ -51,11 +51,14 @@ func (h *Handler) EncryptedLayers(ctx context.Context, repo string) ([]Encrypted
 			return nil, fmt.Errorf("list %s: manifest %s: %w", repo, d, err)
 		}
 		m, err := parseManifest(um.Body, um.ContentType)
-		if err != nil || !h.boundTo(&be, repo, m) {
-			continue // not an encrypt-only manifest shroud stored for repo
+		if err != nil {
+			continue // not a manifest shroud reads: nothing to wrap
 		}
 		for _, l := range m.layers {
-			if !crypto.IsEncryptedMediaType(l.MediaType) || seen[l.Digest] {
+			// Only layers shroud encrypted for an encrypt-only rule carry
+			// a binding; whether it holds for this repository is
+			// checked with the plaintext digest the owner finds.
+			if !crypto.IsEncryptedMediaType(l.MediaType) || seen[l.Digest] || l.Annotations[crypto.AnnotationBinding] == "" {
 				continue
 			}
 			seen[l.Digest] = true
@@ -87,16 +90,19 @@ type LayerWraps struct {
 // is not added again, so a run can be repeated. The old manifests are
 // left: they hold fewer wrapped keys, nothing to take back.
 func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string, layers []LayerWraps) (JobReport, error) {
-	wraps := map[digest.Digest]map[string]string{}
+	wraps := map[digest.Digest]LayerWraps{}
 	for _, l := range layers {
-		wraps[l.CipherDigest] = l.Annotations
+		if l.PlainDigest == "" {
+			return JobReport{}, fmt.Errorf("add keys to %s: layer %s: no plaintext digest to check its binding with", repo, l.CipherDigest)
+		}
+		wraps[l.CipherDigest] = l
 	}
 	rule := h.policy.Match(repo)
 	if rule == nil || rule.Action != crypto.Encrypt {
 		return JobReport{}, fmt.Errorf("add keys to %s: no encrypt rule matches the repository", repo)
 	}
-	for d, ann := range wraps {
-		for name, v := range ann {
+	for d, lw := range wraps {
+		for name, v := range lw.Annotations {
 			if !strings.HasPrefix(name, crypto.AnnotationKeys) || v == "" || strings.Contains(v, ",") {
 				return JobReport{}, fmt.Errorf("add keys to %s: layer %s: %q is not one wrapped key of an ocicrypt scheme", repo, d, name)
 			}
@@ -113,7 +119,6 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 		tags []string
 	}
 	all := map[digest.Digest]stored{}
-	var rep0 JobReport
 	for _, d := range order {
 		um, err := be.cl.GetManifest(ctx, repo, d.String())
 		if err != nil {
@@ -121,13 +126,6 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 		}
 		m, err := parseManifest(um.Body, um.ContentType)
 		if err != nil {
-			continue
-		}
-		if !h.boundTo(&be, repo, m) {
-			// Wrapped keys go into what shroud stored for repo only:
-			// the upstream could have copied another repository's
-			// manifest in.
-			rep0.Foreign++
 			continue
 		}
 		all[d] = stored{m: m, tags: byDigest[d]}
@@ -148,7 +146,7 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 	work := slices.Clone(order)
 	work = slices.DeleteFunc(work, func(d digest.Digest) bool { _, ok := all[d]; return !ok })
 	slices.SortStableFunc(work, func(a, b digest.Digest) int { return rank(a) - rank(b) })
-	rep := JobReport{Manifests: len(work), Foreign: rep0.Foreign}
+	rep := JobReport{Manifests: len(work)}
 	for _, l := range layers {
 		if l.PlainDigest == "" {
 			continue
@@ -175,10 +173,18 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 		changed := false
 		for i := range m.layers {
 			l := &m.layers[i]
-			add, ok := wraps[l.Digest]
+			lw, ok := wraps[l.Digest]
 			if !ok || !crypto.IsEncryptedMediaType(l.MediaType) {
 				continue
 			}
+			if !h.boundLayer(&be, repo, *l, lw.PlainDigest) {
+				// Not a layer shroud encrypted here from that plaintext:
+				// another repository's copied in, wrapped keys swapped
+				// by the upstream, or one a client pushed encrypted.
+				rep.Foreign++
+				continue
+			}
+			add := lw.Annotations
 			l.Annotations = maps.Clone(l.Annotations)
 			for name, v := range add {
 				cur := l.Annotations[name]
@@ -229,4 +235,20 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 		}
 	}
 	return rep, nil
+}
+
+// OwnerKeyAllowed checks an owner's key for repo as a wrap for it would
+// be checked (its validity, the trust documents' allow and deny lists):
+// a key shroud would no longer wrap for approves nothing either.
+func (h *Handler) OwnerKeyAllowed(ctx context.Context, repo, keyID string) error {
+	rule := h.policy.Match(repo)
+	if rule == nil || rule.Recipients == nil {
+		return fmt.Errorf("repository %s: no encrypt rule", repo)
+	}
+	for _, k := range rule.Recipients.Keys() {
+		if k.ID == keyID {
+			return h.gate.checkKey(ctx, OpWrap, repo, k.ID, k.NotBefore, k.NotAfter, h.gate.now())
+		}
+	}
+	return fmt.Errorf("the key %s is not a recipient of %s", keyID, rule)
 }
