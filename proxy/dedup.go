@@ -86,13 +86,7 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 	if !ok {
 		return cache.Blob{}, false
 	}
-	var o cache.Blob
-	var err error
-	if rule := h.policy.Match(repo); rule != nil && rule.EncryptOnly {
-		o, err = h.encryptOnlyOrigin(ctx, repo, src, rule)
-	} else {
-		o, err = h.forIdentity(src)
-	}
+	o, err := h.mountMapping(ctx, repo, src)
 	if err != nil {
 		logger(ctx).Warn("a mount origin shroud's identity does not open: not mounted", "repository", repo, "from", src.Repository, "plain_digest", plainDigest, "err", err)
 		return cache.Blob{}, false
@@ -106,4 +100,16 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 		h.recordBlobPointer(ctx, be, o)
 	}
 	return o, true
+}
+
+// mountMapping is the mapping a mount of src's ciphertext into repo
+// records: for an encrypt-only rule's repository, src's wraps or the key
+// wrapped anew for the rule (encryptOnlyOrigin); for another, the key
+// wrapped for the identity alone (forIdentity, which fails for an
+// encrypt-only source: shroud cannot open it).
+func (h *Handler) mountMapping(ctx context.Context, repo string, src cache.Blob) (cache.Blob, error) {
+	if rule := h.policy.Match(repo); rule != nil && rule.EncryptOnly {
+		return h.encryptOnlyOrigin(ctx, repo, src, rule)
+	}
+	return h.forIdentity(src)
 }

@@ -86,15 +86,25 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, rep
 		// there (the spec lets a registry answer a mount so).
 		return false, nil
 	}
-	if b, ok := h.blobMapping(ctx, be, from, plainDigest); ok && b.Bound && from != repo && h.mountCipher(ctx, be, repo, b, from) {
-		if b, err = h.forIdentity(b); err != nil {
-			return false, err
+	mounted := false
+	if b, ok := h.blobMapping(ctx, be, from, plainDigest); ok && b.Bound && from != repo {
+		// The mapping repo gets, made before anything is mounted: a
+		// source whose key shroud cannot carry over (an encrypt-only
+		// one into an ordinary repository) is no mount, a fresh upload.
+		o, err := h.mountMapping(ctx, repo, b)
+		if err == nil && h.mountCipher(ctx, be, repo, o, from) {
+			o.Repository = repo
+			be.putBlob(ctx, o)
+			if o.WrappedFor == nil {
+				h.recordBlobPointer(ctx, be, o)
+			}
+			mounted = true
 		}
-		b.Repository = repo
-		be.putBlob(ctx, b)
-		h.recordBlobPointer(ctx, be, b)
-	} else if _, ok := h.mountOrigin(ctx, be, repo, plainDigest); !ok {
-		return false, nil
+	}
+	if !mounted {
+		if _, ok := h.mountOrigin(ctx, be, repo, plainDigest); !ok {
+			return false, nil
+		}
 	}
 	be.setDeleted(ctx, repo, plainDigest, false)
 	writeBlobCreated(w, repo, plainDigest)
