@@ -41,25 +41,27 @@ const AnnotationBinding = "dev.shroud.encrypt-only.binding"
 // ErrPendingExpired is returned for a pending key past its expiry.
 var ErrPendingExpired = errors.New("the layer key was kept only until its expiry, which has passed")
 
-func pendingAD(repo string, plainDigest, cipherDigest digest.Digest) []byte {
-	return []byte("shroud pending layer key\x00" + repo + "\x00" + plainDigest.String() + "\x00" + cipherDigest.String())
+func pendingAD(repo, owner string, plainDigest, cipherDigest digest.Digest) []byte {
+	return []byte("shroud pending layer key\x00" + repo + "\x00" + owner + "\x00" + plainDigest.String() + "\x00" + cipherDigest.String())
 }
 
-// Seal seals opts for the blob cipherDigest of repo until expires.
-func (p *PendingKeys) Seal(opts PrivateOptions, repo string, cipherDigest digest.Digest, expires time.Time) ([]byte, error) {
+// Seal seals opts for the blob cipherDigest of repo, uploaded by owner
+// (who the client is: only a manifest of the same client opens it), until
+// expires.
+func (p *PendingKeys) Seal(opts PrivateOptions, repo, owner string, cipherDigest digest.Digest, expires time.Time) ([]byte, error) {
 	data, err := opts.Marshal()
 	if err != nil {
 		return nil, fmt.Errorf("seal pending key: %w", err)
 	}
 	plain := binary.BigEndian.AppendUint64(nil, uint64(expires.Unix()))
 	plain = append(plain, data...)
-	return p.box.Seal(plain, pendingAD(repo, opts.PlainDigest, cipherDigest))
+	return p.box.Seal(plain, pendingAD(repo, owner, opts.PlainDigest, cipherDigest))
 }
 
-// Open opens what Seal sealed for the same repository and digests, at now
-// before its expiry.
-func (p *PendingKeys) Open(sealed []byte, repo string, plainDigest, cipherDigest digest.Digest, now time.Time) (PrivateOptions, error) {
-	plain, err := p.box.Open(sealed, pendingAD(repo, plainDigest, cipherDigest))
+// Open opens what Seal sealed for the same repository, owner and digests,
+// at now before its expiry.
+func (p *PendingKeys) Open(sealed []byte, repo, owner string, plainDigest, cipherDigest digest.Digest, now time.Time) (PrivateOptions, error) {
+	plain, err := p.box.Open(sealed, pendingAD(repo, owner, plainDigest, cipherDigest))
 	if err != nil {
 		return PrivateOptions{}, fmt.Errorf("pending key of %s: %w", plainDigest, err)
 	}

@@ -23,25 +23,26 @@ func TestPendingKeys(t *testing.T) {
 	plain, cipher := digest.FromString("plain"), digest.FromString("cipher")
 	opts := PrivateOptions{Key: key, PlainDigest: plain}
 	now := time.Unix(1_800_000_000, 0)
-	sealed, err := p.Seal(opts, "team/app", cipher, now.Add(time.Hour))
+	sealed, err := p.Seal(opts, "team/app", "alice", cipher, now.Add(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := p.Open(sealed, "team/app", plain, cipher, now)
+	got, err := p.Open(sealed, "team/app", "alice", plain, cipher, now)
 	if err != nil || !bytes.Equal(got.Key.Key, key.Key) || got.PlainDigest != plain {
 		t.Fatalf("open: %v %v", got, err)
 	}
-	if _, err := p.Open(sealed, "team/app", plain, cipher, now.Add(time.Hour)); !errors.Is(err, ErrPendingExpired) {
+	if _, err := p.Open(sealed, "team/app", "alice", plain, cipher, now.Add(time.Hour)); !errors.Is(err, ErrPendingExpired) {
 		t.Fatalf("open at its expiry: %v, want ErrPendingExpired", err)
 	}
 	for name, try := range map[string]func() error{
-		"another repository": func() error { _, err := p.Open(sealed, "team/other", plain, cipher, now); return err },
-		"another blob":       func() error { _, err := p.Open(sealed, "team/app", plain, digest.FromString("x"), now); return err },
-		"another plaintext":  func() error { _, err := p.Open(sealed, "team/app", digest.FromString("x"), cipher, now); return err },
+		"another repository": func() error { _, err := p.Open(sealed, "team/other", "alice", plain, cipher, now); return err },
+		"another owner":      func() error { _, err := p.Open(sealed, "team/app", "mallory", plain, cipher, now); return err },
+		"another blob":       func() error { _, err := p.Open(sealed, "team/app", "alice", plain, digest.FromString("x"), now); return err },
+		"another plaintext":  func() error { _, err := p.Open(sealed, "team/app", "alice", digest.FromString("x"), cipher, now); return err },
 		"damaged": func() error {
 			d := bytes.Clone(sealed)
 			d[len(d)-1] ^= 1
-			_, err := p.Open(d, "team/app", plain, cipher, now)
+			_, err := p.Open(d, "team/app", "alice", plain, cipher, now)
 			return err
 		},
 	} {

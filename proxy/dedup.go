@@ -86,7 +86,7 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 	if !ok {
 		return cache.Blob{}, false
 	}
-	o, err := h.mountMapping(ctx, repo, src)
+	o, err := h.mountMapping(ctx, be, repo, src)
 	if err != nil {
 		logger(ctx).Warn("a mount origin shroud's identity does not open: not mounted", "repository", repo, "from", src.Repository, "plain_digest", plainDigest, "err", err)
 		return cache.Blob{}, false
@@ -107,9 +107,9 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 // wrapped anew for the rule (encryptOnlyOrigin); for another, the key
 // wrapped for the identity alone (forIdentity, which fails for an
 // encrypt-only source: shroud cannot open it).
-func (h *Handler) mountMapping(ctx context.Context, repo string, src cache.Blob) (cache.Blob, error) {
+func (h *Handler) mountMapping(ctx context.Context, be *backend, repo string, src cache.Blob) (cache.Blob, error) {
 	if rule := h.policy.Match(repo); rule != nil && rule.EncryptOnly {
-		return h.encryptOnlyOrigin(ctx, repo, src, rule)
+		return h.encryptOnlyOrigin(ctx, be, repo, src, rule)
 	}
 	return h.forIdentity(src)
 }

@@ -69,7 +69,7 @@ func keyIDs(rs *crypto.Recipients) []string {
 // wrapEncryptOnly wraps a committed blob's layer key for the recipients
 // of an encrypt-only rule, and seals it as pending until a manifest names
 // the blob.
-func (h *Handler) wrapEncryptOnly(ctx context.Context, b *cache.Blob, rule *crypto.Rule, opts crypto.PrivateOptions, pub crypto.PublicOptions) error {
+func (h *Handler) wrapEncryptOnly(ctx context.Context, be *backend, b *cache.Blob, rule *crypto.Rule, opts crypto.PrivateOptions, pub crypto.PublicOptions) error {
 	rs, err := h.wrapRecipients(ctx, b.Repository, rule)
 	if err != nil {
 		return err
@@ -78,15 +78,21 @@ func (h *Handler) wrapEncryptOnly(ctx context.Context, b *cache.Blob, rule *cryp
 		return err
 	}
 	b.WrappedFor = keyIDs(rs)
-	b.Pending, err = h.pending.Seal(opts, b.Repository, b.CipherDigest, h.uploads.now().Add(h.uploads.ttl))
+	b.Pending, err = h.pending.Seal(opts, b.Repository, be.principal, b.CipherDigest, h.uploads.now().Add(h.uploads.ttl))
 	return err
 }
 
 // blobKey opens a mapping's layer key: its pending key (an encrypt-only
-// blob no manifest named yet), or its wrapped keys with shroud's keys.
-func (h *Handler) blobKey(b cache.Blob) (crypto.PrivateOptions, error) {
+// blob no manifest named yet; only for the client that uploaded it), or
+// its wrapped keys with shroud's keys.
+func (h *Handler) blobKey(be *backend, b cache.Blob) (crypto.PrivateOptions, error) {
 	if b.Pending != nil {
-		return h.pending.Open(b.Pending, b.Repository, b.PlainDigest, b.CipherDigest, h.uploads.now())
+		opts, err := h.pending.Open(b.Pending, b.Repository, be.principal, b.PlainDigest, b.CipherDigest, h.uploads.now())
+		if err != nil {
+			return opts, apiErr(http.StatusBadRequest, codeManifestBlobUnknown,
+				"blob %s of encrypt-only repository %s: its key is kept for the client that uploaded it, until upload-ttl: push it again (%v)", b.PlainDigest, b.Repository, err)
+		}
+		return opts, nil
 	}
 	opts, _, err := h.keys.UnwrapWith(b.Annotations, nil)
 	return opts, err
@@ -113,9 +119,11 @@ func (h *Handler) encryptOnlyLayer(ctx context.Context, be *backend, repo string
 	ann := b.Annotations
 	want := keyIDs(rs)
 	if b.Pending != nil {
-		opts, err := h.pending.Open(b.Pending, repo, b.PlainDigest, b.CipherDigest, h.uploads.now())
+		opts, err := h.pending.Open(b.Pending, repo, be.principal, b.PlainDigest, b.CipherDigest, h.uploads.now())
 		switch {
-		case errors.Is(err, crypto.ErrPendingExpired):
+		case errors.Is(err, crypto.ErrPendingExpired), errors.Is(err, crypto.ErrBoxOpen):
+			// Past upload-ttl, or another client's upload: the wraps the
+			// upload made serve if the rule's recipients are the same.
 			if !slices.Equal(b.WrappedFor, want) {
 				return h.errPushAgain(ctx, be, repo, b, "it was uploaded more than upload-ttl ago, for other recipients than the rule's now")
 			}
@@ -159,7 +167,7 @@ func (h *Handler) settled(ctx context.Context, be *backend, b cache.Blob) {
 // encrypt-only rule's repository, records: an encrypt-only source's wrapped
 // keys as they are (its pending key is bound to its own repository), or
 // the key of a source shroud's identity opens wrapped anew for the rule.
-func (h *Handler) encryptOnlyOrigin(ctx context.Context, repo string, src cache.Blob, rule *crypto.Rule) (cache.Blob, error) {
+func (h *Handler) encryptOnlyOrigin(ctx context.Context, be *backend, repo string, src cache.Blob, rule *crypto.Rule) (cache.Blob, error) {
 	o := src
 	o.Repository, o.Pending = repo, nil
 	if src.WrappedFor != nil {
@@ -173,7 +181,7 @@ func (h *Handler) encryptOnlyOrigin(ctx context.Context, repo string, src cache.
 	if err != nil {
 		return cache.Blob{}, err
 	}
-	err = h.wrapEncryptOnly(ctx, &o, rule, opts, pub)
+	err = h.wrapEncryptOnly(ctx, be, &o, rule, opts, pub)
 	return o, err
 }
 

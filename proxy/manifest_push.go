@@ -287,6 +287,9 @@ func (h *Handler) mapChild(ctx context.Context, be *backend, repo string, d *oci
 	return nil
 }
 
+// whatEncrypted names a layer that came encrypted, for storeAsPushed.
+const whatEncrypted = "encrypted layer"
+
 // storeAsPushed makes sure the upstream holds blob d as the client pushed
 // it. shroud encrypts every blob at upload, since it cannot tell a layer
 // from a config then; a config (which every ocicrypt consumer needs in
@@ -297,11 +300,20 @@ func (h *Handler) storeAsPushed(ctx context.Context, be *backend, repo string, d
 	if _, ok, err := be.cl.HeadBlob(ctx, repo, d.Digest); err != nil {
 		return err
 	} else if ok {
+		if b, ok := be.blob(ctx, repo, d.Digest); ok {
+			h.settled(ctx, be, b) // an encrypt-only key kept for it is not needed any more
+		}
 		return nil
 	}
 	b, ok := h.blobMapping(ctx, be, repo, d.Digest)
 	if !ok || !b.Bound {
 		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "%s %s is unknown to repository %s", what, d.Digest, repo)
+	}
+	if b.Layer && what == whatEncrypted {
+		// A blob a manifest names as a layer, claimed "already encrypted"
+		// here: storing it as it came would put that layer upstream in
+		// plaintext.
+		return apiErr(http.StatusBadRequest, codeManifestInvalid, "%s %s is a layer of another manifest of %s, stored encrypted: it is not stored again as it came", what, d.Digest, repo)
 	}
 	r, err := h.openBlob(ctx, be, repo, b)
 	if err != nil {
@@ -334,7 +346,7 @@ func (h *Handler) uploadPlain(ctx context.Context, be *backend, repo string, d d
 // openBlob opens the plaintext of a blob shroud encrypted, verified (HMAC
 // and plaintext digest) as it is read to the end.
 func (h *Handler) openBlob(ctx context.Context, be *backend, repo string, b cache.Blob) (io.ReadCloser, error) {
-	opts, err := h.blobKey(b)
+	opts, err := h.blobKey(be, b)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +391,7 @@ func (h *Handler) encryptLayer(ctx context.Context, be *backend, repo string, d 
 		// rule opens foreign layers with open it, the rule's recipients
 		// are added to it. Never with every key: the annotations are the
 		// client's, and could be another repository's layer's, copied.
-		if err := h.storeAsPushed(ctx, be, repo, *d, "encrypted layer"); err != nil {
+		if err := h.storeAsPushed(ctx, be, repo, *d, whatEncrypted); err != nil {
 			return err
 		}
 		if !rs.HasIdentity() {

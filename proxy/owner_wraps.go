@@ -185,6 +185,9 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 				continue
 			}
 			add := lw.Annotations
+			if have := h.keys.Describe(l.Annotations); !slices.ContainsFunc(h.keys.Describe(add), func(d string) bool { return !slices.Contains(have, d) }) {
+				continue // wrapped for that key already (a submission again): ocicrypt's wraps differ each time
+			}
 			l.Annotations = maps.Clone(l.Annotations)
 			for name, v := range add {
 				cur := l.Annotations[name]

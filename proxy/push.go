@@ -91,7 +91,7 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, rep
 		// The mapping repo gets, made before anything is mounted: a
 		// source whose key shroud cannot carry over (an encrypt-only
 		// one into an ordinary repository) is no mount, a fresh upload.
-		o, err := h.mountMapping(ctx, repo, b)
+		o, err := h.mountMapping(ctx, be, repo, b)
 		if err == nil && h.mountCipher(ctx, be, repo, o, from) {
 			o.Repository = repo
 			be.putBlob(ctx, o)
@@ -230,7 +230,7 @@ func (h *Handler) commit(ctx context.Context, be *backend, u *upload, want diges
 	var err error
 	_, endWrap := h.keySpan(ctx, "wrap layer key", u.repo)
 	if rule != nil && rule.EncryptOnly {
-		err = h.wrapEncryptOnly(ctx, &b, rule, opts, pub)
+		err = h.wrapEncryptOnly(ctx, be, &b, rule, opts, pub)
 		endWrap(err, attribute.Bool("shroud.encrypt_only", true), attribute.Int("shroud.recipients", len(b.WrappedFor)))
 	} else {
 		b.Annotations, err = h.keys.WrapForIdentity(opts, pub)
