@@ -37,8 +37,14 @@ func TestPendingKeys(t *testing.T) {
 	for name, try := range map[string]func() error{
 		"another repository": func() error { _, err := p.Open(sealed, "team/other", "alice", plain, cipher, now); return err },
 		"another owner":      func() error { _, err := p.Open(sealed, "team/app", "mallory", plain, cipher, now); return err },
-		"another blob":       func() error { _, err := p.Open(sealed, "team/app", "alice", plain, digest.FromString("x"), now); return err },
-		"another plaintext":  func() error { _, err := p.Open(sealed, "team/app", "alice", digest.FromString("x"), cipher, now); return err },
+		"another blob": func() error {
+			_, err := p.Open(sealed, "team/app", "alice", plain, digest.FromString("x"), now)
+			return err
+		},
+		"another plaintext": func() error {
+			_, err := p.Open(sealed, "team/app", "alice", digest.FromString("x"), cipher, now)
+			return err
+		},
 		"damaged": func() error {
 			d := bytes.Clone(sealed)
 			d[len(d)-1] ^= 1
