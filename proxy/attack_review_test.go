@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"io/fs"
 	"maps"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -17,6 +21,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 	"github.com/shroud-oci/shroud/proxy"
@@ -412,4 +417,59 @@ func TestAttackPusherSmugglesForeignLayerIntoBoundManifest(t *testing.T) {
 			t.Fatalf("an approval for team/app gave mallory the key of secret/db's layer %s", secretPlain)
 		}
 	}
+}
+
+// A pending layer key's expiry was a number inside the sealed value,
+// compared with the clock its caller passed, under a key derived from
+// identity.pem alone: a stolen data dir and a copy of the cache opened the
+// key of every blob whose manifest never came, long after its expiry, with
+// the thief's clock set back. The key of each window now also needs that
+// window's random secret, which never reaches the data dir (the process
+// keeps it, or the shared ledger for two windows) and is thrown away.
+func TestAttackStolenDataDirOpensExpiredPendingKeys(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	owner, _ := keyPair(t, "ec")
+	store := must[*cache.LRU](t)(cache.NewLRU(0))
+	s := shroudtest.Start(t, up, shroudtest.WithCache(store), shroudtest.WithPolicy(
+		shroudtest.Rule{Pattern: "edge/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{owner}, EncryptOnly: true},
+	))
+	l := must[v1.Layer](t)(random.Layer(20_000, "application/vnd.oci.image.layer.v1.tar+gzip"))
+	if err := remote.WriteLayer(ref(t, s.Host(), "edge/app:1").Context(), l); err != nil {
+		t.Fatal(err)
+	}
+	d := digest.Digest(must[v1.Hash](t)(l.Digest()).String())
+	b, ok, _ := store.Blob(t.Context(), "edge/app", d)
+	if !ok || b.Pending == nil {
+		t.Fatal("setup: no pending mapping")
+	}
+	// The thief: identity.pem, the cache entry, and the clock of the
+	// upload.
+	id := must[*crypto.Identity](t)(crypto.LoadIdentity(s.IdentityFile()))
+	pk := must[*crypto.PendingKeys](t)(crypto.NewPendingKeys(must[[]byte](t)(id.DeriveKey(crypto.PurposePendingKey))))
+	for _, guess := range [][]byte{nil, must[[]byte](t)(id.DeriveKey(crypto.PurposePendingKey)), must[[]byte](t)(id.DeriveKey(crypto.PurposeUploadState))} {
+		for _, who := range []string{"", b.Repository} {
+			if _, err := pk.Open(b.Pending, "edge/app", who, d, b.CipherDigest, time.Unix(0, 0), guess); err == nil {
+				t.Fatal("identity.pem and the cache entry open a pending layer key")
+			}
+		}
+	}
+	walkData(t, s.DataDir, func(p string, data []byte) {
+		for i := 0; i+32 <= len(data); i++ {
+			if _, err := pk.Open(b.Pending, "edge/app", "", d, b.CipherDigest, time.Unix(0, 0), data[i:i+32]); err == nil {
+				t.Fatalf("a secret in the data dir (%s) opens a pending layer key", p)
+			}
+		}
+	})
+}
+
+func walkData(t *testing.T, dir string, f func(path string, data []byte)) {
+	t.Helper()
+	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			if b, err := os.ReadFile(p); err == nil && len(b) < 1<<20 {
+				f(p, b)
+			}
+		}
+		return nil
+	})
 }

@@ -78,16 +78,20 @@ func (h *Handler) wrapEncryptOnly(ctx context.Context, be *backend, b *cache.Blo
 		return err
 	}
 	b.WrappedFor = keyIDs(rs)
-	b.Pending, err = h.pending.Seal(opts, b.Repository, be.principal, b.CipherDigest, h.uploads.now().Add(h.uploads.ttl))
+	epoch, secret, err := h.epochs.current(ctx)
+	if err != nil {
+		return err
+	}
+	b.Pending, err = h.pending.Seal(opts, b.Repository, be.principal, b.CipherDigest, h.uploads.now().Add(h.uploads.ttl), epoch, secret)
 	return err
 }
 
 // blobKey opens a mapping's layer key: its pending key (an encrypt-only
 // blob no manifest named yet; only for the client that uploaded it), or
 // its wrapped keys with shroud's keys.
-func (h *Handler) blobKey(be *backend, b cache.Blob) (crypto.PrivateOptions, error) {
+func (h *Handler) blobKey(ctx context.Context, be *backend, b cache.Blob) (crypto.PrivateOptions, error) {
 	if b.Pending != nil {
-		opts, err := h.pending.Open(b.Pending, b.Repository, be.principal, b.PlainDigest, b.CipherDigest, h.uploads.now())
+		opts, err := h.openPending(ctx, be, b)
 		if err != nil {
 			return opts, apiErr(http.StatusBadRequest, codeManifestBlobUnknown,
 				"blob %s of encrypt-only repository %s: its key is kept for the client that uploaded it, until upload-ttl: push it again (%v)", b.PlainDigest, b.Repository, err)
@@ -119,7 +123,7 @@ func (h *Handler) encryptOnlyLayer(ctx context.Context, be *backend, repo string
 	ann := b.Annotations
 	want := keyIDs(rs)
 	if b.Pending != nil {
-		opts, err := h.pending.Open(b.Pending, repo, be.principal, b.PlainDigest, b.CipherDigest, h.uploads.now())
+		opts, err := h.openPending(ctx, be, b)
 		switch {
 		case errors.Is(err, crypto.ErrPendingExpired), errors.Is(err, crypto.ErrBoxOpen):
 			// Past upload-ttl, or another client's upload: the wraps the
@@ -202,4 +206,18 @@ func (h *Handler) layerBinding(be *backend, repo string, cipherDigest, plainDige
 func (h *Handler) boundLayer(be *backend, repo string, d ocispec.Descriptor, plainDigest digest.Digest) bool {
 	got := d.Annotations[crypto.AnnotationBinding]
 	return got != "" && plainDigest != "" && hmac.Equal([]byte(got), []byte(h.layerBinding(be, repo, d.Digest, plainDigest)))
+}
+
+// openPending opens b's pending key for the client of be, with its
+// epoch's secret.
+func (h *Handler) openPending(ctx context.Context, be *backend, b cache.Blob) (crypto.PrivateOptions, error) {
+	epoch, err := crypto.PendingEpoch(b.Pending)
+	if err != nil {
+		return crypto.PrivateOptions{}, err
+	}
+	secret, err := h.epochs.secret(ctx, epoch)
+	if err != nil {
+		return crypto.PrivateOptions{}, err
+	}
+	return h.pending.Open(b.Pending, b.Repository, be.principal, b.PlainDigest, b.CipherDigest, h.uploads.now(), secret)
 }

@@ -133,6 +133,7 @@ type Handler struct {
 	// pending seals the layer keys of encrypt-only blobs until a
 	// manifest names them (encryptonly.go).
 	pending *crypto.PendingKeys
+	epochs  *pendingEpochs
 	// binding binds an encrypt-only manifest to its repository.
 	binding *crypto.KeyedHash
 	// prevPointers are the previous identities' pointer keys (identity
@@ -191,6 +192,11 @@ func New(o Options) (*Handler, error) {
 	if err := h.deriveKeys(); err != nil {
 		return nil, err
 	}
+	epochLedger := o.Ledger
+	if epochLedger == nil {
+		epochLedger = cache.NewMemoryLedger(0)
+	}
+	h.epochs = newPendingEpochs(epochLedger, h.stateBox, o.UploadTTL, time.Now)
 	h.uploads = newSessions(h.stateBox, cache.NewMemoryLedger(maxLocalSessions), o.Ledger, o.UploadTTL, m.uploads,
 		func(ctx context.Context, err error) { h.SharedFailed(ctx, "ledger", err) })
 	if h.def, err = newBackend("", Backend{Upstream: o.Upstream, Cache: o.Cache}, m, h.ownAuth(), h.dedupScope); err != nil {

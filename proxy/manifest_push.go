@@ -346,7 +346,7 @@ func (h *Handler) uploadPlain(ctx context.Context, be *backend, repo string, d d
 // openBlob opens the plaintext of a blob shroud encrypted, verified (HMAC
 // and plaintext digest) as it is read to the end.
 func (h *Handler) openBlob(ctx context.Context, be *backend, repo string, b cache.Blob) (io.ReadCloser, error) {
-	opts, err := h.blobKey(be, b)
+	opts, err := h.blobKey(ctx, be, b)
 	if err != nil {
 		return nil, err
 	}
