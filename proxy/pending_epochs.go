@@ -42,7 +42,9 @@ func (p *pendingEpochs) epoch(t time.Time) int64 { return t.Unix() / int64(p.win
 
 func epochName(n int64) string { return "pending-epoch/" + strconv.FormatInt(n, 10) }
 
-func epochAD(n int64) []byte { return []byte("shroud pending epoch secret\x00" + strconv.FormatInt(n, 10)) }
+func epochAD(n int64) []byte {
+	return []byte("shroud pending epoch secret\x00" + strconv.FormatInt(n, 10))
+}
 
 // current returns the epoch of now and its secret, made if it has none.
 func (p *pendingEpochs) current(ctx context.Context) (int64, []byte, error) {
