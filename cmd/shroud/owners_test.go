@@ -13,6 +13,7 @@ import (
 
 	"github.com/shroud-oci/shroud/auth"
 	"github.com/shroud-oci/shroud/config"
+	"github.com/shroud-oci/shroud/crypto"
 )
 
 // Owners named by admin.owners are told apart from everyone else by
@@ -59,5 +60,42 @@ func TestOwnerAuthNamesOnlyOwners(t *testing.T) {
 	cfg.Admin.Owners = []string{"anonymous"}
 	if _, err := ownerAuth(cfg, authn, log); err == nil {
 		t.Fatal("an owner grant of anonymous clients is taken")
+	}
+}
+
+// An encrypt-only rule may not name a recipient shroud itself opens: one
+// of its decryption keys, or a key provider.
+func TestEncryptOnlyRefusesRecipientsShroudOpens(t *testing.T) {
+	dir := t.TempDir()
+	priv, pub, err := crypto.GenerateKeyPair("ec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "k.pem"), priv, 0o600)
+	os.WriteFile(filepath.Join(dir, "k.pub.pem"), pub, 0o644)
+	id, _, _ := crypto.LoadOrCreateIdentity(filepath.Join(dir, "data"))
+	dk, err := crypto.ParseDecryptionKey(filepath.Join(dir, "k.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := crypto.ParseRecipient("jwe:" + filepath.Join(dir, "k.pub.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	with := func(dks ...crypto.DecryptionKey) error {
+		kr, err := crypto.NewKeyring(id, dks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config.Default()
+		cfg.Policy = []config.Rule{{Repositories: "**", Action: "encrypt", EncryptOnly: true, Recipients: []string{"jwe:" + filepath.Join(dir, "k.pub.pem")}}}
+		_, err = policy(cfg, kr)
+		return err
+	}
+	if err := with(); err != nil {
+		t.Fatalf("an encrypt-only rule for a key shroud does not hold: %v", err)
+	}
+	if err := with(dk); err == nil {
+		t.Fatalf("an encrypt-only rule for %s, whose private key shroud holds as a decryption key, was taken", rec.Spec)
 	}
 }
