@@ -119,8 +119,11 @@ func VerifyOwnerApproval(jwsText string, r Request, audience string, now time.Ti
 		if !names.Repository(w.Repository) || !slices.Contains(r.Repositories, w.Repository) {
 			return a, "", invalid("the owner approval wraps for repository %.80q, which the request does not name", w.Repository)
 		}
-		if w.CipherDigest.Validate() != nil || w.PlainDigest.Validate() != nil {
+		if w.CipherDigest.Validate() != nil {
 			return a, "", invalid("the owner approval names a layer %.80q that is not a digest", w.CipherDigest)
+		}
+		if w.PlainDigest.Validate() != nil {
+			return a, "", invalid("layer %s: plain_digest %.80q is not a digest (the one its key's private options name)", w.CipherDigest, w.PlainDigest)
 		}
 		k := w.Repository + "@" + w.CipherDigest.String()
 		if seen[k] {

@@ -22,6 +22,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/shroud-oci/shroud/access"
+	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/softhsm"
 )
 
@@ -55,7 +56,7 @@ func TestEncryptOnlyEdgeWithOwnerApproval(t *testing.T) {
 		return pemFile(t, filepath.Join(dir, name+".pem"), "PRIVATE KEY", der), pemFile(t, filepath.Join(dir, name+".pub.pem"), "PUBLIC KEY", pder)
 	}
 	ownerKey, ownerPub := newKey("owner")
-	aliceKey, _ := newKey("alice")
+	aliceKey, alicePub := newKey("alice")
 	adminAddr := freeAddr(t)
 	addr, _, logs := startShroud(t, bin, "--upstream", up.URL, "--data-dir", data, "--encrypt-only", "--recipient", "jwe:"+ownerPub,
 		"--admin-listen", adminAddr, "--admin-token-file", tokenFile, "--access-requests")
@@ -148,7 +149,7 @@ func TestEncryptOnlyEdgeWithOwnerApproval(t *testing.T) {
 		t.Fatal(err)
 	}
 	forged, err := access.SignOwnerApproval(access.OwnerApproval{Request: id, Audience: listing.Audience, Created: time.Now().UTC(),
-		Wraps: []access.OwnerWrap{{Repository: "team/app", CipherDigest: digest.Digest(listing.Layers[0].CipherDigest),
+		Wraps: []access.OwnerWrap{{Repository: "team/app", CipherDigest: digest.Digest(listing.Layers[0].CipherDigest), PlainDigest: digest.FromString("layer"),
 			Annotations: map[string]string{"org.opencontainers.image.enc.keys.jwe": "Zm9yZ2Vk"}}}}, signer)
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +161,10 @@ func TestEncryptOnlyEdgeWithOwnerApproval(t *testing.T) {
 	if _, err := decryptUpstream(t, up.Host(), "team/app:1", aliceKey); err == nil {
 		t.Fatal("the pending request's key decrypts the image")
 	}
-	ok, stderr, err := cli("approve", "--admin", adminURL, "--admin-token-file", tokenFile, "--key", ownerKey, id)
+	if _, stderr, err := cli("approve", "--admin", adminURL, "--admin-token-file", tokenFile, "--key", ownerKey, "--request-key-id", "sha256:"+strings.Repeat("0", 64), id); err == nil || !strings.Contains(stderr, "nothing approved") {
+		t.Fatalf("an approval expecting another key id went on: %v %s", err, stderr)
+	}
+	ok, stderr, err := cli("approve", "--admin", adminURL, "--admin-token-file", tokenFile, "--key", ownerKey, "--request-key-id", keyIDOf(t, alicePub), id)
 	if err != nil {
 		t.Fatalf("the owner's approval: %v %s\n%s", err, stderr, logs)
 	}
@@ -290,4 +294,15 @@ func TestEncryptOnlyEdgeWithTokenIdentityHoldsNoPrivateKey(t *testing.T) {
 			t.Fatalf("shroud inspect with the edge's own identity: layer %+v, want encrypted and not openable", l)
 		}
 	}
+}
+
+// keyIDOf is the key id of a jwe public key file, as the requester tells
+// it to the owner.
+func keyIDOf(t *testing.T, pubFile string) string {
+	t.Helper()
+	r, err := crypto.ParseRecipient("jwe:" + pubFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.KeyID()
 }

@@ -63,6 +63,7 @@ func accessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		name      = fs.String("name", "", "who asks, for the owner (request)")
 		expires   = fs.String("expires", "", "when the grant ends, RFC 3339 (approve; empty: it does not)")
 		reason    = fs.String("reason", "", "why (deny)")
+		keyID     = fs.String("request-key-id", "", "the key id the requester told you out of band: approve --key refuses a request for another key (a compromised server could swap it)")
 		caFile    = fs.String("ca", "", "PEM CAs to trust for https:// URLs")
 		repos     listFlag
 	)
@@ -103,7 +104,7 @@ func accessCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			err = c.one(fs, func(id string) error {
 				if *keyFile != "" {
 					exp, _ := body["expires"].(time.Time)
-					return c.ownerApprove(*adminURL, *tokenFile, *keyFile, id, exp, stderr)
+					return c.ownerApprove(*adminURL, *tokenFile, *keyFile, *keyID, id, exp, stderr)
 				}
 				return c.owner(*adminURL, *tokenFile, http.MethodPost, "/admin/v1/access/requests/"+id+"/approve", body)
 			})

@@ -23,7 +23,7 @@ import (
 // secret), unwraps each layer key with the owner's key here, wraps it for
 // the request's key, and submits only those wrapped keys, signed with the
 // owner's key. The server never sees a layer key.
-func (c *accessCall) ownerApprove(base, tokenFile, keyFile, id string, expires time.Time, stderr io.Writer) error {
+func (c *accessCall) ownerApprove(base, tokenFile, keyFile, wantKeyID, id string, expires time.Time, stderr io.Writer) error {
 	if base == "" || tokenFile == "" {
 		return errors.New("--admin and --admin-token-file are required")
 	}
@@ -74,6 +74,10 @@ func (c *accessCall) ownerApprove(base, tokenFile, keyFile, id string, expires t
 	if rec.KeyID() != req.KeyID {
 		return fmt.Errorf("the request's key has id %s, the server says %s", rec.KeyID(), req.KeyID)
 	}
+	if wantKeyID != "" && rec.KeyID() != wantKeyID {
+		return fmt.Errorf("request %s is for key %s, not %s (--request-key-id): nothing approved", id, rec.KeyID(), wantKeyID)
+	}
+	fmt.Fprintf(stderr, "shroud access approve: wrapping the layer keys of %s for %q, key %s\n", strings.Join(req.Repositories, ", "), req.Name, rec.KeyID())
 	set, err := kr.Recipients([]crypto.Recipient{rec})
 	if err == nil {
 		set, err = set.WithoutIdentity()
