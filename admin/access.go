@@ -115,6 +115,8 @@ func (s *Server) approveByOwner(w http.ResponseWriter, r *http.Request, id, jws 
 		if err == nil {
 			if kerr := s.o.Handler.OwnerKeyAllowed(r.Context(), repo, ownerID); kerr != nil {
 				err = fmt.Errorf("the owner key may not approve for %s: %w", repo, kerr)
+			} else if kerr := s.o.Handler.GrantAllowed(repo, req.KeyID); kerr != nil {
+				err = fmt.Errorf("the request's key may not be granted %s: %w", repo, kerr)
 			}
 		}
 	}

@@ -432,6 +432,33 @@ type KeyInfo struct {
 // them (KeyNames).
 func (k *Keyring) KeyInfo() []KeyInfo { return slices.Clone(k.info) }
 
+// Holds names the key of k that opens what is wrapped for r: any key
+// provider recipient (shroud may ask a provider to unwrap), or a key of k
+// (an identity, a decryption key) with one of r's key ids. ok is false
+// when k opens nothing wrapped for r alone; an encrypt-only rule takes no
+// recipient k holds.
+func (k *Keyring) Holds(r Recipient) (name string, ok bool) {
+	if strings.HasPrefix(r.Spec, "provider:") {
+		return r.Spec, true
+	}
+	for _, id := range r.KeyIDs() {
+		if name, ok := k.HoldsKeyID(id); ok {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+// HoldsKeyID names the key of k whose key id is id.
+func (k *Keyring) HoldsKeyID(id string) (name string, ok bool) {
+	for _, info := range k.info {
+		if slices.Contains(info.IDs, id) {
+			return info.Name, true
+		}
+	}
+	return "", false
+}
+
 // keyInfos describes the keyring's slots.
 func keyInfos(id *Identity, previous []*Identity, keys []DecryptionKey, slots []keySlot) []KeyInfo {
 	previousIDs := map[string]string{}

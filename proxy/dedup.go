@@ -23,6 +23,13 @@ import (
 // own copy under a key of its own. Under shroud's own authentication the
 // client must also hold the pull grant of the source: the upstream, asked
 // with shroud's credentials, checks nothing for it.
+//
+// An encrypt-only rule's repositories share no layer with any other
+// repository, whatever their dedup-scope says: shroud cannot open the
+// layer to see that the pusher knows more than its digest, and an owner's
+// approval for one repository wraps the key of every layer it names. A
+// layer of another repository reached by digest alone would be a layer
+// of that repository approved along (TestAttackDedupMountLaunders...).
 
 // dedupScope names the scope a repository's bound layers are origins in,
 // for the cache: the keys under which the shared tier lists a digest's
@@ -35,6 +42,9 @@ func (h *Handler) dedupScope(repo string) string {
 	r := h.policy.Match(repo)
 	if r == nil || r.Action != crypto.Encrypt {
 		return ""
+	}
+	if r.EncryptOnly {
+		return "repository\x00" + repo
 	}
 	switch r.DedupScope {
 	case crypto.DedupGlobal:
@@ -54,6 +64,9 @@ func (h *Handler) dedupAllows(ctx context.Context, repo, source string) bool {
 	}
 	r, src := h.policy.Match(repo), h.policy.Match(source)
 	if r == nil || src == nil || r.Action != crypto.Encrypt || src.Action != crypto.Encrypt {
+		return false
+	}
+	if r.EncryptOnly || src.EncryptOnly {
 		return false
 	}
 	switch r.DedupScope {
@@ -86,7 +99,7 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 	if !ok {
 		return cache.Blob{}, false
 	}
-	o, err := h.mountMapping(ctx, be, repo, src)
+	o, err := h.forIdentity(src)
 	if err != nil {
 		logger(ctx).Warn("a mount origin shroud's identity does not open: not mounted", "repository", repo, "from", src.Repository, "plain_digest", plainDigest, "err", err)
 		return cache.Blob{}, false
@@ -100,16 +113,4 @@ func (h *Handler) mountOrigin(ctx context.Context, be *backend, repo string, pla
 		h.recordBlobPointer(ctx, be, o)
 	}
 	return o, true
-}
-
-// mountMapping is the mapping a mount of src's ciphertext into repo
-// records: for an encrypt-only rule's repository, src's wraps or the key
-// wrapped anew for the rule (encryptOnlyOrigin); for another, the key
-// wrapped for the identity alone (forIdentity, which fails for an
-// encrypt-only source: shroud cannot open it).
-func (h *Handler) mountMapping(ctx context.Context, be *backend, repo string, src cache.Blob) (cache.Blob, error) {
-	if rule := h.policy.Match(repo); rule != nil && rule.EncryptOnly {
-		return h.encryptOnlyOrigin(ctx, be, repo, src, rule)
-	}
-	return h.forIdentity(src)
 }

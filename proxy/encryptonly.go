@@ -167,28 +167,6 @@ func (h *Handler) settled(ctx context.Context, be *backend, b cache.Blob) {
 	}
 }
 
-// encryptOnlyOrigin is the mapping a mount of src into repo, an
-// encrypt-only rule's repository, records: an encrypt-only source's wrapped
-// keys as they are (its pending key is bound to its own repository), or
-// the key of a source shroud's identity opens wrapped anew for the rule.
-func (h *Handler) encryptOnlyOrigin(ctx context.Context, be *backend, repo string, src cache.Blob, rule *crypto.Rule) (cache.Blob, error) {
-	o := src
-	o.Repository, o.Pending = repo, nil
-	if src.WrappedFor != nil {
-		return o, nil
-	}
-	opts, _, err := h.keys.UnwrapWith(src.Annotations, crypto.IsIdentityKey)
-	if err != nil {
-		return cache.Blob{}, err
-	}
-	pub, err := crypto.ParsePublicOptions(src.Annotations)
-	if err != nil {
-		return cache.Blob{}, err
-	}
-	err = h.wrapEncryptOnly(ctx, be, &o, rule, opts, pub)
-	return o, err
-}
-
 // layerBinding is the binding of an encrypt-only layer shroud encrypted
 // for repo (crypto.AnnotationBinding, on the layer's descriptor): a keyed
 // hash of the upstream, the repository and the layer's two digests. An

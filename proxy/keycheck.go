@@ -201,6 +201,12 @@ func (h *Handler) wrapRecipients(ctx context.Context, repo string, rule *crypto.
 	ownRefused := 0
 	for i, k := range keys {
 		err := h.gate.checkKey(ctx, OpWrap, repo, k.ID, k.NotBefore, k.NotAfter, now)
+		if err == nil && i >= own && rule.EncryptOnly {
+			// A granted key shroud holds would open what the rule
+			// promises shroud never can (its own recipients are
+			// refused so at start: opensItself).
+			err = h.heldKey(repo, k.ID)
+		}
 		if err == nil {
 			keep[i] = true
 			continue
@@ -221,6 +227,28 @@ func (h *Handler) wrapRecipients(ctx context.Context, repo string, rule *crypto.
 	}
 	return base.Subset(keep), nil
 }
+
+// heldKey refuses, for repo, a key shroud holds when repo's rule is
+// encrypt-only: what is wrapped for it shroud could open.
+func (h *Handler) heldKey(repo, keyID string) error {
+	rule := h.policy.Match(repo)
+	if rule == nil || !rule.EncryptOnly {
+		return nil
+	}
+	if name, ok := h.keys.HoldsKeyID(keyID); ok {
+		return fmt.Errorf("%w: shroud holds this key (%s), and %s is encrypt-only: shroud holds no key that opens its layers", ErrHeldKey, name, repo)
+	}
+	return nil
+}
+
+// ErrHeldKey refuses a key shroud holds as a recipient of an
+// encrypt-only repository.
+var ErrHeldKey = errors.New("a key shroud holds")
+
+// GrantAllowed checks a key an access request would grant for repo: an
+// encrypt-only repository takes no key shroud holds (an identity, a
+// decryption key), whoever approves it.
+func (h *Handler) GrantAllowed(repo, keyID string) error { return h.heldKey(repo, keyID) }
 
 // Grants adds recipients to a rule's for one repository: the keys access
 // requests an owner approved for it (access.Store). Extend returns the

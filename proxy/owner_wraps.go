@@ -101,6 +101,9 @@ func (h *Handler) AddWrappedKeys(ctx context.Context, repo string, keyID string,
 	if rule == nil || rule.Action != crypto.Encrypt {
 		return JobReport{}, fmt.Errorf("add keys to %s: no encrypt rule matches the repository", repo)
 	}
+	if err := h.heldKey(repo, keyID); err != nil {
+		return JobReport{}, fmt.Errorf("add keys to %s: %w", repo, err)
+	}
 	for d, lw := range wraps {
 		for name, v := range lw.Annotations {
 			if !strings.HasPrefix(name, crypto.AnnotationKeys) || v == "" || strings.Contains(v, ",") {

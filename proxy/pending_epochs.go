@@ -38,7 +38,9 @@ func newPendingEpochs(ledger cache.Ledger, box *crypto.Box, window time.Duration
 	return &pendingEpochs{ledger: ledger, box: box, window: window, now: now, seen: map[int64][]byte{}}
 }
 
-func (p *pendingEpochs) epoch(t time.Time) int64 { return t.Unix() / int64(p.window/time.Second) }
+// epoch numbers t's window (in nanoseconds: a window under a second is
+// one too; for whole seconds the same numbers as t.Unix()/seconds).
+func (p *pendingEpochs) epoch(t time.Time) int64 { return t.UnixNano() / int64(p.window) }
 
 func epochName(n int64) string { return "pending-epoch/" + strconv.FormatInt(n, 10) }
 

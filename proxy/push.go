@@ -89,9 +89,10 @@ func (h *Handler) mount(w http.ResponseWriter, r *http.Request, be *backend, rep
 	mounted := false
 	if b, ok := h.blobMapping(ctx, be, from, plainDigest); ok && b.Bound && from != repo {
 		// The mapping repo gets, made before anything is mounted: a
-		// source whose key shroud cannot carry over (an encrypt-only
-		// one into an ordinary repository) is no mount, a fresh upload.
-		o, err := h.mountMapping(ctx, be, repo, b)
+		// source whose key shroud cannot carry over is no mount, a
+		// fresh upload (an encrypt-only repository mounts nothing from
+		// another, and into none: dedupAllows).
+		o, err := h.forIdentity(b)
 		if err == nil && h.mountCipher(ctx, be, repo, o, from) {
 			o.Repository = repo
 			be.putBlob(ctx, o)

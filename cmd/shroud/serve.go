@@ -630,20 +630,14 @@ func withAccessAPI(h, a http.Handler) http.Handler {
 // open what it wraps for: a key provider (shroud asks it to unwrap), or
 // a key among its own decryption keys or identities.
 func opensItself(keys *crypto.Keyring, rs []crypto.Recipient) error {
-	own := map[string]string{}
-	for _, k := range keys.KeyInfo() {
-		for _, id := range k.IDs {
-			own[id] = k.Name
-		}
-	}
 	for _, r := range rs {
-		if strings.HasPrefix(r.Spec, "provider:") {
+		name, ok := keys.Holds(r)
+		switch {
+		case !ok:
+		case strings.HasPrefix(r.Spec, "provider:"):
 			return fmt.Errorf("recipient %q: a key provider unwraps for shroud, and an encrypt-only rule holds no key shroud can open with", r.Spec)
-		}
-		for _, id := range r.KeyIDs() {
-			if name, ok := own[id]; ok {
-				return fmt.Errorf("recipient %q: shroud holds its private key (%s), and an encrypt-only rule holds no key shroud can open with", r.Spec, name)
-			}
+		default:
+			return fmt.Errorf("recipient %q: shroud holds its private key (%s), and an encrypt-only rule holds no key shroud can open with", r.Spec, name)
 		}
 	}
 	return nil
