@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -37,9 +38,11 @@ func TestTrustRevocationWithSkopeo(t *testing.T) {
 	for n, scope := range map[string]string{"identity": "**", "a": "team/**", "b": "team/**"} {
 		run(append([]string{"trust", "add-key", "--dir", repo, "--public-key", pub(n), "--scheme", "jwe", "--scope", scope}, publish...)...)
 	}
+	maddr := freeAddr(t)
 	addr, _, logs := startShroud(t, bin, "--upstream", up.URL, "--data-dir", filepath.Join(dir, "data"), "--identity", k("identity"),
 		"--recipient", "jwe:"+pub("a"), "--recipient", "jwe:"+pub("b"), "--decryption-key", k("c"),
-		"--trust-source", repo, "--trust-root", filepath.Join(repo, "metadata", "1.root.json"), "--trust-refresh", "200ms")
+		"--trust-source", repo, "--trust-root", filepath.Join(repo, "metadata", "1.root.json"), "--trust-refresh", "200ms",
+		"--metrics-listen", maddr)
 	decrypt := func(ref, keyFile string) ([]string, error) {
 		out := filepath.Join(t.TempDir(), "dec")
 		if o, err := skopeoErr(t, "copy", "--src-tls-verify=false", "--decryption-key", keyFile, "docker://"+up.Host()+"/"+ref, "oci:"+out+":app"); err != nil {
@@ -55,6 +58,30 @@ func TestTrustRevocationWithSkopeo(t *testing.T) {
 		if got, err := decrypt("team/app:1", k(n)); err != nil || !slices.Equal(got, want) {
 			t.Fatalf("before any revocation, skopeo with %s's key: %v %v\n%s", n, got, err, logs)
 		}
+	}
+	// What an operator alerts on: the documents' expiries, as published.
+	metrics := scrape(t, "http://"+maddr+"/metrics")
+	for _, doc := range []string{"timestamp", "snapshot", "targets", "root"} {
+		var md struct {
+			Signed struct{ Expires time.Time } `json:"signed"`
+		}
+		name := doc + ".json"
+		if doc == "root" {
+			name = "1.root.json"
+		}
+		b, err := os.ReadFile(filepath.Join(repo, "metadata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &md); err != nil {
+			t.Fatal(err)
+		}
+		if got := sample(metrics, "shroud_trust_document_expiry_seconds", `shroud_trust_document="`+doc+`\.json"`); got != float64(md.Signed.Expires.Unix()) {
+			t.Errorf("shroud_trust_document_expiry_seconds of %s.json: %v; want %d (%s)", doc, got, md.Signed.Expires.Unix(), md.Signed.Expires)
+		}
+	}
+	if got := sample(metrics, "shroud_trust_refresh_last_success_seconds", ""); got < float64(time.Now().Add(-time.Minute).Unix()) {
+		t.Errorf("shroud_trust_refresh_last_success_seconds %v; want a refresh of the last minute", got)
 	}
 
 	idOf := func(n string) string {

@@ -409,6 +409,11 @@ func runServer(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	} else if tc != nil {
 		keyCheck = tc
 		log.Info("checking keys against the trust documents", "source", cfg.Trust.Source)
+		if meter != nil {
+			if _, err := tc.RegisterMetrics(meter); err != nil {
+				return err
+			}
+		}
 	}
 	var requests *accessreq.Store // nil unless access requests are served
 	var grants proxy.Grants
