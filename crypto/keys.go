@@ -2,6 +2,7 @@ package crypto
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/mail"
@@ -124,6 +125,12 @@ func parsePGPPublic(b []byte) (ring []byte, ids [][]byte, err error) {
 	el, err := openpgp.ReadKeyRing(bytes.NewReader(b))
 	if err != nil {
 		return nil, nil, fmt.Errorf("not an OpenPGP public key: %w", err)
+	}
+	// ReadKeyRing skips what it cannot read as a key: an empty file or a
+	// lone marker packet reads as a keyring with no key, a recipient
+	// that would wrap for nobody.
+	if len(el) == 0 {
+		return nil, nil, errors.New("not an OpenPGP public key: it holds no key")
 	}
 	for _, e := range el {
 		var id []byte

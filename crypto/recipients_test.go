@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,5 +163,25 @@ func BenchmarkRecipientsSubset(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		set.Subset(keep)
+	}
+}
+
+// A pgp recipient file that holds no key (empty, or a lone OpenPGP
+// marker packet) was taken as a recipient: one that wraps a layer key for
+// nobody. It is refused at start-up with the reason.
+func TestParseRecipientRefusesAnOpenPGPFileWithNoKey(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"empty":         {},
+		"marker packet": {0xca, 0x03, 'P', 'G', 'P'},
+	} {
+		f := filepath.Join(t.TempDir(), "key.gpg")
+		if err := os.WriteFile(f, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := ParseRecipient("pgp:" + f); err == nil {
+			t.Errorf("%s: ParseRecipient took it: %+v", name, r)
+		} else if !strings.Contains(err.Error(), "holds no key") {
+			t.Errorf("%s: %v; want it to say the file holds no key", name, err)
+		}
 	}
 }

@@ -333,6 +333,11 @@ func pgpPublicKey(data []byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("not an OpenPGP public key: %w", err)
 	}
+	// ReadKeyRing skips what it cannot read as a key: no data, a marker
+	// packet, or a mangled packet reads as a keyring with no key.
+	if len(el) == 0 {
+		return "", errors.New("not an OpenPGP public key: it holds no key")
+	}
 	var out bytes.Buffer
 	w, err := armor.Encode(&out, openpgp.PublicKeyType, nil)
 	if err != nil {

@@ -225,3 +225,20 @@ func TestListsRefuseMalformedKeyIDs(t *testing.T) {
 		t.Errorf("a sha256 id for a pgp entry: %v, %v", err, l.Recipients[0].Validate())
 	}
 }
+
+// An allow-list entry whose pgp public_key holds no key at all (nothing,
+// or only an OpenPGP marker packet, or what is left of a binary secret
+// key after JSON replaced its bytes that are not UTF-8) was taken as a
+// public key: an empty keyring armored. It is refused like any other
+// public_key that is no key of its scheme, and so is the list at
+// publication.
+func TestAttackEmptyOpenPGPKeyringPassesAsAPublicKey(t *testing.T) {
+	for name, data := range map[string][]byte{
+		"empty":         {},
+		"marker packet": {0xca, 0x03, 'P', 'G', 'P'},
+	} {
+		if out, err := PublicKeyOnly("pgp", data); err == nil {
+			t.Errorf("%s: PublicKeyOnly took it as a public key: %q", name, out)
+		}
+	}
+}
