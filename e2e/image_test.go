@@ -19,10 +19,10 @@ import (
 // buildImage runs the README's `go run ./cmd/shroud-image --out DIR` with a
 // fixed SOURCE_DATE_EPOCH and returns the layout's only image and the
 // digest the command printed. Only the tests of the image build it.
-func buildImage(t *testing.T) (dir string, img v1.Image, printed string) {
+func buildImage(t *testing.T, args ...string) (dir string, img v1.Image, printed string) {
 	t.Helper()
 	dir = filepath.Join(t.TempDir(), "image")
-	cmd := exec.Command("go", "run", "./cmd/shroud-image", "--out", dir, "--version", "v0.0.0-e2e")
+	cmd := exec.Command("go", append([]string{"run", "./cmd/shroud-image", "--out", dir, "--version", "v0.0.0-e2e"}, args...)...)
 	cmd.Dir = ".."
 	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH=1700000000")
 	var errb strings.Builder
@@ -193,14 +193,19 @@ func TestImageRunsAndRoundTripsThroughShroud(t *testing.T) {
 	}
 }
 
-// Two builds of the same commit and SOURCE_DATE_EPOCH are the same image.
-func TestImageBuildIsReproducible(t *testing.T) {
+// Two builds of the same commit and SOURCE_DATE_EPOCH are the same image,
+// and --push (here through shroud) pushes that image.
+func TestImageBuildIsReproducibleAndPushes(t *testing.T) {
+	addr, _, _ := startShroud(t, buildShroud(t), "--upstream", distributionV3(t).URL, "--data-dir", t.TempDir())
 	_, a, _ := buildImage(t)
-	_, b, _ := buildImage(t)
+	_, b, _ := buildImage(t, "--push", addr+"/shroud/pushed:1", "--insecure")
 	da, _ := a.Digest()
 	db, _ := b.Digest()
 	if da != db {
 		t.Fatalf("two builds: %s and %s", da, db)
+	}
+	if got := crane(t, "digest", addr+"/shroud/pushed:1"); got != da.String() {
+		t.Fatalf("shroud-image --push: crane digest %s, want %s", got, da)
 	}
 }
 
