@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/ThalesGroup/crypto11"
 	"github.com/containers/ocicrypt/crypto/pkcs11"
 	"github.com/go-jose/go-jose/v4"
 )
@@ -47,6 +46,10 @@ import (
 //     anything else is the secret; a token key shroud shares with other
 //     software that signs what it is given should not be shroud's identity.
 const tokenDeriveMessage = "shroud/v1/identity-token-derive-secret"
+
+// ErrNoPKCS11 is the error of a token identity in a build of shroud without
+// cgo, which cannot load a PKCS#11 module.
+var ErrNoPKCS11 = errors.New("this build of shroud has no PKCS#11 support (built without cgo)")
 
 // TokenModules are the PKCS#11 modules a token identity's key file may
 // name: the pkcs11 config section's allowed-module-paths and
@@ -89,7 +92,7 @@ func LoadTokenIdentity(ctx context.Context, spec string, mods TokenModules) (*Id
 		return nil, err
 	}
 	var pub crypto.PublicKey
-	err = tok.do(func(s crypto11.Signer) error {
+	err = tok.do(func(s crypto.Signer) error {
 		pub = s.Public()
 		return nil
 	})
@@ -162,32 +165,6 @@ func parseTokenKeyFile(path string, mods TokenModules) (*token, error) {
 	return tok, nil
 }
 
-// do runs f with the token's key pair in a session of its own, holding the
-// token lock and the key file's module environment.
-func (t *token) do(f func(crypto11.Signer) error) (err error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	restore := setEnv(t.env)
-	defer restore()
-	c, err := crypto11.Configure(&crypto11.Config{Path: t.module, TokenLabel: t.label, Pin: t.pin})
-	if err != nil {
-		return fmt.Errorf("identity %s: open token %q with module %s: %w", t.keyFile, t.label, t.module, scrubPIN(err, t.pin))
-	}
-	defer func() {
-		if cerr := c.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("identity %s: close token %q: %w", t.keyFile, t.label, cerr)
-		}
-	}()
-	s, err := c.FindKeyPair(t.id, t.object)
-	if err != nil {
-		return fmt.Errorf("identity %s: find key pair %s in token %q: %w", t.keyFile, t.name(), t.label, err)
-	}
-	if s == nil {
-		return fmt.Errorf("identity %s: token %q holds no key pair %s", t.keyFile, t.label, t.name())
-	}
-	return f(s)
-}
-
 // name says which key pair the key file names.
 func (t *token) name() string {
 	var parts []string
@@ -249,7 +226,7 @@ func (k *tokenKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) (
 	if pss, ok := opts.(*rsa.PSSOptions); ok && pss.SaltLength == rsa.PSSSaltLengthAuto {
 		opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: pss.Hash}
 	}
-	err = k.tok.do(func(s crypto11.Signer) error {
+	err = k.tok.do(func(s crypto.Signer) error {
 		sig, err = s.Sign(rand, digest, opts)
 		return err
 	})
@@ -258,7 +235,7 @@ func (k *tokenKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) (
 
 // Decrypt implements crypto.Decrypter.
 func (k *tokenKey) Decrypt(rand io.Reader, msg []byte, opts crypto.DecrypterOpts) (plain []byte, err error) {
-	err = k.tok.do(func(s crypto11.Signer) error {
+	err = k.tok.do(func(s crypto.Signer) error {
 		d, ok := s.(crypto.Decrypter)
 		if !ok {
 			return fmt.Errorf("identity %s: the token's key cannot decrypt", k.tok.keyFile)

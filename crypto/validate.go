@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/ProtonMail/go-crypto/openpgp/packet"
-	"github.com/containers/ocicrypt/crypto/pkcs11"
 	"github.com/go-jose/go-jose/v4"
 )
 
@@ -143,7 +142,7 @@ func recipientsIn(scheme string, b []byte) int {
 			n = len(ed.RecipientInfos)
 		}
 	case "pkcs11":
-		var blob pkcs11.Pkcs11Blob
+		var blob pkcs11JSON
 		if json.Unmarshal(b, &blob) == nil {
 			n = len(blob.Recipients)
 		}
@@ -310,10 +309,22 @@ func parsePKCS7(b []byte) (*envelopedData, error) {
 	return &ed, nil
 }
 
+// pkcs11JSON is the JSON ocicrypt's PKCS#11 key wrapper writes (its
+// pkcs11.Pkcs11Blob, declared here because ocicrypt declares it only in
+// builds with cgo, and shroud reads it in builds without too).
+type pkcs11JSON struct {
+	Version    uint `json:"version"`
+	Recipients []struct {
+		Version uint   `json:"version"`
+		Blob    string `json:"blob"`
+		Hash    string `json:"hash,omitempty"`
+	} `json:"recipients"`
+}
+
 // parsePKCS11 checks the JSON ocicrypt's PKCS#11 key wrapper writes
-// (pkcs11.Pkcs11Blob, version 0) and returns its number of recipients.
+// (pkcs11JSON, version 0) and returns its number of recipients.
 func parsePKCS11(b []byte) (int, error) {
-	var blob pkcs11.Pkcs11Blob
+	var blob pkcs11JSON
 	if err := json.Unmarshal(b, &blob); err != nil {
 		return 0, fmt.Errorf("not ocicrypt's PKCS#11 JSON: %w", err)
 	}
