@@ -317,17 +317,17 @@ func TestReplicasNeedTheSharedTier(t *testing.T) {
 // A misspelt value fails at install, naming it: values.schema.json.
 func TestSchemaRefusesTypos(t *testing.T) {
 	for values, want := range map[string]string{
-		"replicaCont: 2\n":                       "replicaCont",
-		"shared:\n  adress: valkey:6379\n":       "adress",
-		"logFormat: xml\n":                       "logFormat",
-		"tls:\n  enabeld: true\n":                "enabeld",
-		"upstream: registry.example.com\n":       "upstream",
-		"drainTimeout: 30 seconds\n":             "drainTimeout",
-		"networkPolicy:\n  ingresFrom: []\n":     "ingresFrom",
-		"recipients: [\"rsa:/etc/key.pem\"]\n":   "recipients",
-		"containerdHosts:\n  origin: {a: b}\n":   "origin",
-		"image:\n  digest: sha256:abc\n":         "digest",
-		"admin:\n  enabled: yes-please\n":        "enabled",
+		"replicaCont: 2\n":                      "replicaCont",
+		"shared:\n  adress: valkey:6379\n":      "adress",
+		"logFormat: xml\n":                      "logFormat",
+		"tls:\n  enabeld: true\n":               "enabeld",
+		"upstream: registry.example.com\n":      "upstream",
+		"drainTimeout: 30 seconds\n":            "drainTimeout",
+		"networkPolicy:\n  ingresFrom: []\n":    "ingresFrom",
+		"recipients: [\"rsa:/etc/key.pem\"]\n":  "recipients",
+		"containerdHosts:\n  origin: {a: b}\n":  "origin",
+		"image:\n  digest: sha256:abc\n":        "digest",
+		"admin:\n  enabled: yes-please\n":       "enabled",
 		"service:\n  port: 70000\n":             "port",
 		"shared:\n  addrs: [\"redis://x:1\"]\n": "addrs",
 	} {

@@ -20,7 +20,9 @@ import (
 
 // cluster is a fake cluster for the chart's lookup: Secrets only, the one
 // kind the chart looks up.
-type cluster struct{ client *dynamicfake.FakeDynamicClient }
+type cluster struct {
+	client *dynamicfake.FakeDynamicClient
+}
 
 func newCluster(t *testing.T, secrets ...*corev1.Secret) cluster {
 	t.Helper()
