@@ -89,9 +89,10 @@ func ctdPayload(t *testing.T, desc ocispec.Descriptor) []byte {
 
 // runCtdDecoder runs ctd-decoder as containerd's stream processor does:
 // the layer on stdin, the payload on fd 3, the key providers of
-// providerConfig (OCICRYPT_KEYPROVIDER_CONFIG), and no key of its own.
-// It returns stdout and stderr.
-func runCtdDecoder(t *testing.T, layer []byte, desc ocispec.Descriptor, providerConfig string) (stdout, stderr []byte, err error) {
+// providerConfig (OCICRYPT_KEYPROVIDER_CONFIG), and no key of its own
+// unless args give it one (--decryption-keys-path). It returns stdout and
+// stderr.
+func runCtdDecoder(t *testing.T, layer []byte, desc ocispec.Descriptor, providerConfig string, args ...string) (stdout, stderr []byte, err error) {
 	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -99,7 +100,7 @@ func runCtdDecoder(t *testing.T, layer []byte, desc ocispec.Descriptor, provider
 	}
 	go func() { w.Write(ctdPayload(t, desc)); w.Close() }()
 	defer r.Close()
-	cmd := exec.Command(ctdDecoder(t))
+	cmd := exec.Command(ctdDecoder(t), args...)
 	cmd.Stdin = bytes.NewReader(layer)
 	cmd.ExtraFiles = []*os.File{r}
 	cmd.Env = []string{"OCICRYPT_KEYPROVIDER_CONFIG=" + providerConfig, "STREAM_PROCESSOR_MEDIATYPE=" + desc.MediaType, "PATH=/usr/bin:/bin"}

@@ -207,3 +207,47 @@ func TestKeyproviderRevokedIdentity(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// imgcrypt's ctd-decoder, as containerd's stream processor on a node that
+// holds shroud's key (--decryption-keys-path, imgcrypt's own option),
+// opens the ciphertext shroud stored straight from the registry: the
+// layer it writes has the plaintext digest skopeo pushed. The same
+// decoder with another key opens nothing.
+func TestCtdDecoderOpensShroudsLayerWithShroudsKey(t *testing.T) {
+	bin := buildShroud(t)
+	ctdDecoder(t)
+	up := distributionV3(t)
+	data := t.TempDir()
+	addr, _, _ := startShroud(t, bin, "--upstream", up.URL, "--data-dir", data)
+	src, img := ociLayout(t, 1, 300_000)
+	want := layerDigests(t, img)[0]
+	skopeo(t, "copy", "--dest-tls-verify=false", src, "docker://"+addr+"/node/app:1")
+
+	layer, desc := upstreamLayer(t, up.URL, "node/app")
+	if !strings.HasSuffix(desc.MediaType, "+encrypted") || sha256Of(layer) == want {
+		t.Fatalf("the upstream layer is not shroud's ciphertext: %s", desc.MediaType)
+	}
+	keys := t.TempDir()
+	b, err := os.ReadFile(filepath.Join(data, "identity.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(keys, "identity.pem"), string(b))
+	noProviders := filepath.Join(t.TempDir(), "ocicrypt_keyprovider.json")
+	writeFile(t, noProviders, `{"key-providers":{}}`)
+	out, stderr, err := runCtdDecoder(t, layer, desc, noProviders, "--decryption-keys-path", keys)
+	if err != nil {
+		t.Fatalf("ctd-decoder with shroud's key: %v\n%s", err, stderr)
+	}
+	if got := sha256Of(out); got != want {
+		t.Fatalf("ctd-decoder wrote %d bytes of %s, want the layer %s", len(out), got, want)
+	}
+
+	other := t.TempDir()
+	run := shroudCommand(t, bin)
+	run("keygen", "--out", other, "--name", "other")
+	os.Remove(filepath.Join(other, "other.pub.pem")) // the private key alone, as with shroud's
+	if out, _, err := runCtdDecoder(t, layer, desc, noProviders, "--decryption-keys-path", other); err == nil || len(out) > 0 {
+		t.Fatalf("ctd-decoder with another key succeeded (%v), writing %d bytes", err, len(out))
+	}
+}
