@@ -62,15 +62,7 @@ func startDockerd(t *testing.T, args ...string) *dockerd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
+		stopShroud(t, cmd) // SIGTERM, then a kill after 15 s
 		os.RemoveAll(dir)
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
