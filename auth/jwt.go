@@ -356,6 +356,13 @@ func canonicalCompact(token string) bool {
 		return false
 	}
 	for _, p := range parts {
+		// encoding/base64 skips \r and \n even in strict mode (and
+		// go-jose strips all whitespace): only the alphabet is canonical.
+		if strings.ContainsFunc(p, func(r rune) bool {
+			return !('A' <= r && r <= 'Z' || 'a' <= r && r <= 'z' || '0' <= r && r <= '9' || r == '-' || r == '_')
+		}) {
+			return false
+		}
 		if _, err := base64.RawURLEncoding.Strict().DecodeString(p); err != nil {
 			return false
 		}

@@ -293,6 +293,8 @@ func TestJWTAttacks(t *testing.T) {
 		{"a part with unused base64 bits set (the text is not what was signed)", nonCanonical(t, func(pad string) string {
 			return with(func(c map[string]any) { c["pad"] = pad })
 		}), "canonical base64url"},
+		{"a newline inside a part (base64 and go-jose skip it: the text is not what was signed)", parts[0][:5] + "\n" + parts[0][5:] + "." + parts[1] + "." + parts[2], "canonical base64url"},
+		{"a space inside the signature", parts[0] + "." + parts[1] + "." + parts[2][:7] + " " + parts[2][7:], ""},
 		{"two signatures", twoSigs, "allowed algorithm"},
 		{"not a JWT", "hello", "allowed algorithm"},
 		{"empty", "", "allowed algorithm"},
