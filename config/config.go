@@ -283,6 +283,14 @@ type Rule struct {
 	// matches; the default) or "global" (the repositories of every rule
 	// that says global too).
 	DedupScope string `yaml:"dedup-scope"`
+	// ArtifactTypes (passthrough and deny rules) narrow the rule to the
+	// manifests pushed with one of these artifact types (a manifest's
+	// artifactType, else its config's media type) to the repositories
+	// it names, ahead of the encrypt rule that covers them otherwise: a
+	// passthrough rule keeps such artifacts (signatures, SBOMs,
+	// attestations) readable upstream, their subject still the
+	// encrypted image's; a deny rule refuses them.
+	ArtifactTypes []string `yaml:"artifact-types"`
 	// Pull and Push are who may pull from and push to this rule's
 	// repositories when shroud authenticates clients itself (auth):
 	// "user:<name>", "group:<name>", "subject:<certificate subject>"
@@ -441,6 +449,9 @@ func (c Config) Validate() error {
 		case "encrypt":
 			if eo && len(r.Recipients) == 0 {
 				errs = append(errs, fmt.Errorf("policy rule %d (%s): an encrypt-only rule needs recipients: shroud's identity is not one, and nothing else could open its images", i, r.Repositories))
+			}
+			if len(r.ArtifactTypes) > 0 {
+				errs = append(errs, fmt.Errorf("policy rule %d (%s): artifact-types narrow passthrough and deny rules (put one ahead of this rule): an encrypt rule covers every artifact of its repositories", i, r.Repositories))
 			}
 			if eo && (r.AcceptForeign || len(r.AcceptFrom) > 0 || len(r.DecryptionKeys) > 0 || r.VerifyRanges || r.VerifyBeforeRelease) {
 				errs = append(errs, fmt.Errorf("policy rule %d (%s): accept-foreign, accept-from, decryption-keys, verify-ranges and verify-before-release are about decrypting, which an encrypt-only rule never does", i, r.Repositories))

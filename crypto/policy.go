@@ -3,6 +3,7 @@ package crypto
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/shroud-oci/shroud/internal/repoglob"
@@ -91,6 +92,13 @@ type Rule struct {
 	// (RefusePulls).
 	EncryptOnly bool
 	RefusePulls bool
+	// ArtifactTypes, on a Passthrough or Deny rule, narrow it to the
+	// manifests pushed with one of these artifact types (a manifest's
+	// artifactType, else its config's media type): signatures, SBOMs,
+	// attestations kept readable upstream, or refused. Such a rule
+	// decides nothing else (blobs, pulls, tag lists): Match skips it,
+	// MatchArtifact finds it.
+	ArtifactTypes []string
 
 	re         *regexp.Regexp
 	acceptFrom []*regexp.Regexp
@@ -116,6 +124,9 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 			if r.Recipients == nil {
 				return nil, fmt.Errorf("%s: no recipients", &r)
 			}
+			if len(r.ArtifactTypes) > 0 {
+				return nil, fmt.Errorf("%s: artifact-types narrow passthrough and deny rules: an encrypt rule covers every artifact of its repositories", &r)
+			}
 			switch r.DedupScope {
 			case "":
 				r.DedupScope = DedupRule
@@ -128,6 +139,11 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 				len(r.AcceptFrom) > 0 || r.AcceptForeign || len(r.DecryptionKeys) > 0 || r.VerifyRanges ||
 				r.VerifyBeforeRelease || r.DedupScope != "" {
 				return nil, fmt.Errorf("%s: layers, platforms, recipients, accept-from, accept-foreign, decryption-keys, verify-ranges, verify-before-release and dedup-scope belong to encrypt rules", &r)
+			}
+			for _, t := range r.ArtifactTypes {
+				if t == "" {
+					return nil, fmt.Errorf("%s: artifact-types: an empty artifact type", &r)
+				}
 			}
 		default:
 			return nil, fmt.Errorf("policy rule %d: unknown action %q (want encrypt, passthrough or deny)", i, r.Action)
@@ -150,10 +166,22 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 }
 
 // Match returns the first rule matching repo, or nil: a repository no rule
-// matches is denied.
+// matches is denied. Rules narrowed to artifact types are skipped.
 func (p *Policy) Match(repo string) *Rule {
 	for _, r := range p.rules {
-		if r.re.MatchString(repo) {
+		if len(r.ArtifactTypes) == 0 && r.re.MatchString(repo) {
+			return r
+		}
+	}
+	return nil
+}
+
+// MatchArtifact returns the first rule matching a manifest of
+// artifactType pushed to repo: a rule narrowed to artifact types matches
+// those alone, any other as Match does.
+func (p *Policy) MatchArtifact(repo, artifactType string) *Rule {
+	for _, r := range p.rules {
+		if r.re.MatchString(repo) && (len(r.ArtifactTypes) == 0 || slices.Contains(r.ArtifactTypes, artifactType)) {
 			return r
 		}
 	}
@@ -205,6 +233,13 @@ func (p *Policy) Rules() []*Rule { return p.rules }
 
 // globRegexp compiles a rule's repository glob.
 func globRegexp(glob string) (*regexp.Regexp, error) { return repoglob.Compile(glob) }
+
+// Selection names which layers of which images an Encrypt rule
+// encrypts (Layers and Platforms): two rules with the same selection
+// encrypt the same layers of every manifest.
+func (r *Rule) Selection() string {
+	return fmt.Sprintf("layers=%v platforms=%v", r.Layers, r.Platforms)
+}
 
 // EncryptsLayer says whether an Encrypt rule encrypts layer i of n.
 func (r *Rule) EncryptsLayer(i, n int) bool {

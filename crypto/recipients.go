@@ -234,3 +234,18 @@ func (k *Keyring) Extend(base *Recipients, extra []Recipient) (*Recipients, erro
 	set.compile()
 	return set, nil
 }
+
+// WrappedIDs are the key ids a layer key wrapped for r is wrapped for,
+// sorted: every key of r, and id's when the identity is a recipient. Two
+// sets wrap for the same keys exactly when their WrappedIDs are equal.
+func (r *Recipients) WrappedIDs(id *Identity) []string {
+	ids := make([]string, 0, len(r.keys)+1)
+	for _, k := range r.keys {
+		ids = append(ids, k.ID)
+	}
+	if !r.noIdentity {
+		ids = append(ids, id.KeyID())
+	}
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}

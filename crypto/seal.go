@@ -55,7 +55,24 @@ type Seal struct {
 	// Children pair each index child the client named with the encrypted
 	// manifest the upstream holds for it.
 	Children []SealedChild `json:"children,omitempty"`
+	// Wrapped lists the key ids the layer keys are wrapped for (shroud's
+	// identity among them), sorted, and Selection the rule's choice of
+	// layers and platforms they were encrypted by: a second push of the
+	// same manifest reuses this copy only while both are what the policy
+	// says now, so that a key revoked or added since is never carried
+	// over (proxy: reuse). Empty in seals written before either existed:
+	// those are never reused.
+	Wrapped   []string `json:"wrapped,omitempty"`
+	Selection string   `json:"selection,omitempty"`
+	// Previous are the upstream digests of earlier copies of the same
+	// manifest in the same repository, newest first, which this one
+	// replaced as its pointer's target: referrers attached to them are
+	// listed with this copy's.
+	Previous []digest.Digest `json:"previous,omitempty"`
 }
+
+// MaxPreviousCopies bounds Seal.Previous.
+const MaxPreviousCopies = 16
 
 // SealedLayer is the pairing of one layer: its plaintext digest, the
 // digest and size of its ciphertext, and the HMAC of that ciphertext under

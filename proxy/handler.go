@@ -151,6 +151,9 @@ type Handler struct {
 	gate keyGate
 	// grants is Options.Grants.
 	grants Grants
+	// referrerLocks serialize updates of the referrers indexes shroud
+	// keeps (referrers_kept.go).
+	referrerLocks referrerLocks
 }
 
 var _ http.Handler = (*Handler)(nil)

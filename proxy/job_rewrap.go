@@ -456,6 +456,16 @@ func (j *rewrapJob) visit(ctx context.Context, d digest.Digest, depth int) error
 			enc.subject.Digest, enc.subject.Size = r.digest, r.size
 		}
 	}
+	if !pointer {
+		// What a push of it now would wrap for: the copy is reused
+		// (manifest_reuse.go) only while it is. And the copy it
+		// replaces: referrers attached to that one (pushed while the
+		// job runs, through a replica that still maps the old copy)
+		// are listed with this one's.
+		seal.Wrapped = j.rs.WrappedIDs(j.h.keys.Identity())
+		seal.Previous = slices.Compact(append([]digest.Digest{d}, seal.Previous...))
+		seal.Previous = seal.Previous[:min(len(seal.Previous), crypto.MaxPreviousCopies)]
+	}
 	resealed, err := j.h.keys.Identity().Seal(seal)
 	if err != nil {
 		return err
@@ -572,26 +582,29 @@ func (j *rewrapJob) sameManifest(ctx context.Context, d, plain digest.Digest) bo
 // the blob's plaintext digest, a revocation marker by the digest it
 // stands for.
 func (j *rewrapJob) renamePointers(tags []string, enc *manifest, seal crypto.Seal) ([]string, error) {
-	var name string
+	var names []string // the pointer's names: the identity's, then the previous ones'
 	switch artifactType(enc) {
 	case blobPointerType:
 		if len(seal.Layers) != 1 {
 			return nil, fmt.Errorf("a blob pointer sealing %d layers", len(seal.Layers))
 		}
-		name = j.h.blobPointerTag(j.be, j.repo, seal.Layers[0].PlainDigest)
+		names = j.h.blobPointerNames(j.be, j.repo, seal.Layers[0].PlainDigest)
 	case revokedType:
 		var r Revocation
 		if err := json.Unmarshal(seal.Manifest, &r); err != nil || r.Digest.Validate() != nil {
 			return nil, errors.New("a revocation marker naming no digest")
 		}
-		name = j.h.revokedTag(j.be, j.repo, r.Digest)
+		names = j.h.pointerNames("revoked", j.be.name, j.repo, r.Digest.String())
 	default:
-		name = j.h.pointerTag(j.be, j.repo, digest.FromBytes(seal.Manifest))
+		names = j.h.pointerNames(j.be.name, j.repo, digest.FromBytes(seal.Manifest).String())
 	}
 	out := make([]string, 0, len(tags))
 	for _, tag := range tags {
-		if isPointerTag(tag) {
-			tag = name
+		// Another pointer-form tag (a client's digest tag, by its keyed
+		// name: digest_tags.go) is not this manifest's pointer: it
+		// stays as it is, read under its previous name.
+		if isPointerTag(tag) && slices.Contains(names, tag) {
+			tag = names[0]
 		}
 		if !slices.Contains(out, tag) {
 			out = append(out, tag)

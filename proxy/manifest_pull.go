@@ -88,7 +88,7 @@ func (h *Handler) getUpstreamManifest(w http.ResponseWriter, r *http.Request, be
 			ref = mm.UpstreamDigest.String()
 		}
 	}
-	um, err := be.cl.GetManifest(r.Context(), repo, ref)
+	um, err := be.cl.GetManifest(r.Context(), repo, h.upstreamRef(be, repo, ref))
 	if err != nil {
 		return err
 	}
@@ -117,6 +117,9 @@ func (h *Handler) headFromCache(ctx context.Context, be *backend, repo, ref stri
 		}
 		return mm, err == nil && upDigest == mm.UpstreamDigest
 	}
+	if isDigestTag(ref) {
+		return cache.Manifest{}, false // read by its keyed names: resolveManifest
+	}
 	upDigest, _, _, err := be.cl.HeadManifest(ctx, repo, ref)
 	if err != nil || upDigest == "" {
 		return cache.Manifest{}, false
@@ -134,7 +137,7 @@ func (h *Handler) resolveManifest(ctx context.Context, be *backend, repo, ref st
 	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest)
 	d, byDigest := isDigest(ref)
 	if !byDigest {
-		um, err := be.cl.GetManifest(ctx, repo, ref)
+		um, err := h.getTagged(ctx, be, repo, ref)
 		if err != nil {
 			return served{}, err
 		}
@@ -461,7 +464,7 @@ func (h *Handler) deleteManifest(w http.ResponseWriter, r *http.Request) error {
 		if isPointerTag(ref) {
 			return errPointerTag(r.Method, ref)
 		}
-		if err := be.cl.DeleteManifest(ctx, repo, ref); err != nil {
+		if err := h.deleteTag(ctx, be, repo, ref); err != nil {
 			return err
 		}
 		w.Header().Set("Content-Length", "0")

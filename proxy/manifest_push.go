@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
@@ -39,45 +40,108 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	if len(body) > upstream.MaxManifestSize {
 		return apiErr(http.StatusRequestEntityTooLarge, codeManifestInvalid, "manifest is larger than %d bytes", upstream.MaxManifestSize)
 	}
+	p, err := h.pushManifest(ctx, be, repo, ref, body, r.Header.Get("Content-Type"), true)
+	if err != nil {
+		return err
+	}
+	if p.subjectProcessed {
+		w.Header().Set("OCI-Subject", p.subject.String())
+	}
+	w.Header().Set("Location", "/v2/"+repo+"/manifests/"+p.plainDigest.String())
+	w.Header().Set("Docker-Content-Digest", p.plainDigest.String())
+	w.Header().Set("Content-Length", "0")
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// pushed is what a manifest push stored.
+type pushed struct {
+	plainDigest, upstreamDigest digest.Digest
+	// subject is the plaintext digest of the manifest's subject, if it
+	// names one; subjectProcessed says its referrers list has it now
+	// (the upstream's referrers API, or shroud's own: referrers_kept.go).
+	subject          digest.Digest
+	subjectProcessed bool
+	// reused: the copy stored for an earlier push of the same manifest.
+	reused bool
+	// referrer describes the manifest as its subject's referrers list it.
+	referrer ocispec.Descriptor
+}
+
+// pushManifest stores the manifest body a client pushed to repo under
+// ref (a tag, or its digest): its encrypted form, or the copy stored for
+// an earlier push of it that is still what the policy makes of it
+// (reusable). authorize asks the upstream whether the client may push
+// first; shroud's own pushes (a referrers index it keeps) follow one
+// that was.
+func (h *Handler) pushManifest(ctx context.Context, be *backend, repo, ref string, body []byte, contentType string, authorize bool) (pushed, error) {
 	plainDigest := digest.FromBytes(body)
 	refDigest, byDigest := isDigest(ref)
 	if byDigest {
 		if !refDigest.Algorithm().Available() || refDigest.Validate() != nil {
-			return apiErr(http.StatusBadRequest, codeDigestInvalid, "digest algorithm %s is not supported", refDigest.Algorithm())
+			return pushed{}, apiErr(http.StatusBadRequest, codeDigestInvalid, "digest algorithm %s is not supported", refDigest.Algorithm())
 		}
 		if plainDigest = refDigest.Algorithm().FromBytes(body); plainDigest != refDigest {
-			return apiErr(http.StatusBadRequest, codeDigestInvalid, "the manifest has digest %s, not %s", plainDigest, refDigest)
+			return pushed{}, apiErr(http.StatusBadRequest, codeDigestInvalid, "the manifest has digest %s, not %s", plainDigest, refDigest)
 		}
 	}
-	contentType := r.Header.Get("Content-Type")
 	m, err := parseManifest(body, contentType)
 	if err != nil {
-		return err
+		return pushed{}, err
 	}
 	if contentType == "" {
 		contentType = m.mediaType
 	}
-	var plainSubject digest.Digest
+	p := pushed{plainDigest: plainDigest}
+	desc := referrerDescriptor(body, contentType)
 	if m.subject != nil {
-		plainSubject = m.subject.Digest
+		p.subject, p.referrer = m.subject.Digest, desc
 	}
 	rule := h.policy.Match(repo) // an encrypt rule: ServeHTTP handled the others
 	// Nothing is written, and nothing costly done, before the manifest is
 	// validated and the client shown to be allowed to push.
 	if err := validatePush(m); err != nil {
-		return err
+		return pushed{}, err
 	}
-	if err := h.authorizePush(ctx, be, repo); err != nil {
-		return err
+	// A rule narrowed to the manifest's artifact type (signatures kept
+	// readable upstream, say) decides its layers.
+	selection, plainBy := rule.Selection(), ""
+	if ar := h.policy.MatchArtifact(repo, desc.ArtifactType); ar != nil && ar != rule {
+		switch ar.Action {
+		case crypto.Deny:
+			return pushed{}, apiErr(http.StatusForbidden, codeDenied, "%s denies manifests of artifact type %q in repository %s", ar, desc.ArtifactType, repo)
+		case crypto.Passthrough:
+			plainBy = ar.String()
+			selection += "; layers in plaintext by " + plainBy
+		}
+	}
+	if authorize {
+		if err := h.authorizePush(ctx, be, repo); err != nil {
+			return pushed{}, err
+		}
 	}
 	// The keys the layer keys are wrapped for now (keycheck.go).
 	rs, err := h.wrapRecipients(ctx, repo, rule)
 	if err != nil {
-		return err
+		return pushed{}, err
 	}
-	seal := crypto.Seal{Upstream: be.name, Repository: repo, ContentType: contentType, Manifest: body}
-	if err := h.encryptManifest(ctx, be, repo, m, rule, rs, &seal); err != nil {
-		return err
+	upRef := h.upstreamRef(be, repo, ref)
+	var previous []digest.Digest
+	if !rule.EncryptOnly {
+		um, prev, ok, err := h.reusable(ctx, be, repo, plainDigest, contentType, m, selection, rs)
+		if err != nil {
+			return pushed{}, err
+		}
+		if ok {
+			p.reused = true
+			return h.finishPush(ctx, be, repo, ref, upRef, p, rule, m, contentType, len(body), um.ContentType, um.Body)
+		}
+		previous = prev
+	}
+	seal := crypto.Seal{Upstream: be.name, Repository: repo, ContentType: contentType, Manifest: body,
+		Wrapped: rs.WrappedIDs(h.keys.Identity()), Selection: selection, Previous: previous}
+	if err := h.encryptManifest(ctx, be, repo, m, rule, plainBy, rs, &seal); err != nil {
+		return pushed{}, err
 	}
 	m.annotations = maps.Clone(m.annotations)
 	if rule.EncryptOnly {
@@ -87,7 +151,7 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	} else {
 		sealed, err := h.keys.Identity().Seal(seal)
 		if err != nil {
-			return err
+			return pushed{}, err
 		}
 		if m.annotations == nil {
 			m.annotations = map[string]string{}
@@ -96,23 +160,32 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	}
 	out, err := m.marshal()
 	if err != nil {
-		return err
+		return pushed{}, err
 	}
 	if len(out) > upstream.MaxManifestSize {
-		return apiErr(http.StatusBadRequest, codeManifestInvalid, "the encrypted manifest would have %d bytes, more than the %d registries accept", len(out), upstream.MaxManifestSize)
+		return pushed{}, apiErr(http.StatusBadRequest, codeManifestInvalid, "the encrypted manifest would have %d bytes, more than the %d registries accept", len(out), upstream.MaxManifestSize)
 	}
-	upDigest, subjectProcessed, err := h.storeManifest(ctx, be, repo, ref, plainDigest, m.mediaType, out)
+	return h.finishPush(ctx, be, repo, ref, upRef, p, rule, m, contentType, len(body), m.mediaType, out)
+}
+
+// finishPush stores out (the encrypted manifest m, of mediaType) upstream
+// for a push of ref, records its mapping, and has the subject's
+// referrers list it.
+func (h *Handler) finishPush(ctx context.Context, be *backend, repo, ref, upRef string, p pushed, rule *crypto.Rule, m *manifest,
+	contentType string, size int, mediaType string, out []byte) (pushed, error) {
+	upDigest, subjectProcessed, err := h.storeManifest(ctx, be, repo, upRef, p.plainDigest, mediaType, out)
 	if err != nil {
-		return err
+		return pushed{}, err
 	}
-	be.setDeleted(ctx, repo, plainDigest, false)
-	if subjectProcessed && plainSubject != "" {
-		w.Header().Set("OCI-Subject", plainSubject.String())
-	}
+	p.upstreamDigest = upDigest
+	be.setDeleted(ctx, repo, p.plainDigest, false)
 	be.putManifestMapping(ctx, cache.Manifest{
-		Repository: repo, PlainDigest: plainDigest, ContentType: contentType, Size: int64(len(body)),
-		UpstreamDigest: upDigest, UpstreamMediaType: m.mediaType, UpstreamSize: int64(len(out)),
+		Repository: repo, PlainDigest: p.plainDigest, ContentType: contentType, Size: int64(size),
+		UpstreamDigest: upDigest, UpstreamMediaType: mediaType, UpstreamSize: int64(len(out)),
 	})
+	if p.subject != "" {
+		p.subjectProcessed = subjectProcessed || h.keepReferrer(ctx, be, repo, p.subject, p.referrer)
+	}
 	encrypted := 0
 	for _, l := range m.layers {
 		if crypto.IsEncryptedMediaType(l.MediaType) {
@@ -122,13 +195,9 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 	h.metrics.manifests.Add(ctx, 1, metric.WithAttributes(attribute.String("shroud.rule", rule.String())))
 	// The edge's record of what left: which image, under which rule, how
 	// many of its layers encrypted.
-	logger(ctx).Info("manifest stored", "repository", repo, "reference", ref, "plain_digest", plainDigest,
-		"upstream_digest", upDigest, "rule", rule.String(), "layers", len(m.layers), "encrypted_layers", encrypted)
-	w.Header().Set("Location", "/v2/"+repo+"/manifests/"+plainDigest.String())
-	w.Header().Set("Docker-Content-Digest", plainDigest.String())
-	w.Header().Set("Content-Length", "0")
-	w.WriteHeader(http.StatusCreated)
-	return nil
+	logger(ctx).Info("manifest stored", "repository", repo, "reference", ref, "plain_digest", p.plainDigest,
+		"upstream_digest", upDigest, "rule", rule.String(), "layers", len(m.layers), "encrypted_layers", encrypted, "reused", p.reused)
+	return p, nil
 }
 
 // storeManifest PUTs an encrypted manifest upstream: by the pointer tag of
@@ -137,20 +206,20 @@ func (h *Handler) putManifest(w http.ResponseWriter, r *http.Request) error {
 // pushed one. The pointer goes first: a manifest is findable by its digest
 // before its tag names it. No PUT by digest: a tag stores the manifest as
 // much as a digest does, and makes it findable by its own.
-func (h *Handler) storeManifest(ctx context.Context, be *backend, repo, ref string, plainDigest digest.Digest, mediaType string, out []byte) (digest.Digest, bool, error) {
+func (h *Handler) storeManifest(ctx context.Context, be *backend, repo, upRef string, plainDigest digest.Digest, mediaType string, out []byte) (digest.Digest, bool, error) {
 	upDigest, subjectProcessed, err := be.cl.PutManifest(ctx, repo, h.pointerTag(be, repo, plainDigest), mediaType, out)
 	if err != nil {
 		return "", false, err
 	}
-	if _, byDigest := isDigest(ref); byDigest {
+	if _, byDigest := isDigest(upRef); byDigest {
 		return upDigest, subjectProcessed, nil
 	}
-	tagged, processed, err := be.cl.PutManifest(ctx, repo, ref, mediaType, out)
+	tagged, processed, err := be.cl.PutManifest(ctx, repo, upRef, mediaType, out)
 	if err != nil {
 		return "", false, err
 	}
 	if tagged != upDigest {
-		return "", false, fmt.Errorf("upstream stored manifest %s under tag %s, %s under its pointer", tagged, ref, upDigest)
+		return "", false, fmt.Errorf("upstream stored manifest %s under tag %s, %s under its pointer", tagged, upRef, upDigest)
 	}
 	return upDigest, subjectProcessed || processed, nil
 }
@@ -190,10 +259,12 @@ func (h *Handler) authorizePush(ctx context.Context, be *backend, repo string) e
 }
 
 // encryptManifest rewrites m in place to what the upstream stores, as the
-// rule says (which layers), wrapping layer keys for rs (the rule's
-// recipients that may be wrapped for now), and records in seal the
-// pairings it vouches for. Descriptors that repeat are worked on once.
-func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest, rule *crypto.Rule, rs *crypto.Recipients, seal *crypto.Seal) error {
+// rule says (which layers; none when plainBy names the rule that keeps
+// the manifest's artifact type in plaintext), wrapping layer keys for rs
+// (the rule's recipients that may be wrapped for now), and records in
+// seal the pairings it vouches for. Descriptors that repeat are worked on
+// once.
+func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string, m *manifest, rule *crypto.Rule, plainBy string, rs *crypto.Recipients, seal *crypto.Seal) error {
 	// The manifests the cache does not know (children, subject) are found
 	// through their pointers; restoring them shares one budget.
 	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest)
@@ -233,7 +304,7 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 		seen := map[digest.Digest][]done{}
 		for i := range m.layers {
 			l := &m.layers[i]
-			encrypt := platformOK && rule.EncryptsLayer(i, len(m.layers))
+			encrypt := platformOK && plainBy == "" && rule.EncryptsLayer(i, len(m.layers))
 			prev := seen[l.Digest]
 			if j := slices.IndexFunc(prev, func(x done) bool { return x.encrypt == encrypt && reflect.DeepEqual(x.orig, *l) }); j >= 0 {
 				*l = prev[j].out
@@ -241,7 +312,11 @@ func (h *Handler) encryptManifest(ctx context.Context, be *backend, repo string,
 			}
 			orig := *l
 			if !encrypt {
-				if err := h.storeAsPushed(ctx, be, repo, *l, "layer left in plaintext by "+rule.String()); err != nil {
+				what := "layer left in plaintext by " + rule.String()
+				if plainBy != "" {
+					what = whatPlainArtifact + plainBy
+				}
+				if err := h.storeAsPushed(ctx, be, repo, *l, what); err != nil {
 					return err
 				}
 			} else if err := h.encryptLayer(ctx, be, repo, l, rs, seal); err != nil {
@@ -287,8 +362,13 @@ func (h *Handler) mapChild(ctx context.Context, be *backend, repo string, d *oci
 	return nil
 }
 
-// whatEncrypted names a layer that came encrypted, for storeAsPushed.
-const whatEncrypted = "encrypted layer"
+// whatEncrypted names a layer that came encrypted, for storeAsPushed;
+// whatPlainArtifact starts the name of a layer of an artifact a rule
+// keeps in plaintext by its type.
+const (
+	whatEncrypted     = "encrypted layer"
+	whatPlainArtifact = "artifact layer left in plaintext by "
+)
 
 // storeAsPushed makes sure the upstream holds blob d as the client pushed
 // it. shroud encrypts every blob at upload, since it cannot tell a layer
@@ -309,10 +389,11 @@ func (h *Handler) storeAsPushed(ctx context.Context, be *backend, repo string, d
 	if !ok || !b.Bound {
 		return apiErr(http.StatusBadRequest, codeManifestBlobUnknown, "%s %s is unknown to repository %s", what, d.Digest, repo)
 	}
-	if b.Layer && what == whatEncrypted {
+	if b.Layer && (what == whatEncrypted || strings.HasPrefix(what, whatPlainArtifact)) {
 		// A blob a manifest names as a layer, claimed "already encrypted"
-		// here: storing it as it came would put that layer upstream in
-		// plaintext.
+		// here, or named by an artifact whose type a rule keeps in
+		// plaintext (a signature shares no blob with an image): storing
+		// it as it came would put that layer upstream in plaintext.
 		return apiErr(http.StatusBadRequest, codeManifestInvalid, "%s %s is a layer of another manifest of %s, stored encrypted: it is not stored again as it came", what, d.Digest, repo)
 	}
 	r, err := h.openBlob(ctx, be, repo, b)

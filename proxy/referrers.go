@@ -1,28 +1,36 @@
 package proxy
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 
 	"github.com/gorilla/mux"
 	"github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
-// referrers serves GET /v2/<name>/referrers/<digest> in plaintext terms:
-// the subject the client names is looked up upstream by its encrypted
-// digest, and every referrer in the answer is described as the client
-// pushed it (its digest, size, media type, artifact type, annotations).
-// A referrer is listed only if the manifest restored (for one shroud
-// sealed: the client's original) names the subject asked for, by its
-// plaintext digest or the upstream digest it maps to: the upstream's list
-// is not trusted to be the subject's. An upstream without the referrers
-// API answers as it does.
+// referrers serves GET /v2/<name>/referrers/<digest> in plaintext terms,
+// on every upstream. On one with the referrers API, the subject the
+// client names is asked about by its encrypted digests (the copy its
+// pointer names, and the earlier copies that one replaced:
+// Seal.Previous), and every referrer in the answers is described as the
+// client pushed it (its digest, size, media type, artifact type,
+// annotations). On one without (a 404), the list is the one shroud keeps
+// itself (referrers_kept.go). Either way a referrer is listed only if the
+// manifest restored (for one shroud sealed: the client's original) names
+// the subject asked for, by its plaintext digest or an upstream digest it
+// maps to: no list is trusted to be the subject's. The artifactType
+// filter is shroud's, applied to what the client sees.
 func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	v := mux.Vars(r)
 	repo := v["name"]
@@ -32,87 +40,174 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, be := r.Context(), h.backend(r)
 	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest) // shared by the subject and the referrers
-	upSubject := subject
-	// The cache's mapping, else the subject's pointer (after a restart,
-	// on another replica).
-	if mm, ok, err := h.liveManifestFor(ctx, be, repo, subject, budget); err != nil {
-		return err
-	} else if ok {
-		upSubject = mm.UpstreamDigest
-	}
-	hdr := http.Header{"Accept": {ocispec.MediaTypeImageIndex}}
-	resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/referrers/"+upSubject.String(), r.URL.Query(), hdr)
+	copies, err := h.copiesOf(ctx, be, repo, subject, budget)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return h.passResponse(w, r, resp, be.cl.Base())
-	}
-	var idx ocispec.Index
-	if err := json.NewDecoder(io.LimitReader(resp.Body, upstream.MaxManifestSize)).Decode(&idx); err != nil {
-		return fmt.Errorf("upstream referrers answer: %w", err)
-	}
-	if len(idx.Manifests) > maxReferrers {
-		return apiErr(http.StatusBadGateway, codeUnavailable, "the upstream lists %d referrers of %s, more than the %d shroud restores", len(idx.Manifests), subject, maxReferrers)
-	}
-	listed := idx.Manifests[:0]
-	for i := range idx.Manifests {
-		d := &idx.Manifests[i]
-		um, err := be.cl.GetManifest(ctx, repo, d.Digest.String())
+	var listed []ocispec.Descriptor
+	api := true
+	for i, up := range copies {
+		resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/referrers/"+up.String(), nil, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
 		if err != nil {
-			return fmt.Errorf("referrer %s: %w", d.Digest, err)
+			return err
 		}
-		// One level deep: a referrer that is an index is described by
-		// its own seal, its children are not fetched.
-		s, err := h.restore(ctx, be, repo, um, 1, budget)
-		if err != nil {
-			return fmt.Errorf("referrer %s: %w", d.Digest, err)
+		if resp.StatusCode == http.StatusNotFound && i == 0 {
+			resp.Body.Close()
+			api = false // no referrers API: shroud keeps the list
+			break
 		}
-		var orig struct {
-			ArtifactType string              `json:"artifactType"`
-			Config       *ocispec.Descriptor `json:"config"`
-			Annotations  map[string]string   `json:"annotations"`
-			Subject      *ocispec.Descriptor `json:"subject"`
-		}
-		if err := json.Unmarshal(s.body, &orig); err != nil {
-			orig.Subject = nil // names no subject
-		}
-		if orig.Subject == nil || (orig.Subject.Digest != subject && orig.Subject.Digest != upSubject) {
-			var named digest.Digest
-			if orig.Subject != nil {
-				named = orig.Subject.Digest
+		if resp.StatusCode != http.StatusOK {
+			defer resp.Body.Close()
+			if i > 0 && resp.StatusCode == http.StatusNotFound {
+				continue
 			}
-			logger(ctx).Info("dropped a referrer the upstream listed for a subject it does not name", "repository", repo,
-				"subject", subject, "referrer_upstream_digest", um.Digest, "its_subject", named)
-			continue
+			return h.passResponse(w, r, resp, be.cl.Base())
 		}
-		if s.digest != um.Digest { // one shroud rewrote
-			d.Digest, d.Size, d.MediaType, d.Annotations = s.digest, int64(len(s.body)), s.contentType, orig.Annotations
-			d.ArtifactType = orig.ArtifactType
-			if d.ArtifactType == "" && orig.Config != nil {
-				d.ArtifactType = orig.Config.MediaType
+		ds, err := h.upstreamReferrers(ctx, be, repo, subject, copies, resp, budget)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		for _, d := range ds {
+			if !slices.ContainsFunc(listed, func(l ocispec.Descriptor) bool { return l.Digest == d.Digest }) {
+				listed = append(listed, d)
 			}
 		}
-		listed = append(listed, *d)
 	}
-	idx.Manifests = listed
-	if idx.MediaType == "" {
-		idx.MediaType = ocispec.MediaTypeImageIndex
+	if !api {
+		if listed, err = h.keptReferrers(ctx, be, repo, subject); err != nil {
+			return err
+		}
 	}
-	if idx.Manifests == nil {
-		idx.Manifests = []ocispec.Descriptor{}
+	if at := artifactTypeFilter(r.URL.RawQuery); at != "" {
+		listed = slices.DeleteFunc(listed, func(d ocispec.Descriptor) bool { return d.ArtifactType != at })
+		w.Header().Set("OCI-Filters-Applied", "artifactType")
 	}
-	body, err := json.Marshal(idx)
+	if listed == nil {
+		listed = []ocispec.Descriptor{}
+	}
+	body, err := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: listed})
 	if err != nil {
 		return err
-	}
-	if f := resp.Header.Get("OCI-Filters-Applied"); f != "" {
-		w.Header().Set("OCI-Filters-Applied", f)
 	}
 	w.Header().Set("Content-Type", ocispec.MediaTypeImageIndex)
 	w.Header().Set("Content-Length", fmt.Sprint(len(body)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(body)
 	return nil
+}
+
+// copiesOf lists the upstream digests a subject's referrers may be
+// attached to: the copy its pointer (or the cache) names, then the
+// copies that one replaced, as its seal records them; the plaintext
+// digest itself for a manifest shroud stored no copy of.
+func (h *Handler) copiesOf(ctx context.Context, be *backend, repo string, subject digest.Digest, budget *crypto.UnwrapBudget) ([]digest.Digest, error) {
+	mm, ok, err := h.liveManifestFor(ctx, be, repo, subject, budget)
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return []digest.Digest{subject}, nil
+	}
+	copies := []digest.Digest{mm.UpstreamDigest}
+	um, err := be.cl.GetManifest(ctx, repo, mm.UpstreamDigest.String())
+	if err != nil {
+		return nil, fmt.Errorf("subject %s: %w", subject, err)
+	}
+	if enc, err := parseManifest(um.Body, um.ContentType); err == nil && enc.annotations[crypto.AnnotationOriginal] != "" {
+		if seal, _, err := h.openSeal(ctx, repo, enc.annotations[crypto.AnnotationOriginal]); err == nil && seal.Upstream == be.name && seal.Repository == repo &&
+			digest.FromBytes(seal.Manifest) == subject {
+			for _, p := range seal.Previous[:min(len(seal.Previous), crypto.MaxPreviousCopies)] {
+				if !slices.Contains(copies, p) {
+					copies = append(copies, p)
+				}
+			}
+		}
+	}
+	return copies, nil
+}
+
+// upstreamReferrers reads an upstream referrers answer about one of the
+// subject's copies and returns the referrers that name the subject (or
+// one of its copies), described as their clients pushed them.
+func (h *Handler) upstreamReferrers(ctx context.Context, be *backend, repo string, subject digest.Digest, copies []digest.Digest, resp *http.Response, budget *crypto.UnwrapBudget) ([]ocispec.Descriptor, error) {
+	var idx ocispec.Index
+	if err := json.NewDecoder(io.LimitReader(resp.Body, upstream.MaxManifestSize)).Decode(&idx); err != nil {
+		return nil, fmt.Errorf("upstream referrers answer: %w", err)
+	}
+	if len(idx.Manifests) > maxReferrers {
+		return nil, apiErr(http.StatusBadGateway, codeUnavailable, "the upstream lists %d referrers of %s, more than the %d shroud restores", len(idx.Manifests), subject, maxReferrers)
+	}
+	var listed []ocispec.Descriptor
+	for i := range idx.Manifests {
+		d := idx.Manifests[i]
+		um, err := be.cl.GetManifest(ctx, repo, d.Digest.String())
+		if upstream.IsStatus(err, http.StatusNotFound) {
+			continue // deleted since the upstream listed it
+		}
+		if err != nil {
+			return nil, fmt.Errorf("referrer %s: %w", d.Digest, err)
+		}
+		// One level deep: a referrer that is an index is described by
+		// its own seal, its children are not fetched.
+		s, err := h.restore(ctx, be, repo, um, 1, budget)
+		if err != nil {
+			return nil, fmt.Errorf("referrer %s: %w", d.Digest, err)
+		}
+		rd, named := describeReferrer(s)
+		if named != subject && !slices.Contains(copies, named) {
+			logger(ctx).Info("dropped a referrer the upstream listed for a subject it does not name", "repository", repo,
+				"subject", subject, "referrer_upstream_digest", um.Digest, "its_subject", named)
+			continue
+		}
+		if s.digest == um.Digest { // not one shroud rewrote: as the upstream describes it
+			rd.Annotations, rd.ArtifactType = d.Annotations, d.ArtifactType
+		}
+		listed = append(listed, rd)
+	}
+	return listed, nil
+}
+
+// describeReferrer is the descriptor of a manifest as a referrers list
+// gives it (its artifactType, else its config's media type; its
+// annotations), and the subject it names ("" for none).
+func describeReferrer(s served) (ocispec.Descriptor, digest.Digest) {
+	var m struct {
+		MediaType    string              `json:"mediaType"`
+		ArtifactType string              `json:"artifactType"`
+		Config       *ocispec.Descriptor `json:"config"`
+		Annotations  map[string]string   `json:"annotations"`
+		Subject      *ocispec.Descriptor `json:"subject"`
+	}
+	if err := json.Unmarshal(s.body, &m); err != nil {
+		return ocispec.Descriptor{}, ""
+	}
+	d := ocispec.Descriptor{MediaType: s.contentType, Digest: s.digest, Size: int64(len(s.body)), ArtifactType: m.ArtifactType, Annotations: m.Annotations}
+	if d.MediaType == "" {
+		d.MediaType = m.MediaType
+	}
+	if d.ArtifactType == "" && m.Config != nil {
+		d.ArtifactType = m.Config.MediaType
+	}
+	var named digest.Digest
+	if m.Subject != nil {
+		named = m.Subject.Digest
+	}
+	return d, named
+}
+
+// artifactTypeFilter is the artifactType a referrers request filters by.
+// The query is read with path unescaping: media types hold "+"
+// ("application/spdx+json"), which clients do not always escape, and
+// which form decoding would turn into a space.
+func artifactTypeFilter(rawQuery string) string {
+	for _, kv := range strings.Split(rawQuery, "&") {
+		if v, ok := strings.CutPrefix(kv, "artifactType="); ok {
+			if u, err := url.PathUnescape(v); err == nil {
+				return u
+			}
+			return v
+		}
+	}
+	return ""
 }

@@ -285,7 +285,7 @@ func policy(cfg config.Config, keys *crypto.Keyring) (*crypto.Policy, error) {
 	for i, r := range rules {
 		c := crypto.Rule{Pattern: r.Repositories, Action: crypto.Action(r.Action), Layers: r.Layers, Platforms: r.Platforms,
 			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges,
-			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: crypto.DedupScope(r.DedupScope)}
+			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: crypto.DedupScope(r.DedupScope), ArtifactTypes: r.ArtifactTypes}
 		if c.Action == crypto.Encrypt {
 			c.EncryptOnly, c.RefusePulls = r.EncryptOnly || cfg.EncryptOnly, r.EncryptOnlyPulls == "refuse"
 			var rs []crypto.Recipient

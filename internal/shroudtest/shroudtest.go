@@ -196,6 +196,8 @@ type Rule struct {
 	// EncryptOnly and RefusePulls are crypto.Rule's: the rule's set is
 	// compiled WithoutIdentity.
 	EncryptOnly, RefusePulls bool
+	// ArtifactTypes is crypto.Rule's.
+	ArtifactTypes []string
 	// Pull and Push are the rule's grants under WithAuth.
 	Pull, Push []string
 }
@@ -299,7 +301,8 @@ func start(t testing.TB, up Upstream, kr *crypto.Keyring, dir string, o options)
 		grants = append(grants, auth.RuleGrants{Pull: r.Pull, Push: r.Push})
 		c := crypto.Rule{Pattern: r.Pattern, Action: r.Action, Layers: r.Layers, Platforms: r.Platforms,
 			AcceptFrom: r.AcceptFrom, AcceptForeign: r.AcceptForeign, DecryptionKeys: r.DecryptionKeys, VerifyRanges: r.VerifyRanges,
-			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: r.DedupScope, EncryptOnly: r.EncryptOnly, RefusePulls: r.RefusePulls}
+			VerifyBeforeRelease: r.VerifyBeforeRelease, DedupScope: r.DedupScope, EncryptOnly: r.EncryptOnly, RefusePulls: r.RefusePulls,
+			ArtifactTypes: r.ArtifactTypes}
 		if r.Action == crypto.Encrypt {
 			rs, err := kr.Recipients(r.Recipients)
 			if err == nil && r.EncryptOnly {
