@@ -154,6 +154,9 @@ type Handler struct {
 	// referrerLocks serialize updates of the referrers indexes shroud
 	// keeps (referrers_kept.go).
 	referrerLocks referrerLocks
+	// copyScans finds the copies of a subject pushed before a push reused
+	// the copy (referrers_copies.go).
+	copyScans *copyScans
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -168,17 +171,18 @@ func New(o Options) (*Handler, error) {
 		return nil, err
 	}
 	h := &Handler{
-		tracer:   newTracer(o.TracerProvider),
-		keys:     o.Keyring,
-		policy:   o.Policy,
-		mirrors:  map[string]*backend{},
-		log:      o.Logger,
-		fetches:  newFetches(o.SpoolDir),
-		metrics:  m,
-		limits:   newLimits(o.MaxStreams, o.StallTimeout),
-		restored: newRestoredCache(),
-		authn:    o.Auth,
-		access:   o.Access,
+		tracer:    newTracer(o.TracerProvider),
+		keys:      o.Keyring,
+		policy:    o.Policy,
+		mirrors:   map[string]*backend{},
+		log:       o.Logger,
+		fetches:   newFetches(o.SpoolDir),
+		metrics:   m,
+		limits:    newLimits(o.MaxStreams, o.StallTimeout),
+		restored:  newRestoredCache(),
+		copyScans: newCopyScans(),
+		authn:     o.Auth,
+		access:    o.Access,
 
 		sharedHealth: o.SharedHealth,
 		gate:         newKeyGate(o),

@@ -46,7 +46,8 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	}
 	var listed []ocispec.Descriptor
 	api := true
-	for i, up := range copies {
+	for i := 0; i < len(copies); i++ { // copies grows at the first answer
+		up := copies[i]
 		resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/referrers/"+up.String(), nil, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
 		if err != nil {
 			return err
@@ -62,6 +63,14 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 				continue
 			}
 			return h.passResponse(w, r, resp, be.cl.Base())
+		}
+		if i == 0 {
+			// The upstream has the API: the copies pushed before
+			// pushes reused them are asked about too.
+			if copies, err = h.taggedCopiesOf(ctx, be, repo, subject, copies); err != nil {
+				resp.Body.Close()
+				return err
+			}
 		}
 		ds, err := h.upstreamReferrers(ctx, be, repo, subject, copies, resp, budget)
 		resp.Body.Close()

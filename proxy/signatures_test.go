@@ -396,3 +396,52 @@ func TestAttackPlaintextArtifactTypeLaundersEncryptedLayer(t *testing.T) {
 		})
 	}
 }
+
+// Copies made before pushes reused them: each push stored a copy of its
+// own, the pointer naming the newest, and a referrer attached to an
+// older copy is known by that copy's tag alone (no seal lists it). The
+// referrers API still lists it, through every tag. (ggcr: distribution
+// has no referrers API, and shroud's own list is by plaintext subject.)
+func TestReferrersOfCopiesPushedBeforeReuse(t *testing.T) {
+	up := shroudtest.GGCR(t)
+	recA, _ := keyPair(t, "ec")
+	recB, _ := keyPair(t, "ec")
+	check := newChecker()
+	s := shroudtest.Start(t, up, shroudtest.WithKeyCheck(check),
+		shroudtest.WithPolicy(shroudtest.Rule{Pattern: "sig/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recA, recB}}))
+	img := must[v1.Image](t)(random.Image(3000, 2))
+	if err := remote.Write(ref(t, s.Host(), "sig/app:old"), img); err != nil {
+		t.Fatal(err)
+	}
+	p := newSigPusher(t, s, "sig/app")
+	sig, _ := p.attach(img, sigType, "attached to the old copy")
+	old := upstreamDigest(t, up, "sig/app:old")
+	// What an earlier version left: the pointer names whatever copy was
+	// pushed last, and no seal names the old one. Here the pointer goes,
+	// and the next push (another key set, so not a reuse) starts a chain
+	// of its own.
+	for _, tag := range upstreamTagList(t, up, "sig/app") {
+		if strings.HasPrefix(tag, "shroud-") && upstreamDigest(t, up, "sig/app:"+tag) == old {
+			if st, _, body := atkRawRequest(t, up.Host(), "DELETE", "/v2/sig/app/manifests/"+tag); st != http.StatusAccepted {
+				t.Fatalf("delete the pointer %s upstream: %d %s", tag, st, body)
+			}
+		}
+	}
+	check.set(proxy.OpWrap, recA.KeyID(), "revoked")
+	// Another replica, with no cache of the first copy.
+	s2 := shroudtest.StartWithIdentity(t, up, s.Keyring, t.TempDir(), shroudtest.WithKeyCheck(check),
+		shroudtest.WithPolicy(shroudtest.Rule{Pattern: "sig/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recA, recB}}))
+	if err := remote.Write(ref(t, s2.Host(), "sig/app:new"), img); err != nil {
+		t.Fatal(err)
+	}
+	if upstreamDigest(t, up, "sig/app:new") == old {
+		t.Fatal("the second push reused the old copy; the test wants two")
+	}
+	p2 := newSigPusher(t, s2, "sig/app")
+	sig2, _ := p2.attach(img, sigType, "attached to the new copy")
+	want := []digest.Digest{sig, sig2}
+	slices.Sort(want)
+	if listed, _ := p2.referrers(imgDigest(t, img), ""); !slices.Equal(digestsOf(listed), want) {
+		t.Errorf("referrers of the image with two copies: %v, want %v", digestsOf(listed), want)
+	}
+}

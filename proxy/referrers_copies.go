@@ -1,0 +1,117 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/shroud-oci/shroud/crypto"
+)
+
+// Copies pushed before one encrypted manifest per plaintext manifest
+// (manifest_reuse.go): every push of a manifest stored a copy of its own,
+// and referrers were attached to whichever copy the subject mapped to
+// then. Those copies are known by their tags alone, so a referrers
+// request on an upstream with the referrers API also asks about the
+// copies the repository's tags name: a scan of at most maxCopyScanTags
+// client tags (a HEAD each), remembered per repository for copyScanTTL,
+// and of each tagged manifest's seal (which plaintext manifest it is a
+// copy of), remembered by upstream digest (content-addressed).
+
+const (
+	maxCopyScanTags = 256
+	copyScanTTL     = 30 * time.Second
+	copyScanEntries = 256
+	sealedOfEntries = 8192
+)
+
+// taggedCopy is an upstream manifest a client tag names and the
+// plaintext digest of the manifest it is shroud's copy of ("" if it is
+// none).
+type taggedCopy struct {
+	upstream, plain digest.Digest
+}
+
+// copyScans holds the scans and the seal readings.
+type copyScans struct {
+	scans    *timedLRU[[]taggedCopy]
+	sealedOf *timedLRU[digest.Digest]
+}
+
+func newCopyScans() *copyScans {
+	return &copyScans{scans: newTimedLRU[[]taggedCopy](copyScanEntries, copyScanTTL), sealedOf: newTimedLRU[digest.Digest](sealedOfEntries, 24*time.Hour)}
+}
+
+// taggedCopiesOf adds to copies the upstream manifests the repository's
+// client tags name that are shroud's copies of subject.
+func (h *Handler) taggedCopiesOf(ctx context.Context, be *backend, repo string, subject digest.Digest, copies []digest.Digest) ([]digest.Digest, error) {
+	scan, err := h.scanTaggedCopies(ctx, be, repo)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range scan {
+		if c.plain == subject && !slices.Contains(copies, c.upstream) {
+			copies = append(copies, c.upstream)
+		}
+	}
+	return copies, nil
+}
+
+// scanTaggedCopies reads what the repository's client tags name upstream.
+func (h *Handler) scanTaggedCopies(ctx context.Context, be *backend, repo string) ([]taggedCopy, error) {
+	key := be.name + "\x00" + repo
+	if s, ok := h.copyScans.scans.Get(key); ok {
+		return s, nil
+	}
+	tags, err := h.upstreamTags(ctx, be, repo)
+	if err != nil {
+		return nil, fmt.Errorf("tags of %s: %w", repo, err)
+	}
+	tags = slices.DeleteFunc(tags, isPointerTag)
+	if len(tags) > maxCopyScanTags {
+		logger(ctx).Info("referrers: the repository has more tags than shroud scans for earlier copies of a subject", "repository", repo,
+			"tags", len(tags), "scanned", maxCopyScanTags)
+		tags = tags[:maxCopyScanTags]
+	}
+	var scan []taggedCopy
+	seen := map[digest.Digest]bool{}
+	for _, tag := range tags {
+		d, _, _, err := be.cl.HeadManifest(ctx, repo, tag)
+		if err != nil || d == "" || seen[d] {
+			continue // gone since the list, or not answered: not a copy found
+		}
+		seen[d] = true
+		plain, err := h.sealedPlain(ctx, be, repo, d)
+		if err != nil {
+			return nil, err
+		}
+		scan = append(scan, taggedCopy{upstream: d, plain: plain})
+	}
+	h.copyScans.scans.Add(key, scan)
+	return scan, nil
+}
+
+// sealedPlain is the plaintext digest of the manifest whose copy shroud
+// sealed for repo is the upstream manifest d, "" if d is none.
+func (h *Handler) sealedPlain(ctx context.Context, be *backend, repo string, d digest.Digest) (digest.Digest, error) {
+	key := be.name + "\x00" + repo + "\x00" + d.String()
+	if p, ok := h.copyScans.sealedOf.Get(key); ok {
+		return p, nil
+	}
+	um, err := be.cl.GetManifest(ctx, repo, d.String())
+	if err != nil {
+		return "", nil // gone since its tag was read: none
+	}
+	var plain digest.Digest
+	if enc, err := parseManifest(um.Body, um.ContentType); err == nil && enc.annotations[crypto.AnnotationOriginal] != "" {
+		seal, _, err := h.openSeal(ctx, repo, enc.annotations[crypto.AnnotationOriginal])
+		if err == nil && seal.Upstream == be.name && seal.Repository == repo && um.Digest == d {
+			plain = digest.FromBytes(seal.Manifest)
+		}
+	}
+	h.copyScans.sealedOf.Add(key, plain)
+	return plain, nil
+}
