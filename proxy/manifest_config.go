@@ -50,7 +50,16 @@ func (h *Handler) prepareConfig(ctx context.Context, be *backend, repo string, c
 	// The empty JSON {} is both the OCI empty config and the empty layer
 	// of artifacts; its two bytes are no secret.
 	if mapped && b.Layer && cfg.Digest != emptyJSONDigest {
-		return invalid("the blob is a layer of another manifest of %s; a layer is never stored in plaintext as a config", repo)
+		// Unless the upstream holds it in plaintext already (an image
+		// pushed again through a replica that knows its config only
+		// through the blob pointer, which counts it as a layer):
+		// nothing is stored, and its copy is read against the digest.
+		if _, ok, err := be.cl.HeadBlob(ctx, repo, cfg.Digest); err != nil {
+			return false, err
+		} else if !ok {
+			return invalid("the blob is a layer of another manifest of %s; a layer is never stored in plaintext as a config", repo)
+		}
+		mapped = false
 	}
 	if mapped && !b.Bound {
 		mapped = false // not shroud's own ciphertext: only the upstream's plaintext copy counts

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -18,6 +19,7 @@ import (
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/redistest"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
+	"github.com/shroud-oci/shroud/proxy"
 )
 
 // replicas starts n shroud replicas sharing one identity in front of up,
@@ -464,4 +466,40 @@ func TestManifestPushedTwiceDeletedOnOneReplicaIsGoneOnAnother(t *testing.T) {
 	rs[0].do("DELETE", path, nil).want(t, 202, "")
 	rs[1].do("HEAD", path, nil, "Accept", ocispec.MediaTypeImageManifest).want(t, 404, "")
 	rs[1].do("GET", path, nil, "Accept", ocispec.MediaTypeImageManifest).want(t, 404, "MANIFEST_UNKNOWN")
+}
+
+// An image pushed again through another replica (no cache of the first
+// push, sharing the identity), when the push makes a new copy (a key
+// revoked since): the replica knows the config only through its blob
+// pointer, which counts what it maps as a layer, and refused the config
+// as "a layer of another manifest" although the upstream held it in
+// plaintext already. Nothing new leaves in plaintext: it is taken.
+func TestAnotherReplicaPushesTheSameImageAgain(t *testing.T) {
+	for _, up := range shroudtest.Upstreams(t) {
+		t.Run(up.Name, func(t *testing.T) {
+			recA, _ := keyPair(t, "ec")
+			recB, keyB := keyPair(t, "ec")
+			check := newChecker()
+			pol := shroudtest.WithPolicy(shroudtest.Rule{Pattern: "team/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recA, recB}})
+			first := shroudtest.Start(t, up, shroudtest.WithKeyCheck(check), pol)
+			img := must[v1.Image](t)(random.Image(3000, 2))
+			if err := remote.Write(ref(t, first.Host(), "team/app:1"), img); err != nil {
+				t.Fatal(err)
+			}
+			check.set(proxy.OpWrap, recA.KeyID(), "revoked")
+			second := shroudtest.StartWithIdentity(t, up, first.Keyring, t.TempDir(), shroudtest.WithKeyCheck(check), pol)
+			if err := remote.Write(ref(t, second.Host(), "team/app:2"), img); err != nil {
+				t.Fatalf("the same image pushed again through another replica: %v", err)
+			}
+			for _, l := range upstreamManifest(t, up, "team/app:2").Layers {
+				if !opens(t, keyB, l) {
+					t.Errorf("layer %s of the new copy does not open with B's key", l.Digest)
+				}
+			}
+			got := must[v1.Image](t)(remote.Image(ref(t, second.Host(), "team/app:2")))
+			if must[v1.Hash](t)(got.Digest()) != must[v1.Hash](t)(img.Digest()) {
+				t.Error("tag 2 pulls another digest")
+			}
+		})
+	}
 }
