@@ -75,7 +75,8 @@ func TestConformanceParity(t *testing.T) {
 				}
 			}
 			sort.Strings(lost)
-			line := fmt.Sprintf("conformance %s: passed direct %d / passed through shroud %d / lost %d", kind.name, directTotal, throughTotal, len(lost))
+			line := fmt.Sprintf("conformance %s: passed direct %d / passed through shroud %d / lost %d; referrers tests passed direct %d / through shroud %d",
+				kind.name, directTotal, throughTotal, len(lost), referrersPasses(direct), referrersPasses(through))
 			summary = append(summary, line)
 			t.Log(line)
 			if len(lost) > 0 {
@@ -84,4 +85,15 @@ func TestConformanceParity(t *testing.T) {
 		})
 	}
 	summarize(summary...)
+}
+
+// referrersPasses counts the passes of the suite's referrers API tests.
+func referrersPasses(passes map[string]int) int {
+	n := 0
+	for name, k := range passes {
+		if strings.Contains(strings.ToLower(name), "referrers") {
+			n += k
+		}
+	}
+	return n
 }

@@ -15,7 +15,8 @@ import (
 
 // toolsDir holds the tools TestMain builds from the Go modules go.mod pins
 // (its tool directives): the conformance suite, distribution's registry
-// and crane; and the tests' own key provider.
+// and crane; the tests' own key provider; and oras and cosign, from the
+// module internal/signtools pins them in.
 var toolsDir string
 
 func TestMain(m *testing.M) {
@@ -31,6 +32,17 @@ func TestMain(m *testing.M) {
 		"github.com/shroud-oci/shroud/internal/keyprovidertest/testprovider")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "building the e2e tools: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// oras and cosign, from the module internal/signtools pins them in
+	// (a module of its own, out of shroud's go.mod); -p 1: cosign is big
+	// and CI machines have two cores.
+	cmd = exec.Command("go", "build", "-p", "1", "-o", dir+"/",
+		"oras.land/oras/cmd/oras",
+		"github.com/sigstore/cosign/v2/cmd/cosign")
+	cmd.Dir = "../internal/signtools"
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building oras and cosign in internal/signtools: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	toolsDir = dir
