@@ -69,6 +69,10 @@ type Seal struct {
 	// replaced as its pointer's target: referrers attached to them are
 	// listed with this copy's.
 	Previous []digest.Digest `json:"previous,omitempty"`
+	// Tags are the client's digest tags ("sha256-<hex>.sig") this copy
+	// was pushed under, which the upstream holds under names keyed by
+	// the identity: an identity rotation renames them from these.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // MaxPreviousCopies bounds Seal.Previous.

@@ -600,11 +600,20 @@ func (j *rewrapJob) renamePointers(tags []string, enc *manifest, seal crypto.Sea
 	}
 	out := make([]string, 0, len(tags))
 	for _, tag := range tags {
-		// Another pointer-form tag (a client's digest tag, by its keyed
-		// name: digest_tags.go) is not this manifest's pointer: it
-		// stays as it is, read under its previous name.
-		if isPointerTag(tag) && slices.Contains(names, tag) {
+		// Another pointer-form tag is a client's digest tag by its keyed
+		// name (digest_tags.go), renamed from the seal's record of it;
+		// one the seal does not name stays as it is.
+		switch {
+		case !isPointerTag(tag):
+		case slices.Contains(names, tag):
 			tag = names[0]
+		default:
+			for _, ct := range seal.Tags {
+				if ns := j.h.digestTagNames(j.be, j.repo, ct); slices.Contains(ns, tag) {
+					tag = ns[0]
+					break
+				}
+			}
 		}
 		if !slices.Contains(out, tag) {
 			out = append(out, tag)

@@ -126,9 +126,9 @@ func (h *Handler) pushManifest(ctx context.Context, be *backend, repo, ref strin
 		return pushed{}, err
 	}
 	upRef := h.upstreamRef(be, repo, ref)
-	var previous []digest.Digest
+	var prev crypto.Seal
 	if !rule.EncryptOnly {
-		um, prev, ok, err := h.reusable(ctx, be, repo, plainDigest, contentType, m, selection, rs)
+		um, p0, ok, err := h.reusable(ctx, be, repo, ref, plainDigest, contentType, m, selection, rs)
 		if err != nil {
 			return pushed{}, err
 		}
@@ -136,10 +136,13 @@ func (h *Handler) pushManifest(ctx context.Context, be *backend, repo, ref strin
 			p.reused = true
 			return h.finishPush(ctx, be, repo, ref, upRef, p, rule, m, contentType, len(body), um.ContentType, um.Body)
 		}
-		previous = prev
+		prev = p0
+	}
+	if isDigestTag(ref) && !slices.Contains(prev.Tags, ref) {
+		prev.Tags = append(prev.Tags, ref)
 	}
 	seal := crypto.Seal{Upstream: be.name, Repository: repo, ContentType: contentType, Manifest: body,
-		Wrapped: rs.WrappedIDs(h.keys.Identity()), Selection: selection, Previous: previous}
+		Wrapped: rs.WrappedIDs(h.keys.Identity()), Selection: selection, Previous: prev.Previous, Tags: prev.Tags}
 	if err := h.encryptManifest(ctx, be, repo, m, rule, plainBy, rs, &seal); err != nil {
 		return pushed{}, err
 	}

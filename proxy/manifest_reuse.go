@@ -23,28 +23,29 @@ import (
 // another one now, another content type, a seal by a previous identity.
 
 // reusable returns the copy stored for plainDigest in repo if a push of
-// m (the client's manifest, not yet rewritten) may reuse it; else ok is
-// false and previous lists the copies a new one replaces (the one the
-// pointer names, and those it replaced), for the new seal.
-func (h *Handler) reusable(ctx context.Context, be *backend, repo string, plainDigest digest.Digest, contentType string, m *manifest, selection string, rs *crypto.Recipients) (um upstream.Manifest, previous []digest.Digest, ok bool, err error) {
+// m (the client's manifest, not yet rewritten) under ref may reuse it;
+// else ok is false and prev holds what the new copy's seal carries on:
+// the copies it replaces (the one the pointer names, and those it
+// replaced) and the digest tags the old one was pushed under.
+func (h *Handler) reusable(ctx context.Context, be *backend, repo, ref string, plainDigest digest.Digest, contentType string, m *manifest, selection string, rs *crypto.Recipients) (um upstream.Manifest, prev crypto.Seal, ok bool, err error) {
 	if be.deleted(ctx, repo, plainDigest) {
-		return upstream.Manifest{}, nil, false, nil
+		return upstream.Manifest{}, crypto.Seal{}, false, nil
 	}
 	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest)
 	_, um, ok, err = h.pointed(ctx, be, repo, plainDigest, budget)
 	if err != nil || !ok {
-		return upstream.Manifest{}, nil, false, err
+		return upstream.Manifest{}, crypto.Seal{}, false, err
 	}
 	enc, err := parseManifest(um.Body, um.ContentType)
 	if err != nil {
-		return upstream.Manifest{}, nil, false, nil
+		return upstream.Manifest{}, crypto.Seal{}, false, nil
 	}
 	seal, by, err := h.openSeal(ctx, repo, enc.annotations[crypto.AnnotationOriginal])
 	if err != nil || seal.Upstream != be.name || seal.Repository != repo {
-		return upstream.Manifest{}, nil, false, nil // pointed vouched for it; a race with a job
+		return upstream.Manifest{}, crypto.Seal{}, false, nil // pointed vouched for it; a race with a job
 	}
-	previous = slices.Compact(append([]digest.Digest{um.Digest}, seal.Previous...))
-	previous = previous[:min(len(previous), crypto.MaxPreviousCopies)]
+	previous := slices.Compact(append([]digest.Digest{um.Digest}, seal.Previous...))
+	prev = crypto.Seal{Previous: previous[:min(len(previous), crypto.MaxPreviousCopies)], Tags: seal.Tags}
 	why := ""
 	switch {
 	case by != h.keys.Identity():
@@ -55,19 +56,21 @@ func (h *Handler) reusable(ctx context.Context, be *backend, repo string, plainD
 		why = "its layer keys are wrapped for other keys than the policy's now"
 	case seal.Selection != selection:
 		why = "the rule encrypts other layers now"
+	case isDigestTag(ref) && !slices.Contains(seal.Tags, ref):
+		why = "pushed under a digest tag its seal does not name (an identity rotation renames those it names)"
 	}
 	if why == "" {
 		why, err = h.namesOthers(ctx, be, repo, m, enc, budget)
 		if err != nil {
-			return upstream.Manifest{}, nil, false, err
+			return upstream.Manifest{}, crypto.Seal{}, false, err
 		}
 	}
 	if why != "" {
 		logger(ctx).Info("manifest pushed again: encrypted anew, not reused", "repository", repo, "plain_digest", plainDigest,
 			"stored_upstream_digest", um.Digest, "why", why)
-		return upstream.Manifest{}, previous, false, nil
+		return upstream.Manifest{}, prev, false, nil
 	}
-	return um, nil, true, nil
+	return um, crypto.Seal{}, true, nil
 }
 
 // namesOthers says why the stored copy enc names other manifests than a

@@ -28,40 +28,42 @@ const (
 	sealedOfEntries = 8192
 )
 
-// taggedCopy is an upstream manifest a client tag names and the
-// plaintext digest of the manifest it is shroud's copy of ("" if it is
-// none).
-type taggedCopy struct {
-	upstream, plain digest.Digest
-}
-
-// copyScans holds the scans and the seal readings.
+// copyScans holds the scans (the upstream digests a repository's client
+// tags name) and the seal readings.
 type copyScans struct {
-	scans    *timedLRU[[]taggedCopy]
+	scans    *timedLRU[[]digest.Digest]
 	sealedOf *timedLRU[digest.Digest]
 }
 
 func newCopyScans() *copyScans {
-	return &copyScans{scans: newTimedLRU[[]taggedCopy](copyScanEntries, copyScanTTL), sealedOf: newTimedLRU[digest.Digest](sealedOfEntries, 24*time.Hour)}
+	return &copyScans{scans: newTimedLRU[[]digest.Digest](copyScanEntries, copyScanTTL), sealedOf: newTimedLRU[digest.Digest](sealedOfEntries, 24*time.Hour)}
 }
 
 // taggedCopiesOf adds to copies the upstream manifests the repository's
 // client tags name that are shroud's copies of subject.
 func (h *Handler) taggedCopiesOf(ctx context.Context, be *backend, repo string, subject digest.Digest, copies []digest.Digest) ([]digest.Digest, error) {
-	scan, err := h.scanTaggedCopies(ctx, be, repo)
+	tagged, err := h.scanTags(ctx, be, repo)
 	if err != nil {
 		return nil, err
 	}
-	for _, c := range scan {
-		if c.plain == subject && !slices.Contains(copies, c.upstream) {
-			copies = append(copies, c.upstream)
+	for _, d := range tagged {
+		if slices.Contains(copies, d) {
+			continue
+		}
+		plain, err := h.sealedPlain(ctx, be, repo, d)
+		if err != nil {
+			return nil, err
+		}
+		if plain == subject {
+			copies = append(copies, d)
 		}
 	}
 	return copies, nil
 }
 
-// scanTaggedCopies reads what the repository's client tags name upstream.
-func (h *Handler) scanTaggedCopies(ctx context.Context, be *backend, repo string) ([]taggedCopy, error) {
+// scanTags reads the distinct upstream manifests the repository's client
+// tags name.
+func (h *Handler) scanTags(ctx context.Context, be *backend, repo string) ([]digest.Digest, error) {
 	key := be.name + "\x00" + repo
 	if s, ok := h.copyScans.scans.Get(key); ok {
 		return s, nil
@@ -76,19 +78,13 @@ func (h *Handler) scanTaggedCopies(ctx context.Context, be *backend, repo string
 			"tags", len(tags), "scanned", maxCopyScanTags)
 		tags = tags[:maxCopyScanTags]
 	}
-	var scan []taggedCopy
-	seen := map[digest.Digest]bool{}
+	var scan []digest.Digest
 	for _, tag := range tags {
 		d, _, _, err := be.cl.HeadManifest(ctx, repo, tag)
-		if err != nil || d == "" || seen[d] {
+		if err != nil || d == "" || slices.Contains(scan, d) {
 			continue // gone since the list, or not answered: not a copy found
 		}
-		seen[d] = true
-		plain, err := h.sealedPlain(ctx, be, repo, d)
-		if err != nil {
-			return nil, err
-		}
-		scan = append(scan, taggedCopy{upstream: d, plain: plain})
+		scan = append(scan, d)
 	}
 	h.copyScans.scans.Add(key, scan)
 	return scan, nil

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"regexp"
@@ -443,5 +444,50 @@ func TestReferrersOfCopiesPushedBeforeReuse(t *testing.T) {
 	slices.Sort(want)
 	if listed, _ := p2.referrers(imgDigest(t, img), ""); !slices.Equal(digestsOf(listed), want) {
 		t.Errorf("referrers of the image with two copies: %v, want %v", digestsOf(listed), want)
+	}
+}
+
+// Identity rotation keeps a client's digest tags: they are stored under
+// names keyed by the identity, so the rotation job must rename them as it
+// renames the pointers, or once the old identity is retired cosign's
+// signatures (sha256-<hex>.sig) and the referrers index shroud keeps
+// vanish.
+func TestIdentityRotationKeepsDigestTags(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	recB, _ := keyPair(t, "ec")
+	pol := shroudtest.WithPolicy(shroudtest.Rule{Pattern: "sig/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recB}})
+	first := shroudtest.Start(t, up, pol)
+	img := must[v1.Image](t)(random.Image(3000, 1))
+	if err := remote.Write(ref(t, first.Host(), "sig/app:v1"), img); err != nil {
+		t.Fatal(err)
+	}
+	sigTag := "sha256-" + imgDigest(t, img).Encoded() + ".sig"
+	sigImg := must[v1.Image](t)(random.Image(200, 1))
+	if err := remote.Write(ref(t, first.Host(), "sig/app:"+sigTag), sigImg); err != nil {
+		t.Fatal(err)
+	}
+	referrer, _ := newSigPusher(t, first, "sig/app").attach(img, sigType, "kept by shroud")
+
+	old := first.Keyring.Identity()
+	next := newIdentity(t)
+	both := must[*crypto.Keyring](t)(crypto.NewKeyring(next, nil, crypto.WithPreviousIdentities(old)))
+	rotating := shroudtest.StartWithIdentity(t, up, both, t.TempDir(), pol)
+	rep, err := rotating.Handler.Rewrap(context.Background(), "sig/app", proxy.RewrapOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rotation: %+v", rep)
+
+	after := shroudtest.StartWithIdentity(t, up, must[*crypto.Keyring](t)(crypto.NewKeyring(next, nil)), t.TempDir(), pol)
+	got, err := remote.Get(ref(t, after.Host(), "sig/app:"+sigTag))
+	if err != nil {
+		t.Fatalf("after the rotation, through the new identity alone, %s: %v", sigTag, err)
+	}
+	if got.Digest.String() != imgDigest(t, sigImg).String() {
+		t.Errorf("%s reads %s, pushed %s", sigTag, got.Digest, imgDigest(t, sigImg))
+	}
+	listed, _ := newSigPusher(t, after, "sig/app").referrers(imgDigest(t, img), "")
+	if !slices.Equal(digestsOf(listed), []digest.Digest{referrer}) {
+		t.Errorf("after the rotation the referrers are %v, want [%s]", digestsOf(listed), referrer)
 	}
 }
