@@ -157,6 +157,9 @@ type Handler struct {
 	// copyScans finds the copies of a subject pushed before a push reused
 	// the copy (referrers_copies.go).
 	copyScans *copyScans
+	// ledger is Options.Ledger (nil: none shared): the referrers
+	// indexes' lock across replicas.
+	ledger cache.Ledger
 }
 
 var _ http.Handler = (*Handler)(nil)
@@ -181,6 +184,7 @@ func New(o Options) (*Handler, error) {
 		limits:    newLimits(o.MaxStreams, o.StallTimeout),
 		restored:  newRestoredCache(),
 		copyScans: newCopyScans(),
+		ledger:    o.Ledger,
 		authn:     o.Auth,
 		access:    o.Access,
 

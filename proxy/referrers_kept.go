@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/specs-go"
@@ -52,6 +55,52 @@ func (l *referrerLocks) lock(be *backend, repo string, subject digest.Digest) fu
 	return mu.Unlock
 }
 
+// How long an update of a referrers index waits for the replicas' lock,
+// and how long a lock is held at most (a replica that dies holding it).
+const (
+	referrersLockWait = 5 * time.Second
+	referrersLockTTL  = 30 * time.Second
+	referrersLockPoll = 25 * time.Millisecond
+)
+
+// lockReferrers serializes the updates of subject's index: within the
+// process, and across the replicas through the shared ledger (a swap on
+// a keyed name, so the shared tier learns no digest). A ledger that
+// fails, or a lock not had within referrersLockWait, leaves the process's
+// lock alone: a concurrent update on another replica may then be lost,
+// and is logged; its client's next push of the referrer adds it again.
+func (h *Handler) lockReferrers(ctx context.Context, be *backend, repo string, subject digest.Digest) func() {
+	unlock := h.referrerLocks.lock(be, repo, subject)
+	if h.ledger == nil {
+		return unlock
+	}
+	name := "referrers-lock:" + h.pointers.Sum("referrers-lock", be.name, repo, subject.String())
+	var b [16]byte
+	rand.Read(b[:])
+	token := hex.EncodeToString(b[:])
+	deadline := time.Now().Add(referrersLockWait)
+	for {
+		ok, err := h.ledger.Swap(ctx, name, "", token, referrersLockTTL)
+		if err == nil && ok {
+			return func() {
+				if _, err := h.ledger.Swap(context.WithoutCancel(ctx), name, token, "", 0); err != nil {
+					logger(ctx).Warn("referrers index lock not released: it expires", "repository", repo, "err", err)
+				}
+				unlock()
+			}
+		}
+		if err != nil || time.Now().After(deadline) {
+			logger(ctx).Warn("referrers index updated without the replicas' lock", "repository", repo, "subject", subject, "err", err)
+			return unlock
+		}
+		select {
+		case <-ctx.Done():
+			return unlock
+		case <-time.After(referrersLockPoll):
+		}
+	}
+}
+
 // keepReferrer adds the referrer d (as its client pushed it) to the index
 // shroud keeps for subject in repo, and says whether the index lists it
 // now. A failure is logged, not returned: the referrer is stored, and a
@@ -62,7 +111,7 @@ func (h *Handler) keepReferrer(ctx context.Context, be *backend, repo string, su
 	if !ok {
 		return false
 	}
-	defer h.referrerLocks.lock(be, repo, subject)()
+	defer h.lockReferrers(ctx, be, repo, subject)()
 	idx, err := h.referrersIndex(ctx, be, repo, tag)
 	if err == nil && slices.ContainsFunc(idx.Manifests, func(e ocispec.Descriptor) bool { return e.Digest == d.Digest }) {
 		return true

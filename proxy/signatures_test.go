@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -18,6 +20,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/shroud-oci/shroud/cache"
 	"github.com/shroud-oci/shroud/crypto"
 	"github.com/shroud-oci/shroud/internal/shroudtest"
 	"github.com/shroud-oci/shroud/proxy"
@@ -489,5 +492,40 @@ func TestIdentityRotationKeepsDigestTags(t *testing.T) {
 	listed, _ := newSigPusher(t, after, "sig/app").referrers(imgDigest(t, img), "")
 	if !slices.Equal(digestsOf(listed), []digest.Digest{referrer}) {
 		t.Errorf("after the rotation the referrers are %v, want [%s]", digestsOf(listed), referrer)
+	}
+}
+
+// Referrers of one subject pushed at once through two replicas, on an
+// upstream without the referrers API: each push reads shroud's index and
+// writes it back, and without a lock the replicas shared one write would
+// drop another's referrer. Every one is listed.
+func TestConcurrentReferrersThroughTwoReplicasAreAllListed(t *testing.T) {
+	up := shroudtest.Distribution(t)
+	ledger := cache.NewMemoryLedger(0) // the shared tier's ledger, as redis is to real replicas
+	a := shroudtest.Start(t, up, shroudtest.WithLedger(ledger))
+	b := shroudtest.StartWithIdentity(t, up, a.Keyring, t.TempDir(), shroudtest.WithLedger(ledger))
+	img := must[v1.Image](t)(random.Image(3000, 1))
+	if err := remote.Write(ref(t, a.Host(), "sig/app:v1"), img); err != nil {
+		t.Fatal(err)
+	}
+	pa, pb := newSigPusher(t, a, "sig/app"), newSigPusher(t, b, "sig/app")
+	const n = 12
+	got := make([]digest.Digest, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		p := pa
+		if i%2 == 1 {
+			p = pb
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], _ = p.attach(img, sigType, fmt.Sprintf("signature %d", i))
+		}()
+	}
+	wg.Wait()
+	slices.Sort(got)
+	if listed, _ := pa.referrers(imgDigest(t, img), ""); !slices.Equal(digestsOf(listed), got) {
+		t.Errorf("%d referrers pushed at once through two replicas, %d listed", n, len(listed))
 	}
 }
