@@ -141,8 +141,8 @@ func NewPolicy(rules []Rule) (*Policy, error) {
 				return nil, fmt.Errorf("%s: layers, platforms, recipients, accept-from, accept-foreign, decryption-keys, verify-ranges, verify-before-release and dedup-scope belong to encrypt rules", &r)
 			}
 			for _, t := range r.ArtifactTypes {
-				if t == "" {
-					return nil, fmt.Errorf("%s: artifact-types: an empty artifact type", &r)
+				if err := checkArtifactType(t); err != nil {
+					return nil, fmt.Errorf("%s: artifact-types: %w", &r, err)
 				}
 			}
 		default:
@@ -178,12 +178,42 @@ func (p *Policy) Match(repo string) *Rule {
 
 // MatchArtifact returns the first rule matching a manifest of
 // artifactType pushed to repo: a rule narrowed to artifact types matches
-// those alone, any other as Match does.
+// those alone (media types compare case-insensitively), any other as
+// Match does.
 func (p *Policy) MatchArtifact(repo, artifactType string) *Rule {
 	for _, r := range p.rules {
-		if r.re.MatchString(repo) && (len(r.ArtifactTypes) == 0 || slices.Contains(r.ArtifactTypes, artifactType)) {
+		if r.re.MatchString(repo) && (len(r.ArtifactTypes) == 0 || slices.ContainsFunc(r.ArtifactTypes, func(t string) bool { return strings.EqualFold(t, artifactType) })) {
 			return r
 		}
+	}
+	return nil
+}
+
+// DeniesArtifacts says whether a deny rule narrowed to artifact types
+// matches repo: a push of a manifest to repo must then be checked
+// against MatchArtifact, whatever Match says of the repository.
+func (p *Policy) DeniesArtifacts(repo string) bool {
+	for _, r := range p.rules {
+		if r.Action == Deny && len(r.ArtifactTypes) > 0 && r.re.MatchString(repo) {
+			return true
+		}
+	}
+	return false
+}
+
+// ImageConfigTypes are the config media types of container images: a
+// rule narrowed to one would match every image, not an artifact.
+var ImageConfigTypes = []string{"application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"}
+
+// checkArtifactType refuses what artifact-types may not name: nothing,
+// or an image's config type (a passthrough rule narrowed so would store
+// every image of its repositories in plaintext).
+func checkArtifactType(t string) error {
+	if strings.TrimSpace(t) == "" {
+		return fmt.Errorf("an empty artifact type")
+	}
+	if slices.ContainsFunc(ImageConfigTypes, func(c string) bool { return strings.EqualFold(c, t) }) {
+		return fmt.Errorf("%s is the config type of every container image, not an artifact's: a rule narrowed to it would cover every image", t)
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 package crypto
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -235,13 +238,26 @@ func (k *Keyring) Extend(base *Recipients, extra []Recipient) (*Recipients, erro
 	return set, nil
 }
 
-// WrappedIDs are the key ids a layer key wrapped for r is wrapped for,
-// sorted: every key of r, and id's when the identity is a recipient. Two
-// sets wrap for the same keys exactly when their WrappedIDs are equal.
+// WrappedIDs name what a layer key wrapped for r is wrapped for, sorted:
+// each key of r by its key id and a fingerprint of the material it is
+// wrapped with (the JWK, certificate, key file, provider arguments,
+// OpenPGP keyring and address: a key provider's key replaced under the
+// same provider name, an OpenPGP encryption subkey rotated under the
+// same primary key, change it), and the identity's key id when the
+// identity is a recipient. Two sets wrap alike exactly when their
+// WrappedIDs are equal.
 func (r *Recipients) WrappedIDs(id *Identity) []string {
 	ids := make([]string, 0, len(r.keys)+1)
-	for _, k := range r.keys {
-		ids = append(ids, k.ID)
+	for i, k := range r.keys {
+		h := sha256.New()
+		p := r.parts[i]
+		for _, b := range [][]byte{[]byte(p.param), p.value, p.ring, p.addr} {
+			var n [8]byte
+			binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+			h.Write(n[:])
+			h.Write(b)
+		}
+		ids = append(ids, k.ID+"#"+hex.EncodeToString(h.Sum(nil))[:32])
 	}
 	if !r.noIdentity {
 		ids = append(ids, id.KeyID())

@@ -75,8 +75,11 @@ type Seal struct {
 	Tags []string `json:"tags,omitempty"`
 }
 
-// MaxPreviousCopies bounds Seal.Previous.
-const MaxPreviousCopies = 16
+// MaxPreviousCopies bounds Seal.Previous, MaxSealedTags Seal.Tags.
+const (
+	MaxPreviousCopies = 16
+	MaxSealedTags     = 64
+)
 
 // SealedLayer is the pairing of one layer: its plaintext digest, the
 // digest and size of its ciphertext, and the HMAC of that ciphertext under

@@ -22,8 +22,8 @@ import (
 
 // digestTag matches the tags clients derive from a digest: an algorithm,
 // a dash and 64 hex digits (a sha512 digest's truncated, as the OCI
-// schema truncates it), then anything.
-var digestTag = regexp.MustCompile(`^(sha256|sha384|sha512)-[0-9a-f]{64}`)
+// schema truncates it; in either case), then anything.
+var digestTag = regexp.MustCompile(`^(?i)(sha256|sha384|sha512)-[0-9a-f]{64}`)
 
 // isDigestTag says whether a client's tag names a digest.
 func isDigestTag(tag string) bool { return digestTag.MatchString(tag) }

@@ -309,6 +309,10 @@ func (h *Handler) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if rule.Action == crypto.Passthrough {
+			if ae := h.checkArtifactDenied(r, repo); ae != nil {
+				writeAPIError(w, r, ae)
+				return
+			}
 			h.limits.serve(w, r, h.backend(r).passthrough)
 			return
 		}

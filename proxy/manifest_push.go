@@ -140,6 +140,7 @@ func (h *Handler) pushManifest(ctx context.Context, be *backend, repo, ref strin
 	}
 	if isDigestTag(ref) && !slices.Contains(prev.Tags, ref) {
 		prev.Tags = append(prev.Tags, ref)
+		prev.Tags = prev.Tags[max(0, len(prev.Tags)-crypto.MaxSealedTags):] // the newest
 	}
 	seal := crypto.Seal{Upstream: be.name, Repository: repo, ContentType: contentType, Manifest: body,
 		Wrapped: rs.WrappedIDs(h.keys.Identity()), Selection: selection, Previous: prev.Previous, Tags: prev.Tags}

@@ -46,6 +46,7 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 	}
 	var listed []ocispec.Descriptor
 	api := true
+	restored := 0                      // referrers fetched across the copies, bounded by maxReferrers
 	for i := 0; i < len(copies); i++ { // copies grows at the first answer
 		up := copies[i]
 		resp, err := be.cl.Do(ctx, http.MethodGet, "/v2/"+repo+"/referrers/"+up.String(), nil, http.Header{"Accept": {ocispec.MediaTypeImageIndex}})
@@ -72,7 +73,7 @@ func (h *Handler) referrers(w http.ResponseWriter, r *http.Request) error {
 				return err
 			}
 		}
-		ds, err := h.upstreamReferrers(ctx, be, repo, subject, copies, resp, budget)
+		ds, err := h.upstreamReferrers(ctx, be, repo, subject, copies, resp, budget, &restored)
 		resp.Body.Close()
 		if err != nil {
 			return err
@@ -139,13 +140,15 @@ func (h *Handler) copiesOf(ctx context.Context, be *backend, repo string, subjec
 // upstreamReferrers reads an upstream referrers answer about one of the
 // subject's copies and returns the referrers that name the subject (or
 // one of its copies), described as their clients pushed them.
-func (h *Handler) upstreamReferrers(ctx context.Context, be *backend, repo string, subject digest.Digest, copies []digest.Digest, resp *http.Response, budget *crypto.UnwrapBudget) ([]ocispec.Descriptor, error) {
+func (h *Handler) upstreamReferrers(ctx context.Context, be *backend, repo string, subject digest.Digest, copies []digest.Digest, resp *http.Response, budget *crypto.UnwrapBudget, restored *int) ([]ocispec.Descriptor, error) {
 	var idx ocispec.Index
 	if err := json.NewDecoder(io.LimitReader(resp.Body, upstream.MaxManifestSize)).Decode(&idx); err != nil {
 		return nil, fmt.Errorf("upstream referrers answer: %w", err)
 	}
-	if len(idx.Manifests) > maxReferrers {
-		return nil, apiErr(http.StatusBadGateway, codeUnavailable, "the upstream lists %d referrers of %s, more than the %d shroud restores", len(idx.Manifests), subject, maxReferrers)
+	// One bound for all the copies asked about: a client that made many
+	// copies (another content type each time) multiplies nothing.
+	if *restored += len(idx.Manifests); *restored > maxReferrers {
+		return nil, apiErr(http.StatusBadGateway, codeUnavailable, "the upstream lists %d referrers of %s and its copies, more than the %d shroud restores", *restored, subject, maxReferrers)
 	}
 	var listed []ocispec.Descriptor
 	for i := range idx.Manifests {

@@ -117,16 +117,22 @@ func (h *Handler) keepReferrer(ctx context.Context, be *backend, repo string, su
 		return true
 	}
 	if err == nil && len(idx.Manifests) >= maxReferrers {
-		err = fmt.Errorf("the index lists %d referrers, as many as shroud keeps", len(idx.Manifests))
+		// Full: what is gone (deleted through shroud, or behind it)
+		// leaves the index, checked only now, so that a push costs no
+		// check per entry. A listing leaves gone entries out.
+		idx.Manifests = slices.DeleteFunc(idx.Manifests, func(e ocispec.Descriptor) bool { return h.gone(ctx, be, repo, e.Digest) })
+		if len(idx.Manifests) >= maxReferrers {
+			err = fmt.Errorf("the index lists %d referrers, as many as shroud keeps", len(idx.Manifests))
+		}
 	}
 	if err == nil {
-		// What is gone (deleted through shroud, or behind it) leaves
-		// the index: an index naming a missing manifest is refused.
-		idx.Manifests = slices.DeleteFunc(idx.Manifests, func(e ocispec.Descriptor) bool { return h.gone(ctx, be, repo, e.Digest) })
 		idx.Manifests = append(idx.Manifests, d)
-		var body []byte
-		if body, err = json.Marshal(idx); err == nil {
-			_, err = h.pushManifest(ctx, be, repo, tag, body, ocispec.MediaTypeImageIndex, false)
+		err = h.pushReferrersIndex(ctx, be, repo, tag, idx)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.code == codeManifestBlobUnknown {
+			// An entry is gone: pruned, and written again once.
+			idx.Manifests = slices.DeleteFunc(idx.Manifests, func(e ocispec.Descriptor) bool { return e.Digest != d.Digest && h.gone(ctx, be, repo, e.Digest) })
+			err = h.pushReferrersIndex(ctx, be, repo, tag, idx)
 		}
 	}
 	if err != nil {
@@ -135,6 +141,17 @@ func (h *Handler) keepReferrer(ctx context.Context, be *backend, repo string, su
 		return false
 	}
 	return true
+}
+
+// pushReferrersIndex stores idx under the schema's tag, through the
+// push path (encrypted, sealed, the tag keyed).
+func (h *Handler) pushReferrersIndex(ctx context.Context, be *backend, repo, tag string, idx ocispec.Index) error {
+	body, err := json.Marshal(idx)
+	if err != nil {
+		return err
+	}
+	_, err = h.pushManifest(ctx, be, repo, tag, body, ocispec.MediaTypeImageIndex, false)
+	return err
 }
 
 // gone says whether the manifest a client pushed as d is known to be in
