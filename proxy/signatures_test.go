@@ -110,6 +110,31 @@ func upstreamTagList(t *testing.T, up shroudtest.Upstream, repo string) []string
 	return must[[]string](t)(remote.List(must[name.Repository](t)(name.NewRepository(up.Host()+"/"+repo, name.Insecure))))
 }
 
+// twoKeyShroud is shroud in front of up encrypting sig/** for keys A and
+// B, under key checks a test may make refuse one, and an image pushed
+// through it.
+type twoKeyShroud struct {
+	s          shroudtest.Shroud
+	check      *checker
+	recA, recB crypto.Recipient
+	keyA, keyB crypto.DecryptionKey
+	img        v1.Image
+}
+
+func newTwoKeyShroud(t *testing.T, up shroudtest.Upstream, repoTag string) twoKeyShroud {
+	t.Helper()
+	f := twoKeyShroud{check: newChecker()}
+	f.recA, f.keyA = keyPair(t, "ec")
+	f.recB, f.keyB = keyPair(t, "ec")
+	f.s = shroudtest.Start(t, up, shroudtest.WithKeyCheck(f.check),
+		shroudtest.WithPolicy(shroudtest.Rule{Pattern: "sig/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{f.recA, f.recB}}))
+	f.img = must[v1.Image](t)(random.Image(3000, 2))
+	if err := remote.Write(ref(t, f.s.Host(), repoTag), f.img); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
 var plaintextDigestTag = regexp.MustCompile(`(?i)sha(256|384|512)-[0-9a-f]{32}`)
 
 // The same image pushed again under other tags is stored once upstream:
@@ -167,15 +192,8 @@ func TestRepushReusesTheEncryptedManifest(t *testing.T) {
 func TestRepushAfterRevocationEncryptsAnew(t *testing.T) {
 	for _, up := range shroudtest.Upstreams(t) {
 		t.Run(up.Name, func(t *testing.T) {
-			recA, keyA := keyPair(t, "ec")
-			recB, keyB := keyPair(t, "ec")
-			check := newChecker()
-			s := shroudtest.Start(t, up, shroudtest.WithKeyCheck(check),
-				shroudtest.WithPolicy(shroudtest.Rule{Pattern: "sig/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recA, recB}}))
-			img := must[v1.Image](t)(random.Image(3000, 2))
-			if err := remote.Write(ref(t, s.Host(), "sig/app:a"), img); err != nil {
-				t.Fatal(err)
-			}
+			f := newTwoKeyShroud(t, up, "sig/app:a")
+			s, check, recA, keyA, keyB, img := f.s, f.check, f.recA, f.keyA, f.keyB, f.img
 			p := newSigPusher(t, s, "sig/app")
 			sig, _ := p.attach(img, sigType, "before the revocation")
 			first := upstreamDigest(t, up, "sig/app:a")
@@ -408,15 +426,8 @@ func TestAttackPlaintextArtifactTypeLaundersEncryptedLayer(t *testing.T) {
 // has no referrers API, and shroud's own list is by plaintext subject.)
 func TestReferrersOfCopiesPushedBeforeReuse(t *testing.T) {
 	up := shroudtest.GGCR(t)
-	recA, _ := keyPair(t, "ec")
-	recB, _ := keyPair(t, "ec")
-	check := newChecker()
-	s := shroudtest.Start(t, up, shroudtest.WithKeyCheck(check),
-		shroudtest.WithPolicy(shroudtest.Rule{Pattern: "sig/**", Action: crypto.Encrypt, Recipients: []crypto.Recipient{recA, recB}}))
-	img := must[v1.Image](t)(random.Image(3000, 2))
-	if err := remote.Write(ref(t, s.Host(), "sig/app:old"), img); err != nil {
-		t.Fatal(err)
-	}
+	f := newTwoKeyShroud(t, up, "sig/app:old")
+	s, check, recA, recB, img := f.s, f.check, f.recA, f.recB, f.img
 	p := newSigPusher(t, s, "sig/app")
 	sig, _ := p.attach(img, sigType, "attached to the old copy")
 	old := upstreamDigest(t, up, "sig/app:old")
