@@ -190,17 +190,21 @@ func (h *Handler) finishPush(ctx context.Context, be *backend, repo, ref, upRef 
 	if p.subject != "" {
 		p.subjectProcessed = subjectProcessed || h.keepReferrer(ctx, be, repo, p.subject, p.referrer)
 	}
-	encrypted := 0
-	for _, l := range m.layers {
-		if crypto.IsEncryptedMediaType(l.MediaType) {
-			encrypted++
+	// What the upstream holds (the stored copy, on a reuse).
+	encrypted, layers := 0, len(m.layers)
+	if stored, err := parseManifest(out, mediaType); err == nil {
+		layers = len(stored.layers)
+		for _, l := range stored.layers {
+			if crypto.IsEncryptedMediaType(l.MediaType) {
+				encrypted++
+			}
 		}
 	}
 	h.metrics.manifests.Add(ctx, 1, metric.WithAttributes(attribute.String("shroud.rule", rule.String())))
 	// The edge's record of what left: which image, under which rule, how
 	// many of its layers encrypted.
 	logger(ctx).Info("manifest stored", "repository", repo, "reference", ref, "plain_digest", p.plainDigest,
-		"upstream_digest", upDigest, "rule", rule.String(), "layers", len(m.layers), "encrypted_layers", encrypted, "reused", p.reused)
+		"upstream_digest", upDigest, "rule", rule.String(), "layers", layers, "encrypted_layers", encrypted, "reused", p.reused)
 	return p, nil
 }
 
