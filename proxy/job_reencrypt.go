@@ -239,12 +239,8 @@ func (h *Handler) revoked(ctx context.Context, be *backend, repo string, d diges
 	if err != nil {
 		return Revocation{}, false
 	}
-	m, err := parseManifest(um.Body, um.ContentType)
-	if err != nil {
-		return Revocation{}, false
-	}
-	seal, _, err := h.openSeal(ctx, repo, m.annotations[crypto.AnnotationOriginal])
-	if err != nil || seal.Upstream != be.name || seal.Repository != repo || seal.ContentType != revokedType {
+	_, seal, _, ok := h.sealOf(ctx, be, repo, um)
+	if !ok || seal.ContentType != revokedType {
 		return Revocation{}, false
 	}
 	var r Revocation

@@ -568,12 +568,8 @@ func (j *rewrapJob) sameManifest(ctx context.Context, d, plain digest.Digest) bo
 	if err != nil {
 		return false
 	}
-	enc, err := parseManifest(um.Body, um.ContentType)
-	if err != nil || enc.annotations[crypto.AnnotationOriginal] == "" {
-		return false
-	}
-	seal, _, err := j.h.openSeal(ctx, j.repo, enc.annotations[crypto.AnnotationOriginal])
-	return err == nil && seal.Upstream == j.be.name && seal.Repository == j.repo && digest.FromBytes(seal.Manifest) == plain
+	_, seal, _, ok := j.h.sealOf(ctx, j.be, j.repo, um)
+	return ok && digest.FromBytes(seal.Manifest) == plain
 }
 
 // renamePointers is tags with each pointer tag (named under a previous

@@ -14,6 +14,7 @@ import (
 
 	"github.com/shroud-oci/shroud/audit"
 	"github.com/shroud-oci/shroud/crypto"
+	"github.com/shroud-oci/shroud/proxy/upstream"
 )
 
 // Key decisions. Before a manifest push wraps layer keys, and before a
@@ -333,6 +334,21 @@ func (h *Handler) openSeal(ctx context.Context, repo, sealed string) (crypto.Sea
 		return crypto.Seal{}, nil, err
 	}
 	return seal, by, nil
+}
+
+// sealOf parses an upstream manifest and opens its seal (openSeal),
+// which must be this shroud's for be and repo: ok is false for anything
+// else (not a manifest, no seal, a foreign one, another repository's).
+func (h *Handler) sealOf(ctx context.Context, be *backend, repo string, um upstream.Manifest) (enc *manifest, seal crypto.Seal, by *crypto.Identity, ok bool) {
+	enc, err := parseManifest(um.Body, um.ContentType)
+	if err != nil || enc.annotations[crypto.AnnotationOriginal] == "" {
+		return nil, crypto.Seal{}, nil, false
+	}
+	seal, by, err = h.openSeal(ctx, repo, enc.annotations[crypto.AnnotationOriginal])
+	if err != nil || seal.Upstream != be.name || seal.Repository != repo {
+		return nil, crypto.Seal{}, nil, false
+	}
+	return enc, seal, by, true
 }
 
 // previousRefused is why the previous identity by may not vouch for a

@@ -128,13 +128,13 @@ func (h *Handler) pushManifest(ctx context.Context, be *backend, repo, ref strin
 	upRef := h.upstreamRef(be, repo, ref)
 	var prev crypto.Seal
 	if !rule.EncryptOnly {
-		um, p0, ok, err := h.reusable(ctx, be, repo, ref, plainDigest, contentType, m, selection, rs)
+		um, stored, p0, ok, err := h.reusable(ctx, be, repo, ref, plainDigest, contentType, m, selection, rs)
 		if err != nil {
 			return pushed{}, err
 		}
 		if ok {
 			p.reused = true
-			return h.finishPush(ctx, be, repo, ref, upRef, p, rule, m, contentType, len(body), um.ContentType, um.Body)
+			return h.finishPush(ctx, be, repo, ref, upRef, p, rule, stored, contentType, len(body), um.ContentType, um.Body)
 		}
 		prev = p0
 	}
@@ -172,10 +172,10 @@ func (h *Handler) pushManifest(ctx context.Context, be *backend, repo, ref strin
 	return h.finishPush(ctx, be, repo, ref, upRef, p, rule, m, contentType, len(body), m.mediaType, out)
 }
 
-// finishPush stores out (the encrypted manifest m, of mediaType) upstream
-// for a push of ref, records its mapping, and has the subject's
-// referrers list it.
-func (h *Handler) finishPush(ctx context.Context, be *backend, repo, ref, upRef string, p pushed, rule *crypto.Rule, m *manifest,
+// finishPush stores out (the encrypted manifest stored, of mediaType:
+// what encryptManifest made, or the copy reused) upstream for a push of
+// ref, records its mapping, and has the subject's referrers list it.
+func (h *Handler) finishPush(ctx context.Context, be *backend, repo, ref, upRef string, p pushed, rule *crypto.Rule, stored *manifest,
 	contentType string, size int, mediaType string, out []byte) (pushed, error) {
 	upDigest, subjectProcessed, err := h.storeManifest(ctx, be, repo, upRef, p.plainDigest, mediaType, out)
 	if err != nil {
@@ -190,21 +190,17 @@ func (h *Handler) finishPush(ctx context.Context, be *backend, repo, ref, upRef 
 	if p.subject != "" {
 		p.subjectProcessed = subjectProcessed || h.keepReferrer(ctx, be, repo, p.subject, p.referrer)
 	}
-	// What the upstream holds (the stored copy, on a reuse).
-	encrypted, layers := 0, len(m.layers)
-	if stored, err := parseManifest(out, mediaType); err == nil {
-		layers = len(stored.layers)
-		for _, l := range stored.layers {
-			if crypto.IsEncryptedMediaType(l.MediaType) {
-				encrypted++
-			}
+	encrypted := 0
+	for _, l := range stored.layers {
+		if crypto.IsEncryptedMediaType(l.MediaType) {
+			encrypted++
 		}
 	}
 	h.metrics.manifests.Add(ctx, 1, metric.WithAttributes(attribute.String("shroud.rule", rule.String())))
 	// The edge's record of what left: which image, under which rule, how
 	// many of its layers encrypted.
 	logger(ctx).Info("manifest stored", "repository", repo, "reference", ref, "plain_digest", p.plainDigest,
-		"upstream_digest", upDigest, "rule", rule.String(), "layers", layers, "encrypted_layers", encrypted, "reused", p.reused)
+		"upstream_digest", upDigest, "rule", rule.String(), "layers", len(stored.layers), "encrypted_layers", encrypted, "reused", p.reused)
 	return p, nil
 }
 

@@ -22,27 +22,24 @@ import (
 // added), another choice of layers, a child or subject whose copy is
 // another one now, another content type, a seal by a previous identity.
 
-// reusable returns the copy stored for plainDigest in repo if a push of
+// reusable returns the copy stored for plainDigest in repo (as the
+// upstream holds it, and parsed) if a push of
 // m (the client's manifest, not yet rewritten) under ref may reuse it;
 // else ok is false and prev holds what the new copy's seal carries on:
 // the copies it replaces (the one the pointer names, and those it
 // replaced) and the digest tags the old one was pushed under.
-func (h *Handler) reusable(ctx context.Context, be *backend, repo, ref string, plainDigest digest.Digest, contentType string, m *manifest, selection string, rs *crypto.Recipients) (um upstream.Manifest, prev crypto.Seal, ok bool, err error) {
+func (h *Handler) reusable(ctx context.Context, be *backend, repo, ref string, plainDigest digest.Digest, contentType string, m *manifest, selection string, rs *crypto.Recipients) (um upstream.Manifest, stored *manifest, prev crypto.Seal, ok bool, err error) {
 	if be.deleted(ctx, repo, plainDigest) {
-		return upstream.Manifest{}, crypto.Seal{}, false, nil
+		return upstream.Manifest{}, nil, crypto.Seal{}, false, nil
 	}
 	budget := crypto.NewUnwrapBudget(maxUnwrapsPerRequest)
 	_, um, ok, err = h.pointed(ctx, be, repo, plainDigest, budget)
 	if err != nil || !ok {
-		return upstream.Manifest{}, crypto.Seal{}, false, err
+		return upstream.Manifest{}, nil, crypto.Seal{}, false, err
 	}
-	enc, err := parseManifest(um.Body, um.ContentType)
-	if err != nil {
-		return upstream.Manifest{}, crypto.Seal{}, false, nil
-	}
-	seal, by, err := h.openSeal(ctx, repo, enc.annotations[crypto.AnnotationOriginal])
-	if err != nil || seal.Upstream != be.name || seal.Repository != repo {
-		return upstream.Manifest{}, crypto.Seal{}, false, nil // pointed vouched for it; a race with a job
+	enc, seal, by, sealed := h.sealOf(ctx, be, repo, um)
+	if !sealed {
+		return upstream.Manifest{}, nil, crypto.Seal{}, false, nil // pointed vouched for it; a race with a job
 	}
 	previous := slices.Compact(append([]digest.Digest{um.Digest}, seal.Previous...))
 	prev = crypto.Seal{Previous: previous[:min(len(previous), crypto.MaxPreviousCopies)], Tags: seal.Tags}
@@ -62,15 +59,15 @@ func (h *Handler) reusable(ctx context.Context, be *backend, repo, ref string, p
 	if why == "" {
 		why, err = h.namesOthers(ctx, be, repo, m, enc, budget)
 		if err != nil {
-			return upstream.Manifest{}, crypto.Seal{}, false, err
+			return upstream.Manifest{}, nil, crypto.Seal{}, false, err
 		}
 	}
 	if why != "" {
 		logger(ctx).Info("manifest pushed again: encrypted anew, not reused", "repository", repo, "plain_digest", plainDigest,
 			"stored_upstream_digest", um.Digest, "why", why)
-		return upstream.Manifest{}, prev, false, nil
+		return upstream.Manifest{}, nil, prev, false, nil
 	}
-	return um, crypto.Seal{}, true, nil
+	return um, enc, crypto.Seal{}, true, nil
 }
 
 // namesOthers says why the stored copy enc names other manifests than a

@@ -124,13 +124,10 @@ func (h *Handler) copiesOf(ctx context.Context, be *backend, repo string, subjec
 	if err != nil {
 		return nil, fmt.Errorf("subject %s: %w", subject, err)
 	}
-	if enc, err := parseManifest(um.Body, um.ContentType); err == nil && enc.annotations[crypto.AnnotationOriginal] != "" {
-		if seal, _, err := h.openSeal(ctx, repo, enc.annotations[crypto.AnnotationOriginal]); err == nil && seal.Upstream == be.name && seal.Repository == repo &&
-			digest.FromBytes(seal.Manifest) == subject {
-			for _, p := range seal.Previous[:min(len(seal.Previous), crypto.MaxPreviousCopies)] {
-				if !slices.Contains(copies, p) {
-					copies = append(copies, p)
-				}
+	if _, seal, _, ok := h.sealOf(ctx, be, repo, um); ok && digest.FromBytes(seal.Manifest) == subject {
+		for _, p := range seal.Previous[:min(len(seal.Previous), crypto.MaxPreviousCopies)] {
+			if !slices.Contains(copies, p) {
+				copies = append(copies, p)
 			}
 		}
 	}

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-
-	"github.com/shroud-oci/shroud/crypto"
 )
 
 // Copies pushed before one encrypted manifest per plaintext manifest
@@ -102,11 +100,8 @@ func (h *Handler) sealedPlain(ctx context.Context, be *backend, repo string, d d
 		return "", nil // gone since its tag was read: none
 	}
 	var plain digest.Digest
-	if enc, err := parseManifest(um.Body, um.ContentType); err == nil && enc.annotations[crypto.AnnotationOriginal] != "" {
-		seal, _, err := h.openSeal(ctx, repo, enc.annotations[crypto.AnnotationOriginal])
-		if err == nil && seal.Upstream == be.name && seal.Repository == repo && um.Digest == d {
-			plain = digest.FromBytes(seal.Manifest)
-		}
+	if _, seal, _, ok := h.sealOf(ctx, be, repo, um); ok && um.Digest == d {
+		plain = digest.FromBytes(seal.Manifest)
 	}
 	h.copyScans.sealedOf.Add(key, plain)
 	return plain, nil
